@@ -1,0 +1,25 @@
+# geneattn: raw counts -> QC -> rank-value tokens -> ... (see README.md and DESIGN notes).
+# Every rule is thin: it calls the `geneattn` command line, which does the work.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.19")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
+include: "workflow/rules/qc.smk"
+include: "workflow/rules/tokenize.smk"
+
+
+rule all:
+    input:
+        rules.qc.output,
+        rules.tokenize.output,
+    default_target: True

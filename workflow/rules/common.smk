@@ -1,0 +1,13 @@
+# Helpers shared by the rule files.
+
+STUDY = config["study"]
+RES = config["resources"]["dir"]
+OUT = f"results/{STUDY}"
+LOGS = f"logs/{STUDY}"
+BENCH = f"benchmarks/{STUDY}"
+ENV = "../../envs/geneattn.yaml"
+
+
+def opt(flag, value):
+    """Render `--flag value` for the command line, or nothing when value is None."""
+    return "" if value is None else f"{flag} {value}"

@@ -1,0 +1,33 @@
+# scanpy QC of the raw counts.
+
+
+rule qc:
+    input:
+        counts=config["input"]["path"],
+    output:
+        h5ad=f"{OUT}/qc.h5ad",
+        summary=f"{OUT}/qc_summary.json",
+        plot=f"{OUT}/qc.png",
+    params:
+        fmt=config["input"]["format"],
+        layer=opt("--layer", config["input"]["layer"]),
+        transpose="--transpose" if config["input"]["transpose"] else "",
+        non_int="--allow-non-integer" if config["input"]["allow_non_integer"] else "",
+        cond=config["conditions"],
+        qc=config["qc"],
+        max_counts=opt("--max-counts", config["qc"]["max_counts"]),
+    log:
+        f"{LOGS}/qc.log",
+    benchmark:
+        f"{BENCH}/qc.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn qc {input.counts} --format {params.fmt} {params.layer} {params.transpose}"
+        " {params.non_int} --condition-column {params.cond[column]}"
+        " --keep {params.cond[case]:q} {params.cond[control]:q}"
+        " --min-genes {params.qc[min_genes]} --min-cells {params.qc[min_cells]}"
+        " --max-pct-mito {params.qc[max_pct_mito]} {params.max_counts}"
+        " --mito-prefix {params.qc[mito_prefix]:q}"
+        " --out {output.h5ad} --summary {output.summary} --plot {output.plot}"
+        " > {log} 2>&1"

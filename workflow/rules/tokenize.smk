@@ -1,0 +1,29 @@
+# Geneformer V1 rank-value encoding of the QC'd counts.
+
+
+rule tokenize:
+    input:
+        h5ad=rules.qc.output.h5ad,
+        token_dict=rules.fetch_resources.output.tokens,
+        medians=rules.fetch_resources.output.medians,
+        names=rules.fetch_resources.output.names,
+    output:
+        tokens=f"{OUT}/tokens.npz",
+        summary=f"{OUT}/tokenize_summary.json",
+    params:
+        gene_id=config["input"]["gene_id"],
+        medians=config["tokenize"]["medians"],
+        max_len=config["tokenize"]["max_len"],
+    threads: 2
+    log:
+        f"{LOGS}/tokenize.log",
+    benchmark:
+        f"{BENCH}/tokenize.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn tokenize {input.h5ad} --token-dictionary {input.token_dict}"
+        " --medians-file {input.medians} --gene-names {input.names}"
+        " --gene-id {params.gene_id} --medians {params.medians} --max-len {params.max_len}"
+        " --threads {threads} --out {output.tokens} --summary {output.summary}"
+        " > {log} 2>&1"
