@@ -1,0 +1,81 @@
+"""``geneattn tokenize``: Geneformer V1 rank-value tokens of the QC'd cells."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+NAME = "tokenize"
+HELP = "rank-value encode QC'd counts into Geneformer V1 tokens (tokens.npz)"
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the tokenize options."""
+    parser.add_argument("h5ad", help="QC'd counts (qc.h5ad; raw counts in X, obs n_counts)")
+    parser.add_argument("--token-dictionary", required=True, help="token_dictionary.tsv")
+    parser.add_argument("--medians-file", help="gene_median_dictionary.tsv (Geneformer V1)")
+    parser.add_argument("--gene-names", help="gene_name_id.tsv (symbol -> Ensembl ID)")
+    parser.add_argument("--gene-id", choices=["symbol", "ensembl"], default="symbol")
+    parser.add_argument(
+        "--medians", choices=["geneformer_v1", "corpus", "none"], default="geneformer_v1"
+    )
+    parser.add_argument("--max-len", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=1, help="rayon threads")
+    parser.add_argument("--out", required=True, help="tokens.npz to write")
+    parser.add_argument("--summary", required=True, help="JSON summary to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Tokenize and write ``tokens.npz`` and the summary, both or neither."""
+    import anndata as ad
+    import numpy as np
+
+    from geneattn.atomic import atomic_path
+    from geneattn.errors import InputError
+    from geneattn.resources import load_gene_medians, load_gene_name_map, load_token_dictionary
+    from geneattn.tokenize import save_tokens, tokenize_counts
+
+    try:
+        adata = ad.read_h5ad(args.h5ad)
+    except FileNotFoundError:
+        raise InputError("file not found", args.h5ad) from None
+    except OSError as err:
+        raise InputError(f"cannot read as h5ad ({err})", args.h5ad) from None
+    if "n_counts" in adata.obs:
+        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        log.warning("%s has no obs['n_counts']; using row sums of X", args.h5ad)
+        n_counts = None
+    if args.medians == "geneformer_v1" and not args.medians_file:
+        raise InputError("--medians geneformer_v1 needs --medians-file")
+    if args.gene_id == "symbol" and not args.gene_names:
+        raise InputError("--gene-id symbol needs --gene-names")
+
+    cells, summary = tokenize_counts(
+        adata.X,
+        adata.var_names.to_numpy(),
+        cell_ids=adata.obs_names.to_numpy(),
+        n_counts=n_counts,
+        token_dictionary=load_token_dictionary(args.token_dictionary),
+        gene_medians=load_gene_medians(args.medians_file) if args.medians_file else None,
+        name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
+        gene_id=args.gene_id,
+        medians=args.medians,
+        max_len=args.max_len,
+        n_threads=args.threads,
+    )
+    summary["input"] = str(args.h5ad)
+    log.info(
+        "%d of %d cells tokenized, %d genes with tokens, median length %.0f",
+        summary["cells_out"],
+        summary["cells_in"],
+        summary["genes_tokenized"],
+        summary["length_median"],
+    )
+    with atomic_path(args.summary) as tmp_summary:
+        tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        save_tokens(args.out, cells)
+    return 0

@@ -1,0 +1,430 @@
+"""Geneformer V1 rank-value tokenization of many cells.
+
+For a cell with total counts ``n`` (over all genes, see ``obs["n_counts"]`` from QC) and a
+gene with count ``x`` and nonzero corpus median ``m``, the value ranked is
+``x / n * 10_000 / m``. Only genes with a Geneformer token (and, for ``medians="geneformer_v1"``,
+a median) and ``x > 0`` take part; they are sorted by descending value, ties broken by
+ascending token id, and truncated to ``max_len`` (2,048 for Geneformer V1, which uses no
+special tokens). The ranking itself runs in Rust (``geneattn._kernels.rank_encode_csr``),
+parallel over cells.
+
+The output is ragged: the tokens of cell ``c`` are ``tokens[offsets[c]:offsets[c + 1]]``.
+Token ids are always Geneformer V1 dictionary ids, so the same file feeds the seed
+interfaces and a real Geneformer checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from geneattn.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TARGET_SUM = 10_000.0
+MedianSource = Literal["geneformer_v1", "corpus", "none"]
+GeneIdKind = Literal["symbol", "ensembl"]
+_ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneTokens:
+    """How the columns of a count matrix map onto Geneformer tokens.
+
+    Attributes
+    ----------
+    token
+        Token id of each column, -1 where the gene is dropped.
+    median
+        Normalisation median of each column (NaN where dropped).
+    gene_id
+        Ensembl ID of each column ("" where unmapped).
+    reasons
+        Number of columns dropped for each reason.
+    """
+
+    token: np.ndarray
+    median: np.ndarray
+    gene_id: np.ndarray
+    reasons: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedCells:
+    """Ragged rank-value tokens of many cells.
+
+    Attributes
+    ----------
+    tokens
+        int32 token ids of all cells, concatenated.
+    offsets
+        int64, ``n_cells + 1`` entries; cell ``c`` owns ``tokens[offsets[c]:offsets[c+1]]``.
+    cell_ids
+        Cell names (``obs_names``), one per cell.
+    vocabulary
+        Ensembl ID of every token id (``vocabulary[t]``), special tokens by their names.
+    """
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    cell_ids: np.ndarray
+    vocabulary: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of tokens of each cell (int32)."""
+        return np.diff(self.offsets).astype(np.int32)
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells."""
+        return len(self.offsets) - 1
+
+    def cell(self, i: int) -> np.ndarray:
+        """Tokens of cell ``i``."""
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+
+def vocabulary_array(token_dictionary: Mapping[str, int]) -> np.ndarray:
+    """Turn ``{gene_id: token}`` into an array indexed by token id.
+
+    Parameters
+    ----------
+    token_dictionary
+        Geneformer token dictionary; ids must be exactly ``0 .. len - 1``.
+
+    Returns
+    -------
+    np.ndarray
+        Object array of gene ids (and special-token names), ``vocab[token] = gene_id``.
+    """
+    ids = np.fromiter(token_dictionary.values(), dtype=np.int64, count=len(token_dictionary))
+    if (
+        len(ids) == 0
+        or ids.min() != 0
+        or ids.max() != len(ids) - 1
+        or len(np.unique(ids)) != len(ids)
+    ):
+        raise InputError("token dictionary ids must be exactly 0 .. n-1 without gaps or repeats")
+    vocab = np.empty(len(ids), dtype=object)
+    for gene, tok in token_dictionary.items():
+        vocab[tok] = gene
+    return vocab
+
+
+def map_genes(
+    var_names: np.ndarray,
+    *,
+    gene_id: GeneIdKind,
+    token_dictionary: Mapping[str, int],
+    gene_medians: Mapping[str, float] | None,
+    name_map: Mapping[str, str] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Map gene names to Ensembl IDs and Geneformer tokens.
+
+    Parameters
+    ----------
+    var_names
+        Gene names of the matrix columns.
+    gene_id
+        ``"symbol"``: names are HGNC symbols, mapped through ``name_map``; ``"ensembl"``:
+        names are Ensembl gene IDs (a version suffix such as ``.12`` is removed).
+    token_dictionary
+        ``{ensembl_id: token}``.
+    gene_medians
+        ``{ensembl_id: median}``; when given, genes without a median are dropped (Geneformer
+        V1 keeps only genes with a nonzero corpus median).
+    name_map
+        ``{symbol: ensembl_id}``, required for ``gene_id="symbol"``.
+
+    Returns
+    -------
+    tuple
+        ``(ensembl, token, reasons)``: the Ensembl ID of each column ("" when unmapped), its
+        token (-1 when dropped), and how many columns were dropped for each reason.
+    """
+    names = np.asarray(var_names).astype(str)
+    if gene_id == "symbol":
+        if name_map is None:
+            raise InputError("gene_id='symbol' needs the symbol -> Ensembl map")
+        ensembl = np.array([name_map.get(n, "") for n in names], dtype=object)
+    elif gene_id == "ensembl":
+        ensembl = np.array([_ENSEMBL_VERSION.sub(r"\1", n) for n in names], dtype=object)
+    else:
+        raise InputError(f"gene_id must be 'symbol' or 'ensembl', got {gene_id!r}")
+    token = np.full(len(names), -1, dtype=np.int32)
+    reasons = {"no_ensembl_id": 0, "not_in_token_dictionary": 0, "no_median": 0}
+    for i, ens in enumerate(ensembl):
+        if not ens:
+            reasons["no_ensembl_id"] += 1
+        elif ens not in token_dictionary:
+            reasons["not_in_token_dictionary"] += 1
+        elif gene_medians is not None and ens not in gene_medians:
+            reasons["no_median"] += 1
+        else:
+            token[i] = token_dictionary[ens]
+    return ensembl, token, reasons
+
+
+def merge_duplicate_tokens(
+    x: sp.csr_matrix, token: np.ndarray, ensembl: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, int]:
+    """Sum columns that map to the same token (several symbols for one Ensembl ID).
+
+    Parameters
+    ----------
+    x
+        Cells x genes counts.
+    token
+        Token id per column (-1 for dropped columns).
+    ensembl
+        Ensembl ID per column.
+
+    Returns
+    -------
+    tuple
+        ``(x, token, ensembl, n_merged)`` with one column per kept token (dropped columns
+        removed) and the number of columns that were merged into another.
+    """
+    keep = np.flatnonzero(token >= 0)
+    uniq, first, inverse = np.unique(token[keep], return_index=True, return_inverse=True)
+    n_merged = len(keep) - len(uniq)
+    agg = sp.csr_matrix(
+        (np.ones(len(keep), dtype=x.dtype), (keep, inverse)), shape=(x.shape[1], len(uniq))
+    )
+    merged = sp.csr_matrix(x @ agg)
+    merged.sort_indices()
+    return merged, uniq.astype(np.int32), ensembl[keep][first], n_merged
+
+
+def corpus_medians(x: sp.csr_matrix, n_counts: np.ndarray) -> np.ndarray:
+    """Nonzero median of ``x / n_counts * 10,000`` per column (NaN where never expressed).
+
+    Parameters
+    ----------
+    x
+        Cells x genes counts (CSR).
+    n_counts
+        Total counts of each cell.
+
+    Returns
+    -------
+    np.ndarray
+        float64 median per column, over the cells where the gene is nonzero.
+    """
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    values = x.data.astype(np.float64) / n_counts[rows] * TARGET_SUM
+    positive = values > 0
+    cols = x.indices[positive]
+    values = values[positive]
+    order = np.lexsort((values, cols))
+    cols, values = cols[order], values[order]
+    med = np.full(x.shape[1], np.nan)
+    starts = np.searchsorted(cols, np.arange(x.shape[1]), side="left")
+    ends = np.searchsorted(cols, np.arange(x.shape[1]), side="right")
+    for j in np.flatnonzero(ends > starts):
+        med[j] = np.median(values[starts[j] : ends[j]])
+    return med
+
+
+def tokenize_counts(
+    x: sp.spmatrix | np.ndarray,
+    var_names: np.ndarray,
+    *,
+    cell_ids: np.ndarray,
+    n_counts: np.ndarray | None,
+    token_dictionary: Mapping[str, int],
+    gene_medians: Mapping[str, float] | None = None,
+    name_map: Mapping[str, str] | None = None,
+    gene_id: GeneIdKind = "symbol",
+    medians: MedianSource = "geneformer_v1",
+    max_len: int = 2048,
+    n_threads: int = 1,
+) -> tuple[TokenizedCells, dict]:
+    """Rank-value encode a cells x genes count matrix, Geneformer V1 style.
+
+    Parameters
+    ----------
+    x
+        Raw counts, cells x genes.
+    var_names
+        Gene names of the columns (symbols or Ensembl IDs, see ``gene_id``).
+    cell_ids
+        Cell names.
+    n_counts
+        Total counts of each cell over all genes; None computes the row sums of ``x``.
+    token_dictionary
+        Geneformer ``{ensembl_id: token}``.
+    gene_medians
+        Geneformer ``{ensembl_id: nonzero median}``; needed for ``medians="geneformer_v1"``.
+    name_map
+        ``{symbol: ensembl_id}``; needed for ``gene_id="symbol"``.
+    gene_id
+        What ``var_names`` hold.
+    medians
+        ``"geneformer_v1"`` (the dictionary medians; genes without one are dropped),
+        ``"corpus"`` (nonzero medians of the normalised values of this matrix) or ``"none"``
+        (every median 1: rank by normalised counts).
+    max_len
+        Tokens kept per cell.
+    n_threads
+        Rayon threads of the ranking kernel.
+
+    Returns
+    -------
+    tuple
+        ``(cells, summary)``: the tokens of every cell that has at least one token, and a
+        JSON-serialisable summary (genes mapped and dropped, cells dropped, lengths).
+    """
+    from geneattn import _kernels
+
+    if medians not in ("geneformer_v1", "corpus", "none"):
+        raise InputError(f"medians must be geneformer_v1, corpus or none, got {medians!r}")
+    if medians == "geneformer_v1" and gene_medians is None:
+        raise InputError("medians='geneformer_v1' needs the Geneformer gene median dictionary")
+    if max_len < 1:
+        raise InputError(f"max_len must be at least 1, got {max_len}")
+    x = sp.csr_matrix(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    cell_ids = np.asarray(cell_ids).astype(str)
+    if n_counts is None:
+        n_counts = np.asarray(x.sum(axis=1)).ravel()
+    n_counts = np.ascontiguousarray(n_counts, dtype=np.float64)
+    if len(n_counts) != x.shape[0] or len(cell_ids) != x.shape[0]:
+        raise InputError("n_counts and cell_ids must have one entry per cell")
+    bad = np.flatnonzero(~np.isfinite(n_counts) | (n_counts < 0))
+    if bad.size:
+        c = bad[0]
+        raise InputError(f"n_counts of cell {cell_ids[c]!r} is {n_counts[c]}; it must be >= 0")
+
+    use_medians = gene_medians if medians == "geneformer_v1" else None
+    ensembl, token, reasons = map_genes(
+        np.asarray(var_names),
+        gene_id=gene_id,
+        token_dictionary=token_dictionary,
+        gene_medians=use_medians,
+        name_map=name_map,
+    )
+    x, token, ensembl, n_merged = merge_duplicate_tokens(x, token, ensembl)
+    if medians == "geneformer_v1":
+        median = np.array([gene_medians[g] for g in ensembl], dtype=np.float64)
+    elif medians == "corpus":
+        median = corpus_medians(x, n_counts)
+    else:
+        median = np.ones(len(token), dtype=np.float64)
+    usable = np.isfinite(median) & (median > 0)
+    token = np.where(usable, token, -1).astype(np.int32)
+    reasons["no_positive_median"] = int((~usable).sum())
+
+    positive_cells = n_counts > 0
+    tokens, offsets = _kernels.rank_encode_csr(
+        x.indptr.astype(np.int64),
+        x.indices.astype(np.int32),
+        x.data,
+        token,
+        np.where(usable, median, 1.0),
+        np.where(positive_cells, n_counts, 1.0),
+        TARGET_SUM,
+        int(max_len),
+        int(n_threads),
+    )
+    lengths = np.diff(offsets)
+    kept = lengths > 0
+    if not kept.any():
+        raise InputError("no cell has any gene with a Geneformer token and a positive count")
+    cells = TokenizedCells(
+        tokens=tokens,
+        offsets=np.concatenate([[0], np.cumsum(lengths[kept])]).astype(np.int64),
+        cell_ids=cell_ids[kept],
+        vocabulary=vocabulary_array(token_dictionary),
+    )
+    summary = {
+        "cells_in": int(x.shape[0]),
+        "cells_out": int(kept.sum()),
+        "cells_dropped_no_tokens": int((~kept).sum()),
+        "genes_in": len(var_names),
+        "genes_tokenized": int((token >= 0).sum()),
+        "genes_dropped": {k: int(v) for k, v in reasons.items()},
+        "genes_merged_duplicates": int(n_merged),
+        "gene_id": gene_id,
+        "medians": medians,
+        "max_len": int(max_len),
+        "target_sum": TARGET_SUM,
+        "tie_break": "ascending token id",
+        "length_min": int(lengths[kept].min()),
+        "length_median": float(np.median(lengths[kept])),
+        "length_max": int(lengths[kept].max()),
+        "cells_truncated": int((lengths[kept] >= max_len).sum()),
+    }
+    return cells, summary
+
+
+def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
+    """Write tokens to ``.npz`` atomically (uncompressed, byte-deterministic).
+
+    Parameters
+    ----------
+    path
+        Output path (``.npz``).
+    cells
+        The tokenized cells.
+    """
+    from geneattn.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            tokens=cells.tokens.astype(np.int32),
+            offsets=cells.offsets.astype(np.int64),
+            lengths=cells.lengths,
+            cell_ids=cells.cell_ids.astype(str),
+            vocabulary=cells.vocabulary.astype(str),
+        )
+
+
+def load_tokens(path: str | Path) -> TokenizedCells:
+    """Read tokens written by :func:`save_tokens`, checking their structure.
+
+    Parameters
+    ----------
+    path
+        A ``tokens.npz``.
+
+    Returns
+    -------
+    TokenizedCells
+        The cells.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            cells = TokenizedCells(
+                tokens=z["tokens"],
+                offsets=z["offsets"],
+                cell_ids=z["cell_ids"],
+                vocabulary=z["vocabulary"],
+            )
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (KeyError, ValueError, OSError) as err:
+        raise InputError(f"not a geneattn tokens file ({err})", path) from None
+    off = cells.offsets
+    if (
+        cells.tokens.dtype != np.int32
+        or off.dtype != np.int64
+        or off[0] != 0
+        or off[-1] != len(cells.tokens)
+        or np.any(np.diff(off) < 0)
+        or len(cells.cell_ids) != len(off) - 1
+    ):
+        raise InputError("inconsistent tokens/offsets/cell_ids", path)
+    return cells
