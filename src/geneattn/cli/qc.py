@@ -1,0 +1,78 @@
+"""``geneattn qc``: read raw counts, run scanpy QC, write the h5ad, summary and plot."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+NAME = "qc"
+HELP = "read raw counts, filter cells and genes with scanpy QC, write h5ad + JSON + PNG"
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the qc options."""
+    from geneattn.readers import FORMATS
+
+    parser.add_argument("counts", help="raw counts: .h5ad, 10x .h5, 10x mtx dir, .loom, .csv/.tsv")
+    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], dest="fmt")
+    parser.add_argument("--layer", help="take the counts from this layer instead of X")
+    parser.add_argument("--transpose", action="store_true", help="csv/tsv: genes are rows")
+    parser.add_argument(
+        "--allow-non-integer", action="store_true", help="accept non-integer counts"
+    )
+    parser.add_argument("--condition-column", required=True, help="obs column of conditions")
+    parser.add_argument(
+        "--keep", nargs=2, required=True, metavar=("CASE", "CONTROL"), help="labels to keep"
+    )
+    parser.add_argument("--min-genes", type=int, default=200, help="min detected genes per cell")
+    parser.add_argument("--min-cells", type=int, default=3, help="min cells per gene")
+    parser.add_argument("--max-pct-mito", type=float, default=20.0, help="max %% mito counts")
+    parser.add_argument("--max-counts", type=float, help="max total counts per cell")
+    parser.add_argument(
+        "--mito-prefix", default="auto", help="mitochondrial gene prefix, or auto (MT-/mt-)"
+    )
+    parser.add_argument("--out", required=True, help="QC'd counts (.h5ad)")
+    parser.add_argument("--summary", required=True, help="QC summary (.json)")
+    parser.add_argument("--plot", required=True, help="QC distributions (.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run QC and write the three outputs together (all or none)."""
+    import json
+
+    from geneattn.atomic import atomic_path
+    from geneattn.qc import plot_qc, run_qc
+    from geneattn.readers import read_counts
+
+    adata = read_counts(
+        args.counts,
+        fmt=args.fmt,
+        layer=args.layer,
+        transpose=args.transpose,
+        allow_non_integer=args.allow_non_integer,
+    )
+    result, summary = run_qc(
+        adata,
+        condition_column=args.condition_column,
+        keep=args.keep,
+        min_genes=args.min_genes,
+        min_cells=args.min_cells,
+        max_pct_mito=args.max_pct_mito,
+        max_counts=args.max_counts,
+        mito_prefix=args.mito_prefix,
+        source=args.counts,
+    )
+    text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+    # Nested: each output is renamed into place only when all three blocks succeeded.
+    with (
+        atomic_path(args.out) as out,
+        atomic_path(args.summary) as summary_path,
+        atomic_path(args.plot) as plot,
+    ):
+        result.write_h5ad(out)
+        summary_path.write_text(text, encoding="utf-8")
+        plot_qc(result, summary, plot)
+    log.info("wrote %s, %s and %s", args.out, args.summary, args.plot)
+    return 0
