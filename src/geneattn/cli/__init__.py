@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "geneattn.cli.fetch_resources",
     "geneattn.cli.qc",
     "geneattn.cli.tokenize",
+    "geneattn.cli.gather_attention",
     "geneattn.cli.bench",
 )
 
