@@ -372,3 +372,19 @@ def test_duplicate_cells_made_unique(tmp_path, caplog):
     assert list(adata.obs_names) == ["c1", "c2", "c1-1"]
     assert "1 cell names are duplicated" in caplog.text
     np.testing.assert_array_equal(adata.X.toarray(), COUNTS)
+
+
+# -- real data ----------------------------------------------------------------------------
+
+
+def test_celltypist_sample_csv(resources_dir):
+    """A real wide csv: 559 immune cells x 32,786 genes of raw counts, cells as rows."""
+    adata = read_counts(resources_dir / "celltypist_sample_cell_by_gene.csv")
+    assert adata.shape == (559, 32786)
+    assert isinstance(adata.X, sp.csr_matrix)
+    assert adata.X.dtype == np.float32
+    assert adata.obs_names[0] == "Cell_1"
+    assert adata.var_names[:3].tolist() == ["MIR1302-10", "FAM138A", "OR4F5"]
+    assert adata.var_names.is_unique
+    np.testing.assert_array_equal(adata.X.data, np.round(adata.X.data))
+    assert int(adata.var_names.str.startswith("MT-").sum()) == 30  # 13 coding, 2 rRNA, 15 tRNA

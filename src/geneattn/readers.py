@@ -15,7 +15,9 @@ directory with ``matrix.mtx[.gz]``, ``features.tsv[.gz]`` or ``genes.tsv[.gz]`` 
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import gzip
 import logging
 import warnings
 from collections.abc import Iterator
@@ -305,12 +307,14 @@ def _read_delimited(path: Path, *, transpose: bool) -> ad.AnnData:
     """
     fmt = "tsv" if path.name.lower().removesuffix(".gz").endswith(".tsv") else "csv"
     sep = _DELIMITERS[fmt]
+    names = _header_names(path, sep)
     try:
-        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
-        body = pd.read_csv(path, sep=sep, header=None, skiprows=1, index_col=0, dtype={0: str})
+        # low_memory=False: one pass instead of chunks, several times faster on wide tables.
+        body = pd.read_csv(
+            path, sep=sep, header=None, skiprows=1, index_col=0, dtype={0: str}, low_memory=False
+        )
     except pd.errors.EmptyDataError:
         raise InputError("empty count matrix (the table has no data rows)", path) from None
-    names = header.iloc[0].tolist() if len(header) else []
     if len(names) == body.shape[1] + 1:
         names = names[1:]
     if len(names) != body.shape[1]:
@@ -326,6 +330,13 @@ def _read_delimited(path: Path, *, transpose: bool) -> ad.AnnData:
         _check_numeric(body, path, cells_in_rows=True)
     X = sparse.csr_matrix(body.to_numpy(dtype=np.float64))
     return ad.AnnData(X=X, obs=pd.DataFrame(index=body.index), var=pd.DataFrame(index=body.columns))
+
+
+def _header_names(path: Path, sep: str) -> list[str]:
+    """The fields of the first line (the csv module: fast on tables with many columns)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle, delimiter=sep), [])
 
 
 _READERS = {
