@@ -227,3 +227,29 @@ def test_cli_writes_both_outputs_or_neither(tmp_path, resources_dir):
     bad[-3], bad[-1] = str(tmp_path / "t2.npz"), str(tmp_path / "s2.json")
     assert main(bad) == 2
     assert not (tmp_path / "t2.npz").exists() and not (tmp_path / "s2.json").exists()
+
+
+def test_cli_ensembl_ids_from_var_gene_ids(tmp_path, resources_dir):
+    """10x-style input: symbols as var_names, Ensembl IDs in var['gene_ids']."""
+    import anndata as ad
+
+    from geneattn.resources import load_gene_name_map
+
+    gf = resources_dir / "geneformer_v1"
+    names = load_gene_name_map(gf / "gene_name_id.tsv")
+    adata = ad.read_h5ad(resources_dir / "wu2020_200.h5ad")[:10].copy()
+    adata.var["gene_ids"] = [names.get(s, f"NOID{i}") for i, s in enumerate(adata.var_names)]
+    adata.write_h5ad(tmp_path / "qc.h5ad")
+    common = [
+        str(tmp_path / "qc.h5ad"),
+        "--token-dictionary",
+        str(gf / "token_dictionary.tsv"),
+        "--medians-file",
+        str(gf / "gene_median_dictionary.tsv"),
+    ]
+    by_symbol = ["--gene-id", "symbol", "--gene-names", str(gf / "gene_name_id.tsv")]
+    for mode, extra in (("sym", by_symbol), ("ens", ["--gene-id", "ensembl"])):
+        out = ["--out", str(tmp_path / f"{mode}.npz"), "--summary", str(tmp_path / f"{mode}.json")]
+        assert main(["tokenize", *common, *extra, *out]) == 0
+    sym, ens = load_tokens(tmp_path / "sym.npz"), load_tokens(tmp_path / "ens.npz")
+    assert np.array_equal(sym.tokens, ens.tokens) and np.array_equal(sym.offsets, ens.offsets)

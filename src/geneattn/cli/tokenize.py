@@ -54,9 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
 
+    var_names = adata.var_names.to_numpy()
+    if args.gene_id == "ensembl" and "gene_ids" in adata.var and not _looks_ensembl(var_names):
+        # 10x files name genes by symbol and keep the Ensembl IDs in var["gene_ids"]
+        log.info("var_names are not Ensembl IDs; using var['gene_ids']")
+        var_names = adata.var["gene_ids"].astype(str).to_numpy()
     cells, summary = tokenize_counts(
         adata.X,
-        adata.var_names.to_numpy(),
+        var_names,
         cell_ids=adata.obs_names.to_numpy(),
         n_counts=n_counts,
         token_dictionary=load_token_dictionary(args.token_dictionary),
@@ -79,3 +84,9 @@ def run(args: argparse.Namespace) -> int:
         tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         save_tokens(args.out, cells)
     return 0
+
+
+def _looks_ensembl(names) -> bool:
+    """True when most names are Ensembl gene IDs."""
+    head = [str(n) for n in names[:200]]
+    return sum(n.startswith("ENS") for n in head) > len(head) // 2
