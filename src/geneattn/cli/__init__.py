@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "geneattn.cli.qc",
     "geneattn.cli.tokenize",
     "geneattn.cli.gather_attention",
+    "geneattn.cli.network",
     "geneattn.cli.bench",
 )
 
