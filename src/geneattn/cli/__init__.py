@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "geneattn.cli.tokenize",
     "geneattn.cli.gather_attention",
     "geneattn.cli.network",
+    "geneattn.cli.modules",
     "geneattn.cli.bench",
 )
 

@@ -1,0 +1,120 @@
+"""``geneattn modules``: Leiden disease modules of the case network, hubs, enrichment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+NAME = "modules"
+HELP = (
+    "Leiden modules of the case network, hub genes, gene-set enrichment and case-vs-control "
+    "differential attention (TSV tables, GraphML)"
+)
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the modules options."""
+    parser.add_argument("--case", required=True, help="network .npz of the case condition")
+    parser.add_argument("--control", required=True, help="network .npz of the control condition")
+    parser.add_argument(
+        "--objective", choices=["rb_configuration", "modularity"], default="rb_configuration"
+    )
+    parser.add_argument(
+        "--resolution", type=float, default=1.0, help="Leiden resolution (rb_configuration)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of Leiden and permutations")
+    parser.add_argument(
+        "--min-size", type=int, default=5, help="smaller modules become module 0 (unassigned)"
+    )
+    parser.add_argument(
+        "--gmt", nargs="+", required=True, metavar="GMT", help="gene set files (.gmt)"
+    )
+    parser.add_argument(
+        "--min-set-size", type=int, default=3, help="skip gene sets with fewer network genes"
+    )
+    parser.add_argument(
+        "--permutations", type=int, default=1000, help="random gene sets per module"
+    )
+    parser.add_argument("--out-modules", required=True, help="module table .tsv to write")
+    parser.add_argument("--out-enrichment", required=True, help="enrichment .tsv to write")
+    parser.add_argument("--out-differential", required=True, help="differential .tsv to write")
+    parser.add_argument("--out-graphml", required=True, help="GraphML to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Find modules and write the four outputs, all or none."""
+    import contextlib
+
+    from geneattn.atomic import atomic_path
+    from geneattn.enrichment import load_gene_sets, module_enrichment
+    from geneattn.errors import InputError
+    from geneattn.modules import (
+        differential_connectivity,
+        leiden_modules,
+        module_graph,
+        module_table,
+        undirected_weights,
+    )
+    from geneattn.network import load_network, write_graphml, write_table
+
+    for flag, value in (
+        ("--min-size", args.min_size),
+        ("--permutations", args.permutations),
+        ("--min-set-size", args.min_set_size),
+    ):
+        if value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    case = load_network(args.case)
+    control = load_network(args.control)
+    shared = len(set(case.gene_ids.tolist()) & set(control.gene_ids.tolist()))
+    if shared == 0:
+        raise InputError(f"no gene in common with the case network {args.case}", args.control)
+    if shared < case.n_genes:
+        log.warning(
+            "%s lacks %d of the case network's %d genes; their pairs are not compared",
+            args.control,
+            case.n_genes - shared,
+            case.n_genes,
+        )
+    gene_sets = load_gene_sets(args.gmt)
+
+    weights = undirected_weights(case.adjacency)
+    modules = leiden_modules(
+        weights,
+        resolution=args.resolution,
+        objective=args.objective,
+        seed=args.seed,
+        min_size=args.min_size,
+    )
+    table = module_table(case, modules, weights)
+    differential = differential_connectivity(
+        case, control, modules, n_permutations=args.permutations, seed=args.seed
+    )
+    enrichment = module_enrichment(
+        modules, case.gene_ids, case.gene_symbols, gene_sets, min_set_size=args.min_set_size
+    )
+    graph = module_graph(case, table, differential, weights)
+    log.info(
+        "%d modules (%d of %d genes assigned), %d enriched gene sets at FDR < 0.05",
+        int(modules.max(initial=0)),
+        int((modules > 0).sum()),
+        case.n_genes,
+        int((enrichment["fdr"] < 0.05).sum()),
+    )
+    with contextlib.ExitStack() as stack:
+        paths = [
+            stack.enter_context(atomic_path(p))
+            for p in (
+                args.out_modules,
+                args.out_enrichment,
+                args.out_differential,
+                args.out_graphml,
+            )
+        ]
+        write_table(paths[0], table)
+        write_table(paths[1], enrichment)
+        write_table(paths[2], differential)
+        write_graphml(paths[3], graph)
+    return 0
