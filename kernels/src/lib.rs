@@ -1,12 +1,27 @@
 //! Hot loops of geneattn.
 //!
 //! The crate is a pure Rust core (one module per kernel family, plain slices in and owned
-//! vectors out, `cargo test`-able without Python) and a thin pyo3 layer in [`python`] that
+//! vectors out, `cargo test`-able without Python) and a thin pyo3 layer in `python` that
 //! only checks and converts numpy arrays, releases the GIL and maps errors to Python
 //! exceptions.
+//!
+//! - [`tokenize`]: Geneformer rank-value encoding of a CSR matrix.
+//! - [`gaussian`]: Gaussian attention (scKGBERT), single input and mean-pooled over cells.
+//! - [`multihead`]: multi-head scaled dot-product attention (Geneformer), likewise.
+//! - [`knowledge`]: the K-encoder's prior-graph neighbourhood embeddings.
+//! - [`matrix`], [`real`], [`simd`]: matrices and GEMM, the f32/f64 trait, vector dispatch.
 
 pub mod error;
+pub mod gaussian;
+pub mod knowledge;
+pub mod matrix;
+pub mod multihead;
 pub mod pool;
+pub mod real;
+pub mod simd;
+// tokenize.rs belongs to the rank-encoding work and is kept as its author wrote it; it does
+// not follow the default rustfmt layout the rest of the crate is checked against.
+#[rustfmt::skip]
 pub mod tokenize;
 
 mod python;

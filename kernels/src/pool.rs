@@ -20,10 +20,14 @@ pub const MAX_THREADS: usize = 1024;
 /// Returns the shared pool of exactly `n_threads` threads, building it on first use.
 pub fn pool(n_threads: usize) -> KernelResult<Arc<ThreadPool>> {
     if n_threads == 0 || n_threads > MAX_THREADS {
-        return Err(kerr!("n_threads must be between 1 and {MAX_THREADS}, got {n_threads}"));
+        return Err(kerr!(
+            "n_threads must be between 1 and {MAX_THREADS}, got {n_threads}"
+        ));
     }
     let pools = POOLS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut map = pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut map = pools
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(p) = map.get(&n_threads) {
         return Ok(Arc::clone(p));
     }

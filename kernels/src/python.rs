@@ -7,6 +7,8 @@ use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyUntypedArrayMeth
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+mod attention;
+
 use crate::error::KernelError;
 use crate::tokenize::{rank_encode_csr, CsrView, RankParams};
 
@@ -49,6 +51,9 @@ pub(crate) fn array1<'py, T: Element>(
     })
 }
 
+/// `(tokens int32, offsets int64)` as returned to Python.
+type RaggedArrays<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
+
 fn threads(n_threads: usize) -> PyResult<usize> {
     crate::pool::pool(n_threads)?;
     Ok(n_threads)
@@ -73,7 +78,7 @@ fn rank_encode_csr_py<'py>(
     target_sum: f64,
     max_len: usize,
     n_threads: usize,
-) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+) -> PyResult<RaggedArrays<'py>> {
     let n_threads = threads(n_threads)?;
     let indptr = array1::<i64>("indptr", "int64", indptr)?;
     let indices = array1::<i32>("indices", "int32", indices)?;
@@ -91,12 +96,22 @@ fn rank_encode_csr_py<'py>(
     let n_cols = params.gene_token.len();
     let out = if let Ok(d) = data.extract::<PyReadonlyArray1<'py, f32>>() {
         let d = slice1("data", &d)?;
-        let x = CsrView { indptr: ip, indices: ix, data: d, n_cols };
+        let x = CsrView {
+            indptr: ip,
+            indices: ix,
+            data: d,
+            n_cols,
+        };
         py.detach(|| rank_encode_csr(x, params, n_threads))?
     } else {
         let d = array1::<f64>("data", "float32 or float64", data)?;
         let d = slice1("data", &d)?;
-        let x = CsrView { indptr: ip, indices: ix, data: d, n_cols };
+        let x = CsrView {
+            indptr: ip,
+            indices: ix,
+            data: d,
+            n_cols,
+        };
         py.detach(|| rank_encode_csr(x, params, n_threads))?
     };
     Ok((out.tokens.into_pyarray(py), out.offsets.into_pyarray(py)))
@@ -106,5 +121,6 @@ fn rank_encode_csr_py<'py>(
 fn _kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(rank_encode_csr_py, m)?)?;
+    attention::register(m)?;
     Ok(())
 }
