@@ -17,6 +17,7 @@ from geneattn.modules import (
     leiden_modules,
     module_graph,
     module_table,
+    pooled_network,
     relabel_modules,
     undirected_weights,
 )
@@ -25,17 +26,19 @@ from geneattn.network import GeneNetwork, build_network, save_network
 BLOCKS = np.repeat(np.arange(5), 8)  # 40 genes in 5 planted blocks of 8
 
 
-def simulate(seed: int, *, boost: int | None = None, condition: str = "case") -> AttentionSums:
+def simulate(
+    seed: int, *, boost: int | None = None, condition: str = "case", blocks: np.ndarray = BLOCKS
+) -> AttentionSums:
     """Cells whose attention favours genes of the same block; ``boost`` strengthens one block."""
     rng = np.random.default_rng(seed)
-    n = len(BLOCKS)
+    n = len(blocks)
     sums = np.zeros((n, n))
     counts = np.zeros((n, n), dtype=np.int64)
     incoming = np.zeros(n)
     gene_cells = np.zeros(n, dtype=np.int64)
     for _ in range(80):
         idx = np.flatnonzero(rng.random(n) < 0.8)
-        b = BLOCKS[idx]
+        b = blocks[idx]
         logits = rng.normal(size=(len(idx), len(idx))) + 3.0 * (b[:, None] == b[None, :])
         if boost is not None:
             hot = b == boost
@@ -218,6 +221,43 @@ def test_differential_by_hand_on_a_tiny_example():
     assert undefined.iloc[0]["n_pairs"] == 0 and np.isnan(undefined.iloc[0]["p_value"])
 
 
+def test_pooled_network_by_hand():
+    case = np.array([[0, 0.4, 0.2], [0.6, 0, 0], [0.2, 0, 0]])
+    control = np.array([[0, 0.2, 0], [0.2, 0, 0.3], [0.1, 0.3, 0]])
+    net_case = dataclasses.replace(_toy_network(case), mean_attention=sp.csr_matrix(case))
+    net_control = dataclasses.replace(_toy_network(control), mean_attention=sp.csr_matrix(control))
+    pooled = pooled_network(net_case, net_control, top_k=1)
+    # pairs defined in both: (0,1), (1,0), (2,0); average then symmetrise
+    np.testing.assert_allclose(
+        pooled.mean_attention.toarray(), [[0, 0.3, 0], [0.4, 0, 0], [0.15, 0, 0]]
+    )
+    np.testing.assert_allclose(
+        pooled.adjacency.toarray(), [[0, 0.35, 0.075], [0.35, 0, 0], [0.075, 0, 0]]
+    )
+    assert pooled.condition == "case+case" and not pooled.directed
+
+
+def test_case_modules_favour_the_case_pooled_modules_do_not():
+    """On attention without any structure or difference, modules chosen in the case network
+    have a higher case than control attention (selection bias); pooled modules do not."""
+    unstructured = np.arange(40)
+    signs = {"case": [], "pooled": []}
+    for seed in range(3):
+        case = simulate(2 * seed, blocks=unstructured)
+        control = simulate(2 * seed + 1, condition="control", blocks=unstructured)
+        net_case = build_network(case, min_cells=3, top_k=5, symmetric=True)
+        net_control = build_network(control, min_cells=3, top_k=5, symmetric=True)
+        for where, net in (
+            ("case", net_case),
+            ("pooled", pooled_network(net_case, net_control, top_k=5)),
+        ):
+            modules = leiden_modules(undirected_weights(net.adjacency), seed=0, min_size=3)
+            table = differential_connectivity(net_case, net_control, modules, n_permutations=9)
+            signs[where] += np.sign(table["diff"]).tolist()
+    assert all(s > 0 for s in signs["case"])
+    assert 0.25 < np.mean(np.array(signs["pooled"]) > 0) < 0.75
+
+
 def test_module_graph_attributes(tmp_path, case_net, control_net):
     weights = undirected_weights(case_net.adjacency)
     modules = leiden_modules(weights, seed=0, min_size=9)  # blocks of 8 -> all unassigned
@@ -254,18 +294,20 @@ def test_cli_modules_end_to_end(tmp_path, case_net, control_net, capsys):
             ("TOO_SMALL", ["G1", "G2", "NOT_A_GENE"]),
         ],
     )
-    runs = {}
-    for run in ("a", "b"):
-        out = tmp_path / run
+
+    def modules_args(out, *extra):
         args = ["modules", "--case", str(tmp_path / "case.npz")]
         args += ["--control", str(tmp_path / "control.npz"), "--resolution", "1.0", "--seed", "0"]
         args += ["--min-size", "3", "--gmt", str(gmt), "--min-set-size", "4"]
         args += ["--permutations", "99", "--out-modules", str(out / "modules.tsv")]
         args += ["--out-enrichment", str(out / "enrichment.tsv")]
         args += ["--out-differential", str(out / "differential.tsv")]
-        args += ["--out-graphml", str(out / "modules.graphml")]
-        assert main(args) == 0, capsys.readouterr().err
-        runs[run] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+        return [*args, "--out-graphml", str(out / "modules.graphml"), *extra]
+
+    runs = {}
+    for run in ("a", "b"):
+        assert main(modules_args(tmp_path / run)) == 0, capsys.readouterr().err
+        runs[run] = {p.name: p.read_bytes() for p in sorted((tmp_path / run).iterdir())}
     assert runs["a"] == runs["b"]
     assert sorted(runs["a"]) == [
         "differential.tsv",
@@ -282,6 +324,14 @@ def test_cli_modules_end_to_end(tmp_path, case_net, control_net, capsys):
     assert "TOO_SMALL" not in set(enrichment["gene_set"])
     differential = pd.read_csv(tmp_path / "a" / "differential.tsv", sep="\t")
     assert differential.loc[differential["p_value"].idxmin(), "module"] == block2
+
+    pooled = tmp_path / "pooled"
+    assert main(modules_args(pooled, "--detect-on", "pooled")) == 0
+    differential = pd.read_csv(pooled / "differential.tsv", sep="\t")
+    modules = pd.read_csv(pooled / "modules.tsv", sep="\t")
+    block2 = modules.loc[modules["gene"] == "G16", "module"].item()
+    assert differential.loc[differential["p_value"].idxmin(), "module"] == block2
+    assert differential["p_value"].min() == pytest.approx(1 / 100)
 
 
 def test_cli_modules_bad_input_writes_nothing(tmp_path, case_net, control_net, capsys):

@@ -7,6 +7,13 @@ connectivity (the summed weight of its edges to genes of its own module, hdWGCNA
 hub rank. :func:`differential_connectivity` compares the mean attention within each module of
 the case network against the control network over the same gene pairs, with a permutation test
 against random gene sets of the same size.
+
+Modules found in the case network are gene sets chosen *because* their case attention is high,
+so on noise alone their case-minus-control difference is positive and larger than that of
+random gene sets: the permutation p-values of case modules are anti-conservative (with two
+conditions of the same random attention, every case module comes out at the smallest possible
+p-value). Modules found in :func:`pooled_network`, the average of both conditions, are chosen
+without favouring either one, and their p-values are valid under the null.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import numpy as np
 from scipy import sparse
 
 from geneattn.enrichment import bh_fdr
-from geneattn.network import GeneNetwork, gene_labels, network_graph
+from geneattn.network import GeneNetwork, gene_labels, network_graph, symmetrize, top_k_edges
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -30,6 +37,8 @@ __all__ = [
     "leiden_modules",
     "module_graph",
     "module_table",
+    "pooled_network",
+    "relabel_modules",
     "undirected_weights",
 ]
 
@@ -204,7 +213,9 @@ def differential_connectivity(
     network's genes: ``p = (1 + #{|null| >= |diff|}) / (1 + n_permutations)``. A random set with
     no defined pair counts as at least as extreme (conservative). Modules are tested in order
     of their number, all from one generator seeded with ``seed``. The Benjamini-Hochberg FDR is
-    taken across modules.
+    taken across modules. Random gene sets are not chosen for their attention, so for modules
+    found in the case network itself the p-values are anti-conservative (see the module
+    docstring); find the modules in :func:`pooled_network` for a test that holds its level.
 
     Parameters
     ----------
@@ -274,6 +285,56 @@ def differential_connectivity(
     table["fdr"] = bh_fdr(table["p_value"].to_numpy(dtype=np.float64))
     table["n_permutations"] = np.int64(n_permutations)
     return table
+
+
+def pooled_network(case: GeneNetwork, control: GeneNetwork, *, top_k: int) -> GeneNetwork:
+    """Network of the average mean attention of two conditions, to find modules in.
+
+    The weight of a pair defined in both conditions is ``(case + control) / 2`` of their
+    mean attention (pairs defined in only one are left out), symmetrised when the case
+    network is undirected, then sparsified to ``top_k`` edges per gene like
+    :func:`geneattn.network.build_network` (no diffusion). Genes and their annotation are the
+    case network's; control genes are matched by Ensembl ID.
+
+    Parameters
+    ----------
+    case, control
+        Networks of the two conditions.
+    top_k
+        Edges kept per gene.
+
+    Returns
+    -------
+    GeneNetwork
+        ``mean_attention`` holds the averaged pairs; ``params`` records the source.
+    """
+    case_mean = sparse.csr_matrix(case.mean_attention)
+    control_mean = _aligned(control, case.gene_ids)
+    n = case.n_genes
+    average = np.zeros((n, n))
+    in_case = np.zeros((n, n), dtype=bool)
+    in_both = np.zeros((n, n), dtype=bool)
+    c = case_mean.tocoo()
+    average[c.row, c.col] = 0.5 * c.data
+    in_case[c.row, c.col] = True
+    k = control_mean.tocoo()
+    average[k.row, k.col] += 0.5 * k.data
+    in_both[k.row, k.col] = in_case[k.row, k.col]
+    np.multiply(average, in_both, out=average)
+    rows, cols = np.nonzero(in_both)
+    both = sparse.csr_matrix((average[rows, cols], (rows, cols)), shape=(n, n))
+    weights = symmetrize(average) if not case.directed else average
+    return replace(
+        case,
+        adjacency=top_k_edges(weights, top_k, directed=case.directed),
+        mean_attention=both,
+        condition=f"{case.condition}+{control.condition}",
+        params={
+            "pooled": [case.condition, control.condition],
+            "top_k": int(top_k),
+            "symmetric": not case.directed,
+        },
+    )
 
 
 def module_graph(

@@ -19,6 +19,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case", required=True, help="network .npz of the case condition")
     parser.add_argument("--control", required=True, help="network .npz of the control condition")
     parser.add_argument(
+        "--detect-on",
+        choices=["case", "pooled"],
+        default="case",
+        help=(
+            "find modules in the case network, or in the average of case and control (pooled: "
+            "the differential p-values are then not biased by choosing modules on case "
+            "attention)"
+        ),
+    )
+    parser.add_argument(
         "--objective", choices=["rb_configuration", "modularity"], default="rb_configuration"
     )
     parser.add_argument(
@@ -55,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         leiden_modules,
         module_graph,
         module_table,
+        pooled_network,
         undirected_weights,
     )
     from geneattn.network import load_network, write_graphml, write_table
@@ -80,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
         )
     gene_sets = load_gene_sets(args.gmt)
 
-    weights = undirected_weights(case.adjacency)
+    detected_in = case
+    if args.detect_on == "pooled":
+        top_k = case.params.get("top_k")
+        if not isinstance(top_k, int) or top_k < 1:
+            raise InputError("no top_k recorded in the network's parameters", args.case)
+        detected_in = pooled_network(case, control, top_k=top_k)
+    weights = undirected_weights(detected_in.adjacency)
     modules = leiden_modules(
         weights,
         resolution=args.resolution,
@@ -88,14 +105,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_size=args.min_size,
     )
-    table = module_table(case, modules, weights)
+    table = module_table(detected_in, modules, weights)
     differential = differential_connectivity(
         case, control, modules, n_permutations=args.permutations, seed=args.seed
     )
     enrichment = module_enrichment(
         modules, case.gene_ids, case.gene_symbols, gene_sets, min_set_size=args.min_set_size
     )
-    graph = module_graph(case, table, differential, weights)
+    graph = module_graph(detected_in, table, differential, weights)
     log.info(
         "%d modules (%d of %d genes assigned), %d enriched gene sets at FDR < 0.05",
         int(modules.max(initial=0)),
