@@ -43,6 +43,7 @@ __all__ = [
     "diffusion_operator",
     "heat_diffusion",
     "log_normalise",
+    "pearson_correlation",
     "ppi_prior",
     "ppr_diffusion",
     "union_prior",
