@@ -1,0 +1,134 @@
+"""Type stub of the compiled extension ``geneattn._kernels`` (Rust, pyo3).
+
+Every function reads its numpy arguments in place: they must be C-contiguous and of the
+stated dtype, or a ``TypeError``/``ValueError`` names the argument. Float arguments of one
+call share a dtype, float32 or float64 (taken from the first of them), and results come in
+that dtype. The GIL is released while a kernel runs, on a rayon pool of exactly
+``n_threads`` threads; results do not depend on ``n_threads``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, overload
+
+import numpy as np
+
+__version__: str
+
+def rank_encode_csr(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    gene_token: np.ndarray,
+    gene_median: np.ndarray,
+    n_counts: np.ndarray,
+    target_sum: float,
+    max_len: int,
+    n_threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Geneformer rank-value encoding of a cell x gene CSR matrix.
+
+    ``indptr`` int64, ``indices`` int32, ``data`` float32/float64, ``gene_token`` int32
+    (negative drops the column), ``gene_median`` float64, ``n_counts`` float64 per cell.
+    Returns ``(tokens int32, offsets int64)``.
+    """
+
+@overload
+def gaussian_attention(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    sigma: float,
+    *,
+    return_weights: Literal[False] = ...,
+    n_threads: int = ...,
+) -> np.ndarray: ...
+@overload
+def gaussian_attention(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    sigma: float,
+    *,
+    return_weights: Literal[True],
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+def gaussian_weights(
+    queries: np.ndarray, keys: np.ndarray, sigma: float, *, n_threads: int = ...
+) -> np.ndarray:
+    """Gaussian attention weights ``softmax_j(-|q_i - k_j|^2 / (2 sigma^2))``, ``(n, m)``."""
+
+@overload
+def multi_head_attention(
+    x: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    *,
+    return_weights: Literal[False] = ...,
+    n_threads: int = ...,
+) -> np.ndarray: ...
+@overload
+def multi_head_attention(
+    x: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    *,
+    return_weights: Literal[True],
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+def multi_head_weights(
+    x: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, n_heads: int, *, n_threads: int = ...
+) -> np.ndarray:
+    """Head-averaged multi-head attention weights, ``(n, n)``, rows summing to 1."""
+
+def gaussian_encode_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    sigma: float,
+    *,
+    rank_scale: bool,
+    n_threads: int = ...,
+) -> np.ndarray:
+    """Mean-pooled Gaussian self-attention of many cells, ``(n_cells, w_v.shape[1])``.
+
+    ``tokens`` int32/int64 rows of ``table``, ``offsets`` int64 (``n_cells + 1``); token
+    ``i`` of a cell is scaled by ``1 / (i + 1)`` when ``rank_scale``. Cells without tokens
+    give zero rows.
+    """
+
+def mha_encode_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    *,
+    n_threads: int = ...,
+) -> np.ndarray:
+    """Mean-pooled concatenated heads (before ``W_O``) of many cells, ``(n_cells, d)``."""
+
+def neighbour_embeddings(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    embeddings: np.ndarray,
+    *,
+    row_genes: np.ndarray | None = ...,
+    n_threads: int = ...,
+) -> np.ndarray:
+    """Confidence-weighted mean neighbour embedding of each row of a gene x gene CSR graph.
+
+    ``indptr`` int64, ``indices`` int32, ``data`` of the embeddings' dtype; positive entries
+    only; a row without one keeps ``embeddings[row_genes[r]]`` (``embeddings[r]`` without
+    ``row_genes``). Returns ``(n_rows, d)``.
+    """
