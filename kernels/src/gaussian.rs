@@ -15,10 +15,10 @@ use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::real::Real;
-use crate::simd::{add_into, axpy, gaussian_row, row_sq_norms};
+use crate::simd::{add_into, axpy, gaussian_row, gaussian_row_into, row_sq_norms};
 
 /// Query rows per block: one block's weights (`BLOCK_ROWS x m`) stay in cache.
-pub const BLOCK_ROWS: usize = 32;
+pub const BLOCK_ROWS: usize = 64;
 
 /// Result of an attention call: the attended output and/or the weight matrix, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,16 +73,9 @@ pub(crate) fn centre<T: Real>(s: &mut Scratch<T>, d: usize) {
     s.kn = row_sq_norms(&s.k, d);
 }
 
-/// Gaussian weights of the centred query rows `r0..r1` against all keys, into `out`
+/// Dot products of the centred query rows `r0..r1` with all keys, into `out`
 /// (`(r1 - r0) x m`).
-pub(crate) fn weight_block<T: Real>(
-    s: &Scratch<T>,
-    d: usize,
-    r0: usize,
-    r1: usize,
-    neg_inv: T,
-    out: &mut [T],
-) {
+fn dot_block<T: Real>(s: &Scratch<T>, d: usize, r0: usize, r1: usize, out: &mut [T]) {
     let (n, m) = (s.qn.len(), s.kn.len());
     let q = View::rowmajor(&s.q, n, d).rows(r0, r1);
     let k = View::rowmajor(&s.k, m, d);
@@ -93,8 +86,37 @@ pub(crate) fn weight_block<T: Real>(
         T::ZERO,
         ViewMut::rowmajor(out, r1 - r0, m),
     );
-    for (i, row) in out.chunks_exact_mut(m).enumerate() {
+}
+
+/// Gaussian weights of the centred query rows `r0..r1` against all keys, into `out`
+/// (`(r1 - r0) x m`).
+pub(crate) fn weight_block<T: Real>(
+    s: &Scratch<T>,
+    d: usize,
+    r0: usize,
+    r1: usize,
+    neg_inv: T,
+    out: &mut [T],
+) {
+    dot_block(s, d, r0, r1, out);
+    for (i, row) in out.chunks_exact_mut(s.kn.len()).enumerate() {
         gaussian_row(row, s.qn[r0 + i], &s.kn, neg_inv);
+    }
+}
+
+/// Adds the Gaussian weights of query rows `r0..r1` into `colsum` (one entry per key);
+/// `block` is scratch.
+fn colsum_block<T: Real>(
+    s: &Scratch<T>,
+    d: usize,
+    (r0, r1): (usize, usize),
+    neg_inv: T,
+    block: &mut [T],
+    colsum: &mut [T],
+) {
+    dot_block(s, d, r0, r1, block);
+    for (i, row) in block.chunks_exact_mut(s.kn.len()).enumerate() {
+        gaussian_row_into(row, s.qn[r0 + i], &s.kn, neg_inv, colsum);
     }
 }
 
@@ -297,10 +319,7 @@ fn pool_cell<T: Real, I: TokenId>(
     for r0 in (0..n).step_by(BLOCK_ROWS) {
         let r1 = (r0 + BLOCK_ROWS).min(n);
         block.resize((r1 - r0) * n, T::ZERO);
-        weight_block(&s.attn, p, r0, r1, neg_inv, &mut block);
-        for row in block.chunks_exact(n) {
-            add_into(&mut s.colsum, row);
-        }
+        colsum_block(&s.attn, p, (r0, r1), neg_inv, &mut block, &mut s.colsum);
     }
     s.attn.block = block;
     s.pooled_in.clear();

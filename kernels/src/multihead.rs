@@ -14,7 +14,7 @@ use crate::gaussian::{gather, opt_chunks, project, Attention, BLOCK_ROWS};
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::real::Real;
-use crate::simd::{add_into, axpy, softmax_row};
+use crate::simd::{add_into, axpy, softmax_row, softmax_row_into};
 
 /// Rows per block of the input projections.
 const PROJECT_ROWS: usize = 128;
@@ -82,9 +82,9 @@ fn project_par<T: Real>(x: &[T], w: &Mat<'_, T>) -> Vec<T> {
     out
 }
 
-/// Softmax weights of head `h` for query rows `r0..r1` into `out` (`(r1 - r0) x n`).
+/// Raw scores `Q_h K_h^T` of head `h` for query rows `r0..r1` into `out` (`(r1 - r0) x n`).
 #[allow(clippy::too_many_arguments)]
-fn head_block<T: Real>(
+fn score_block<T: Real>(
     q: &[T],
     k: &[T],
     n: usize,
@@ -105,7 +105,28 @@ fn head_block<T: Real>(
         T::ZERO,
         ViewMut::rowmajor(out, r1 - r0, n),
     );
-    let scale = T::ONE / T::from_f64((dh as f64).sqrt());
+}
+
+/// `1 / sqrt(dh)`.
+fn score_scale<T: Real>(dh: usize) -> T {
+    T::ONE / T::from_f64((dh as f64).sqrt())
+}
+
+/// Softmax weights of head `h` for query rows `r0..r1` into `out` (`(r1 - r0) x n`).
+#[allow(clippy::too_many_arguments)]
+fn head_block<T: Real>(
+    q: &[T],
+    k: &[T],
+    n: usize,
+    d: usize,
+    dh: usize,
+    h: usize,
+    r0: usize,
+    r1: usize,
+    out: &mut [T],
+) {
+    score_block(q, k, n, d, dh, h, r0, r1, out);
+    let scale = score_scale::<T>(dh);
     for row in out.chunks_exact_mut(n) {
         softmax_row(row, scale);
     }
@@ -200,14 +221,15 @@ fn pool_cell<T: Real, I: TokenId>(
     project(&s.x, &heads.w_k, &mut s.k);
     s.colsum.clear();
     s.colsum.resize(heads.n_heads * n, T::ZERO);
+    let scale = score_scale::<T>(dh);
     for r0 in (0..n).step_by(BLOCK_ROWS) {
         let r1 = (r0 + BLOCK_ROWS).min(n);
         s.block.resize((r1 - r0) * n, T::ZERO);
         for h in 0..heads.n_heads {
-            head_block(&s.q, &s.k, n, d, dh, h, r0, r1, &mut s.block);
+            score_block(&s.q, &s.k, n, d, dh, h, r0, r1, &mut s.block);
             let c = &mut s.colsum[h * n..(h + 1) * n];
-            for row in s.block.chunks_exact(n) {
-                add_into(c, row);
+            for row in s.block.chunks_exact_mut(n) {
+                softmax_row_into(row, scale, c);
             }
         }
     }

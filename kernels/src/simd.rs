@@ -80,18 +80,53 @@ fn lane_sum<T: Real>(row: &[T]) -> T {
     lanes.iter().fold(T::ZERO, |a, &b| a + b)
 }
 
-/// `row <- exp(row - mx) / (sum + 1e-30)`, for a row whose maximum is `mx`.
+/// `row <- exp(row - mx)` for a row whose maximum is `mx`; returns
+/// `1 / (sum of the row + 1e-30)`.
 ///
 /// The exp pass is a plain elementwise loop on purpose: LLVM's loop vectoriser handles it,
 /// while a lane-unrolled loop that also accumulates leaves it scalar.
 #[inline(always)]
-fn exp_normalise<T: Real, const FMA: bool>(row: &mut [T], mx: T) {
+fn exp_shifted<T: Real, const FMA: bool>(row: &mut [T], mx: T) -> T {
     for x in row.iter_mut() {
         *x = (*x - mx).exp_nonpos::<FMA>();
     }
-    let inv = T::ONE / (lane_sum(row) + T::TINY);
+    T::ONE / (lane_sum(row) + T::TINY)
+}
+
+/// Gaussian log-weights `-max(qn + kn[j] - 2 row[j], 0) / (2 sigma^2)` in place of the dot
+/// products `row[j] = q.k_j` (`neg_inv = -1 / (2 sigma^2)`); returns their maximum.
+#[inline(always)]
+fn gaussian_logits<T: Real>(row: &mut [T], qn: T, kn: &[T], neg_inv: T) -> T {
+    let two = T::ONE + T::ONE;
+    for (x, &k) in row.iter_mut().zip(kn) {
+        let d2 = (qn + k - two * *x).max_of(T::ZERO);
+        *x = (d2 * neg_inv).max_of(-T::MAX);
+    }
+    lane_max(row)
+}
+
+/// Scores scaled in place; returns their maximum.
+#[inline(always)]
+fn scaled_scores<T: Real>(row: &mut [T], scale: T) -> T {
+    for x in row.iter_mut() {
+        *x *= scale;
+    }
+    lane_max(row)
+}
+
+/// `row *= inv`.
+#[inline(always)]
+fn scale_by<T: Real>(row: &mut [T], inv: T) {
     for x in row.iter_mut() {
         *x *= inv;
+    }
+}
+
+/// `acc += w * x`.
+#[inline(always)]
+fn axpy_body<T: Real>(acc: &mut [T], w: T, x: &[T]) {
+    for (a, &b) in acc.iter_mut().zip(x) {
+        *a += w * b;
     }
 }
 
@@ -100,13 +135,19 @@ simd_fn! {
     /// `-max(qn + kn[j] - 2 row[j], 0) / (2 sigma^2)` (with `neg_inv = -1 / (2 sigma^2)`),
     /// then the max-subtracted softmax with `1e-30` in the denominator.
     pub fn gaussian_row<T: Real>(row: &mut [T], qn: T, kn: &[T], neg_inv: T) {
-        let two = T::ONE + T::ONE;
-        for (x, &k) in row.iter_mut().zip(kn) {
-            let d2 = (qn + k - two * *x).max_of(T::ZERO);
-            *x = (d2 * neg_inv).max_of(-T::MAX);
-        }
-        let mx = lane_max(row);
-        exp_normalise::<T, FMA>(row, mx);
+        let mx = gaussian_logits(row, qn, kn, neg_inv);
+        let inv = exp_shifted::<T, FMA>(row, mx);
+        scale_by(row, inv);
+    }
+}
+
+simd_fn! {
+    /// [`gaussian_row`] added into `colsum` instead of kept: `colsum[j] += weight_j`
+    /// (`row` is left holding the unnormalised exponentials).
+    pub fn gaussian_row_into<T: Real>(row: &mut [T], qn: T, kn: &[T], neg_inv: T, colsum: &mut [T]) {
+        let mx = gaussian_logits(row, qn, kn, neg_inv);
+        let inv = exp_shifted::<T, FMA>(row, mx);
+        axpy_body(colsum, inv, row);
     }
 }
 
@@ -114,11 +155,18 @@ simd_fn! {
     /// Turns raw scores into softmax weights of `scale * row`, max-subtracted, with `1e-30`
     /// in the denominator.
     pub fn softmax_row<T: Real>(row: &mut [T], scale: T) {
-        for x in row.iter_mut() {
-            *x *= scale;
-        }
-        let mx = lane_max(row);
-        exp_normalise::<T, FMA>(row, mx);
+        let mx = scaled_scores(row, scale);
+        let inv = exp_shifted::<T, FMA>(row, mx);
+        scale_by(row, inv);
+    }
+}
+
+simd_fn! {
+    /// [`softmax_row`] added into `colsum` instead of kept: `colsum[j] += weight_j`.
+    pub fn softmax_row_into<T: Real>(row: &mut [T], scale: T, colsum: &mut [T]) {
+        let mx = scaled_scores(row, scale);
+        let inv = exp_shifted::<T, FMA>(row, mx);
+        axpy_body(colsum, inv, row);
     }
 }
 
@@ -134,9 +182,7 @@ simd_fn! {
 simd_fn! {
     /// `acc += w * x`, elementwise.
     pub fn axpy<T: Real>(acc: &mut [T], w: T, x: &[T]) {
-        for (a, &b) in acc.iter_mut().zip(x) {
-            *a += w * b;
-        }
+        axpy_body(acc, w, x);
     }
 }
 
@@ -169,6 +215,26 @@ mod tests {
                 assert!((a - b).abs() < 1e-15, "n={n}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn pooled_rows_add_the_normalised_weights() {
+        let raw: Vec<f64> = (0..21).map(|i| (i as f64 * 0.37).sin() * 4.0).collect();
+        let kn: Vec<f64> = (0..21).map(|i| (i as f64 * 0.11).cos().abs()).collect();
+        let mut w = raw.clone();
+        gaussian_row(&mut w, 0.4, &kn, -0.7);
+        let mut colsum = vec![1.0; 21];
+        let mut scratch = raw.clone();
+        gaussian_row_into(&mut scratch, 0.4, &kn, -0.7, &mut colsum);
+        for (c, x) in colsum.iter().zip(&w) {
+            assert_eq!(*c, 1.0 + x);
+        }
+        let mut w = raw.clone();
+        softmax_row(&mut w, 0.3);
+        let mut colsum = vec![0.0; 21];
+        let mut scratch = raw.clone();
+        softmax_row_into(&mut scratch, 0.3, &mut colsum);
+        assert_eq!(colsum, w);
     }
 
     #[test]
