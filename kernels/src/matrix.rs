@@ -187,22 +187,28 @@ pub fn gemm<T: Real>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: ViewM
     }
     // SAFETY: every index the GEMM touches was bounds-checked above; C's rows do not
     // overlap (rs >= cols), and C is a unique borrow so it aliases neither A nor B.
+    // gemm computes dst <- alpha dst + beta (lhs rhs), reading dst only when asked.
     unsafe {
-        T::gemm_raw(
-            a.rows,
+        gemm::gemm(
+            c.rows,
+            c.cols,
             a.cols,
-            b.cols,
-            alpha,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
             c.data.as_mut_ptr(),
-            c.rs as isize,
             1,
+            c.rs as isize,
+            beta != T::ZERO,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     }
 }
@@ -314,6 +320,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gemm_accumulates_with_beta() {
+        let a = [1.0f32, 2.0, 3.0, 4.0]; // 2 x 2
+        let mut c = [1.0f32, 1.0, 1.0, 1.0];
+        let v = View::rowmajor(&a, 2, 2);
+        gemm(2.0, v, v, 0.5, ViewMut::rowmajor(&mut c, 2, 2));
+        assert_eq!(
+            c,
+            [
+                0.5 + 2.0 * 7.0,
+                0.5 + 2.0 * 10.0,
+                0.5 + 2.0 * 15.0,
+                0.5 + 2.0 * 22.0
+            ]
+        );
     }
 
     #[test]

@@ -10,11 +10,15 @@
 use rayon::prelude::*;
 
 use crate::error::KernelResult;
-use crate::gaussian::{gather, opt_chunks, project, Attention, BLOCK_ROWS};
+use crate::gaussian::{gather, opt_chunks, project, Attention};
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::real::Real;
-use crate::simd::{add_into, axpy, softmax_row, softmax_row_into};
+use crate::simd::{add_into, add_scale, axpy, softmax_row, softmax_row_into};
+
+/// Query rows per block. Larger than the Gaussian kernel's: the score GEMM has only `dh`
+/// columns of work per key, so repacking the keys for every block costs relatively more.
+pub const BLOCK_ROWS: usize = 256;
 
 /// Rows per block of the input projections.
 const PROJECT_ROWS: usize = 128;
@@ -155,7 +159,7 @@ pub fn multi_head_attention<T: Real>(
         let v = heads.w_v.map(|w| project_par(x.data, &w));
         let outs = opt_chunks(output.as_deref_mut(), BLOCK_ROWS * d, nb);
         let ws = opt_chunks(weights.as_deref_mut(), BLOCK_ROWS * n, nb);
-        let h_inv = T::from_f64(n_heads as f64);
+        let inv_heads = T::ONE / T::from_f64(n_heads as f64);
         outs.into_par_iter().zip(ws).enumerate().for_each_init(
             Vec::new,
             |block: &mut Vec<T>, (b, (mut out, mut avg))| {
@@ -164,10 +168,13 @@ pub fn multi_head_attention<T: Real>(
                 for h in 0..n_heads {
                     head_block(&q, &k, n, d, dh, h, r0, r1, block);
                     if let Some(avg) = avg.as_deref_mut() {
+                        // sum over heads, scaled by 1/H with the last one
                         if h == 0 {
                             avg.copy_from_slice(block);
-                        } else {
+                        } else if h + 1 < n_heads {
                             add_into(avg, block);
+                        } else {
+                            add_scale(avg, block, inv_heads);
                         }
                     }
                     if let (Some(out), Some(v)) = (out.as_deref_mut(), v.as_ref()) {
@@ -175,11 +182,6 @@ pub fn multi_head_attention<T: Real>(
                         let vh = View::rowmajor(v, n, d).cols(h * dh, (h + 1) * dh);
                         let o = ViewMut::cols_of(out, r1 - r0, d, h * dh, (h + 1) * dh);
                         gemm(T::ONE, wv, vh, T::ZERO, o);
-                    }
-                }
-                if let Some(avg) = avg {
-                    for a in avg.iter_mut() {
-                        *a = *a / h_inv;
                     }
                 }
             },

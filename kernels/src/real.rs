@@ -2,7 +2,7 @@
 //!
 //! Besides arithmetic the trait gives each kernel what it needs from the type: a branch-free
 //! `exp` for arguments `<= 0` (the only ones a max-subtracted softmax produces) that LLVM can
-//! vectorise, and the matching GEMM of `matrixmultiply`.
+//! vectorise.
 
 use std::fmt::Debug;
 use std::iter::Sum;
@@ -59,29 +59,6 @@ pub trait Real:
     /// normal result, 1 at 0. Branch free, so loops over it vectorise. `FMA` selects fused
     /// multiply-adds (see [`Real::madd`]).
     fn exp_nonpos<const FMA: bool>(self) -> Self;
-
-    /// `C <- alpha A B + beta C` with arbitrary strides (matrixmultiply).
-    ///
-    /// # Safety
-    /// The pointers and strides must address valid elements for the given sizes, and C's
-    /// elements must not alias each other or A and B.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
 }
 
 impl Real for f64 {
@@ -151,26 +128,6 @@ impl Real for f64 {
             p * scale
         }
     }
-
-    #[inline(always)]
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
 }
 
 impl Real for f32 {
@@ -232,26 +189,6 @@ impl Real for f32 {
         } else {
             p * scale
         }
-    }
-
-    #[inline(always)]
-    unsafe fn gemm_raw(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
 }
 

@@ -180,6 +180,15 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// `acc = (acc + x) * w`, elementwise.
+    pub fn add_scale<T: Real>(acc: &mut [T], x: &[T], w: T) {
+        for (a, &b) in acc.iter_mut().zip(x) {
+            *a = (*a + b) * w;
+        }
+    }
+}
+
+simd_fn! {
     /// `acc += w * x`, elementwise.
     pub fn axpy<T: Real>(acc: &mut [T], w: T, x: &[T]) {
         axpy_body(acc, w, x);
