@@ -398,3 +398,27 @@ def test_bad_graph_is_refused():
             emb,
             row_genes=np.array([5], dtype=np.int64),
         )
+
+
+def test_zero_queries_give_empty_results():
+    k, v = np.ones((2, 3)), np.ones((2, 4))
+    out, w = _kernels.gaussian_attention(np.zeros((0, 3)), k, v, 1.0, return_weights=True)
+    assert out.shape == (0, 4) and w.shape == (0, 2)
+    eye = np.eye(4)
+    heads, w = _kernels.multi_head_attention(
+        np.zeros((0, 4)), eye, eye, eye, 2, return_weights=True
+    )
+    assert heads.shape == (0, 4) and w.shape == (0, 0)
+
+
+def test_stub_lists_every_kernel():
+    import ast
+    from pathlib import Path
+
+    import geneattn
+
+    stub = Path(geneattn.__file__).with_name("_kernels.pyi")
+    tree = ast.parse(stub.read_text(encoding="utf-8"))
+    typed = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    public = {n for n in dir(_kernels) if not n.startswith("_")}
+    assert typed == public
