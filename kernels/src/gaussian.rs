@@ -15,10 +15,10 @@ use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::real::Real;
-use crate::simd::{add_into, axpy, gaussian_row, gaussian_row_into, row_sq_norms};
+use crate::simd::{add_into, axpy, gaussian_row_exp, gaussian_row_into, row_sq_norms, scale};
 
 /// Query rows per block: one block's weights (`BLOCK_ROWS x m`) stay in cache.
-pub const BLOCK_ROWS: usize = 64;
+pub const BLOCK_ROWS: usize = 128;
 
 /// Result of an attention call: the attended output and/or the weight matrix, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,22 +86,6 @@ fn dot_block<T: Real>(s: &Scratch<T>, d: usize, r0: usize, r1: usize, out: &mut 
         T::ZERO,
         ViewMut::rowmajor(out, r1 - r0, m),
     );
-}
-
-/// Gaussian weights of the centred query rows `r0..r1` against all keys, into `out`
-/// (`(r1 - r0) x m`).
-pub(crate) fn weight_block<T: Real>(
-    s: &Scratch<T>,
-    d: usize,
-    r0: usize,
-    r1: usize,
-    neg_inv: T,
-    out: &mut [T],
-) {
-    dot_block(s, d, r0, r1, out);
-    for (i, row) in out.chunks_exact_mut(s.kn.len()).enumerate() {
-        gaussian_row(row, s.qn[r0 + i], &s.kn, neg_inv);
-    }
 }
 
 /// Adds the Gaussian weights of query rows `r0..r1` into `colsum` (one entry per key);
@@ -187,9 +171,10 @@ pub fn gaussian_attention<T: Real>(
         let outs = opt_chunks(output.as_deref_mut(), BLOCK_ROWS * dv, nb);
         let ws = opt_chunks(weights.as_deref_mut(), BLOCK_ROWS * m, nb);
         outs.into_par_iter().zip(ws).enumerate().for_each_init(
-            Vec::new,
-            |scratch: &mut Vec<T>, (b, (out, w))| {
+            || (Vec::new(), Vec::new()),
+            |(scratch, inv): &mut (Vec<T>, Vec<T>), (b, (out, w))| {
                 let (r0, r1) = (b * BLOCK_ROWS, ((b + 1) * BLOCK_ROWS).min(n));
+                let keep = w.is_some();
                 let block: &mut [T] = match w {
                     Some(w) => w,
                     None => {
@@ -197,16 +182,30 @@ pub fn gaussian_attention<T: Real>(
                         &mut scratch[..]
                     }
                 };
-                weight_block(&s, d, r0, r1, neg_inv, block);
+                // exp(logit - max) per row; the normalisation 1 / (sum + 1e-30) is applied
+                // to the (r1 - r0) x dv output rows instead of the (r1 - r0) x m weights
+                dot_block(&s, d, r0, r1, block);
+                inv.clear();
+                for (i, row) in block.chunks_exact_mut(m).enumerate() {
+                    inv.push(gaussian_row_exp(row, s.qn[r0 + i], &s.kn, neg_inv));
+                }
                 if let (Some(out), Some(v)) = (out, v) {
-                    let wv = View::rowmajor(&*block, r1 - r0, m);
+                    let ev = View::rowmajor(&*block, r1 - r0, m);
                     gemm(
                         T::ONE,
-                        wv,
+                        ev,
                         v.view(),
                         T::ZERO,
                         ViewMut::rowmajor(out, r1 - r0, v.cols),
                     );
+                    for (row, &f) in out.chunks_exact_mut(v.cols).zip(inv.iter()) {
+                        scale(row, f);
+                    }
+                }
+                if keep {
+                    for (row, &f) in block.chunks_exact_mut(m).zip(inv.iter()) {
+                        scale(row, f);
+                    }
                 }
             },
         );

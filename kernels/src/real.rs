@@ -95,7 +95,9 @@ impl Real for f64 {
     #[inline(always)]
     fn exp_nonpos<const FMA: bool>(self) -> Self {
         // exp(x) = 2^n e^r with n = round(x / ln 2), |r| <= ln2 / 2 (Cody-Waite split of
-        // ln 2); e^r by its Taylor polynomial to degree 13 (truncation < 2e-16 relative).
+        // ln 2); e^r = 1 + r + r^2 u(r) with u a minimax polynomial of degree 10 (the
+        // coefficients of SLEEF's double-precision exp; max relative error 1.2e-16 on the
+        // interval, checked in the tests below).
         const LOG2E: f64 = std::f64::consts::LOG2_E;
         const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000); // 0.693147180369123816490
         const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76); // 1.90821492927058770002e-10
@@ -107,20 +109,18 @@ impl Real for f64 {
         let n_int = (t.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
         let r = (-n).madd::<FMA>(LN2_HI, x);
         let r = (-n).madd::<FMA>(LN2_LO, r);
-        let mut p = 1.0 / 6_227_020_800.0; // 1/13!
-        p = p.madd::<FMA>(r, 1.0 / 479_001_600.0);
-        p = p.madd::<FMA>(r, 1.0 / 39_916_800.0);
-        p = p.madd::<FMA>(r, 1.0 / 3_628_800.0);
-        p = p.madd::<FMA>(r, 1.0 / 362_880.0);
-        p = p.madd::<FMA>(r, 1.0 / 40_320.0);
-        p = p.madd::<FMA>(r, 1.0 / 5_040.0);
-        p = p.madd::<FMA>(r, 1.0 / 720.0);
-        p = p.madd::<FMA>(r, 1.0 / 120.0);
-        p = p.madd::<FMA>(r, 1.0 / 24.0);
-        p = p.madd::<FMA>(r, 1.0 / 6.0);
-        p = p.madd::<FMA>(r, 0.5);
-        p = p.madd::<FMA>(r, 1.0);
-        p = p.madd::<FMA>(r, 1.0);
+        let mut u = 2.088606211072837e-09;
+        u = u.madd::<FMA>(r, 2.5111293089287652e-08);
+        u = u.madd::<FMA>(r, 2.7557391123490047e-07);
+        u = u.madd::<FMA>(r, 2.7557236291192883e-06);
+        u = u.madd::<FMA>(r, 2.4801587159235473e-05);
+        u = u.madd::<FMA>(r, 0.0001984126989605092);
+        u = u.madd::<FMA>(r, 0.001388888888897745);
+        u = u.madd::<FMA>(r, 0.008333333333316527);
+        u = u.madd::<FMA>(r, 0.041666666666666505);
+        u = u.madd::<FMA>(r, 0.16666666666666685);
+        u = u.madd::<FMA>(r, 0.5);
+        let p = (r * r).madd::<FMA>(u, r) + 1.0;
         let scale = f64::from_bits((n_int.wrapping_add(1023) as u64) << 52);
         if self < LOWEST {
             0.0

@@ -142,6 +142,22 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// [`gaussian_row`] without the final division: leaves `exp(logit - max)` in `row` and
+    /// returns `1 / (sum + 1e-30)`, the factor that normalises it.
+    pub fn gaussian_row_exp<T: Real>(row: &mut [T], qn: T, kn: &[T], neg_inv: T) -> T {
+        let mx = gaussian_logits(row, qn, kn, neg_inv);
+        exp_shifted::<T, FMA>(row, mx)
+    }
+}
+
+simd_fn! {
+    /// `row *= w`, elementwise.
+    pub fn scale<T: Real>(row: &mut [T], w: T) {
+        scale_by(row, w);
+    }
+}
+
+simd_fn! {
     /// [`gaussian_row`] added into `colsum` instead of kept: `colsum[j] += weight_j`
     /// (`row` is left holding the unnormalised exponentials).
     pub fn gaussian_row_into<T: Real>(row: &mut [T], qn: T, kn: &[T], neg_inv: T, colsum: &mut [T]) {
