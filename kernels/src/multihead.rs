@@ -20,6 +20,10 @@ use crate::simd::{add_into, add_scale, axpy, softmax_row, softmax_row_into};
 /// columns of work per key, so repacking the keys for every block costs relatively more.
 pub const BLOCK_ROWS: usize = 256;
 
+/// Query rows per block when pooling cells (one cell per thread, so the block stays in
+/// that core's cache).
+const POOL_BLOCK_ROWS: usize = 64;
+
 /// Rows per block of the input projections.
 const PROJECT_ROWS: usize = 128;
 
@@ -224,8 +228,8 @@ fn pool_cell<T: Real, I: TokenId>(
     s.colsum.clear();
     s.colsum.resize(heads.n_heads * n, T::ZERO);
     let scale = score_scale::<T>(dh);
-    for r0 in (0..n).step_by(BLOCK_ROWS) {
-        let r1 = (r0 + BLOCK_ROWS).min(n);
+    for r0 in (0..n).step_by(POOL_BLOCK_ROWS) {
+        let r1 = (r0 + POOL_BLOCK_ROWS).min(n);
         s.block.resize((r1 - r0) * n, T::ZERO);
         for h in 0..heads.n_heads {
             score_block(&s.q, &s.k, n, d, dh, h, r0, r1, &mut s.block);
