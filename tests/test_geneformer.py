@@ -231,3 +231,13 @@ def test_batch_equals_loop(model, sparse):
         for c in range(12):
             _close(z[c], model.encode_cell(x[c], med))
         _close(model.encode_matrix(matrix, med), z)
+
+
+def test_batch_in_float32(model):
+    x = np.random.default_rng(9).poisson(0.7, (6, 80)).astype(np.float64)
+    exact = model.encode_matrix(x)
+    fast = model.encode_matrix(x, precision="float32")
+    assert fast.dtype == np.float64
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-5 * np.abs(exact).max())
+    with pytest.raises(ValueError, match="precision must be"):
+        model.encode_matrix(x, precision="float16")

@@ -309,3 +309,16 @@ def test_with_prior(tmp_path):
     _close(from_matrix.encode_with_knowledge(e), m.encode_with_knowledge(e))
     with pytest.raises(ValueError, match="prior must be 30 x 30"):
         ScKGBERTInterface.with_prior(np.zeros((3, 3)), genes)
+
+
+def test_batch_in_float32(model):
+    x = np.random.default_rng(8).poisson(1.0, (6, 60)).astype(np.float64)
+    tokens, offsets = model.tokenise_batch(x)
+    exact = model.encode_batch(tokens, offsets)
+    for knowledge in (True, False):
+        fast = model.encode_batch(tokens, offsets, knowledge=knowledge, precision="float32")
+        want = exact if knowledge else model.encode_batch(tokens, offsets, knowledge=False)
+        assert fast.dtype == np.float64
+        np.testing.assert_allclose(fast, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    with pytest.raises(ValueError, match="precision must be 'float64' or 'float32'"):
+        model.encode_batch(tokens, offsets, precision="half")

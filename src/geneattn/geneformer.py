@@ -19,8 +19,21 @@ from geneattn.encoding import rank_value_encode
 _EPS = 1e-10
 
 
+def _as(a: np.ndarray, dtype: type[np.floating]) -> np.ndarray:
+    """``a`` as a C-contiguous array of ``dtype``, copied only when it must be."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
 def _f64(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float64)
+    return _as(a, np.float64)
+
+
+def _compute_dtype(precision: str) -> type[np.floating]:
+    """The kernel dtype of a batch method's ``precision`` argument."""
+    dtypes = {"float64": np.float64, "float32": np.float32}
+    if precision not in dtypes:
+        raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
+    return dtypes[precision]
 
 
 def rank_tokens_batch(
@@ -307,6 +320,7 @@ class GeneformerInterface:
         offsets: np.ndarray,
         *,
         n_threads: int | None = None,
+        precision: str = "float64",
     ) -> np.ndarray:
         """:meth:`encode_cell` of many cells in one kernel call.
 
@@ -318,27 +332,28 @@ class GeneformerInterface:
             int64, ``n_cells + 1``: cell ``c`` holds ``tokens[offsets[c]:offsets[c + 1]]``.
         n_threads
             Rayon threads; None uses ``self.n_threads``.
+        precision
+            ``"float64"`` (default) or ``"float32"`` attention; see
+            :meth:`ScKGBERTInterface.encode_batch`.
 
         Returns
         -------
         np.ndarray
-            ``(n_cells, d_model)``; zero rows for cells without tokens. Equal to looping
-            :meth:`encode_cell` up to float round-off (mean pooling is applied before
-            ``W_O``, which is linear).
+            float64 ``(n_cells, d_model)``; zero rows for cells without tokens. With
+            float64, equal to looping :meth:`encode_cell` up to float round-off (mean
+            pooling is applied before ``W_O``, which is linear).
         """
         from geneattn import _kernels
 
+        dtype = _compute_dtype(precision)
         pooled = _kernels.mha_encode_cells(
             _token_array(tokens),
             np.ascontiguousarray(offsets, dtype=np.int64),
-            _f64(self._gene_embeddings),
-            _f64(self._w_q),
-            _f64(self._w_k),
-            _f64(self._w_v),
+            *(_as(a, dtype) for a in (self._gene_embeddings, self._w_q, self._w_k, self._w_v)),
             self.n_heads,
             n_threads=self.n_threads if n_threads is None else n_threads,
         )
-        return pooled @ self._w_o
+        return _f64(pooled) @ self._w_o
 
     def encode_matrix(
         self,
@@ -346,10 +361,11 @@ class GeneformerInterface:
         global_medians: np.ndarray | None = None,
         *,
         n_threads: int | None = None,
+        precision: str = "float64",
     ) -> np.ndarray:
         """:meth:`encode_cell` of every row of a cell x gene matrix, ``(n_cells, d_model)``."""
         tokens, offsets = self.tokenise_batch(matrix, global_medians)
-        return self.encode_batch(tokens, offsets, n_threads=n_threads)
+        return self.encode_batch(tokens, offsets, n_threads=n_threads, precision=precision)
 
 
 def _token_array(tokens: np.ndarray) -> np.ndarray:

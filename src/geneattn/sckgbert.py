@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.encoding import rank_value_encode
-from geneattn.geneformer import _f64, _token_array, rank_tokens_batch
+from geneattn.geneformer import _as, _compute_dtype, _f64, _token_array, rank_tokens_batch
 from geneattn.knowledge import load_prior_graph, neighbour_embeddings, random_prior_graph
 
 
@@ -254,6 +254,7 @@ class ScKGBERTInterface:
         *,
         knowledge: bool = True,
         n_threads: int | None = None,
+        precision: str = "float64",
     ) -> np.ndarray:
         """Embed many cells in one kernel call per encoder.
 
@@ -267,30 +268,35 @@ class ScKGBERTInterface:
             True for :meth:`encode_with_knowledge`, False for :meth:`encode_expression`.
         n_threads
             Rayon threads; None uses ``self.n_threads``.
+        precision
+            ``"float64"`` (default): equal to looping the single-cell method up to float64
+            round-off. ``"float32"``: the attention runs in float32, about twice as fast,
+            with errors of order 1e-6 relative to the embedding's scale (not the seed's
+            numerics; for throughput-bound pipelines).
 
         Returns
         -------
         np.ndarray
-            ``(n_cells, d_model)``, equal to looping the single-cell method up to float
-            round-off; zero rows for cells without tokens.
+            float64 ``(n_cells, d_model)``; zero rows for cells without tokens.
         """
         from geneattn import _kernels
 
+        dtype = _compute_dtype(precision)
         threads = self.n_threads if n_threads is None else n_threads
         toks = _token_array(tokens)
         offs = np.ascontiguousarray(offsets, dtype=np.int64)
         emb = _f64(self._gene_embeddings)
-        w = (_f64(self._w_q), _f64(self._w_k), _f64(self._w_v))
+        w = tuple(_as(a, dtype) for a in (self._w_q, self._w_k, self._w_v))
         z_s = _kernels.gaussian_encode_cells(
-            toks, offs, emb, *w, self.sigma, rank_scale=True, n_threads=threads
+            toks, offs, _as(emb, dtype), *w, self.sigma, rank_scale=True, n_threads=threads
         )
         if not knowledge:
-            return z_s
+            return _as(z_s, np.float64)
         table = neighbour_embeddings(self._kg_adjacency, emb, n_threads=threads)
         z_k = _kernels.gaussian_encode_cells(
-            toks, offs, table, *w, self.sigma, rank_scale=False, n_threads=threads
+            toks, offs, _as(table, dtype), *w, self.sigma, rank_scale=False, n_threads=threads
         )
-        return (z_s + z_k) / 2.0
+        return (_as(z_s, np.float64) + _as(z_k, np.float64)) / 2.0
 
     def encode_matrix(
         self,
@@ -298,7 +304,10 @@ class ScKGBERTInterface:
         *,
         knowledge: bool = True,
         n_threads: int | None = None,
+        precision: str = "float64",
     ) -> np.ndarray:
         """:meth:`encode_batch` of every row of a cell x gene matrix, ``(n_cells, d_model)``."""
         tokens, offsets = self.tokenise_batch(matrix)
-        return self.encode_batch(tokens, offsets, knowledge=knowledge, n_threads=n_threads)
+        return self.encode_batch(
+            tokens, offsets, knowledge=knowledge, n_threads=n_threads, precision=precision
+        )
