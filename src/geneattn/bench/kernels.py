@@ -33,7 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn import reference
-from geneattn.bench import Row, Timing, time_call
+from geneattn.bench import Row, Timing
 
 NAME = "kernels"
 HELP = "Gaussian and multi-head attention, and 1,000-cell scKGBERT embedding"
@@ -49,8 +49,23 @@ SETTLE_S = 0.3
 
 
 def _settled(fn, repeats: int, warmup: int = 1) -> Timing:
+    """``repeats`` back-to-back calls after a pause and ``warmup`` untimed calls.
+
+    Unlike :func:`geneattn.bench.time_call` there is no garbage collection between the
+    calls: on this machine's virtual CPUs a thread that has been idle for a few
+    milliseconds often takes as long again to get a core back, which halves a two-thread
+    kernel of 7 ms (and the reference's BLAS threads alike). Back-to-back calls measure
+    the steady state that a pipeline calling the kernels sees.
+    """
     time.sleep(SETTLE_S)
-    return time_call(fn, repeats=repeats, warmup=warmup)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Timing(tuple(times))
 
 
 def _paired(ours, ref, repeats: int, rounds: int = 3) -> tuple[Timing, Timing]:
