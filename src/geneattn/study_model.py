@@ -1,0 +1,247 @@
+"""Attention weights derived from the study itself (the default model of the workflow).
+
+No package ships pretrained transformer weights, and the seed interfaces' random weights
+(N(0, 0.02)) give near-uniform attention: modules built from them are noise. The default
+model therefore keeps the Geneformer interface's multi-head attention and assigns it
+study-derived weights, as the interface contract allows:
+
+* ``_gene_embeddings``: each gene's loadings on the top ``d_model`` principal components of
+  the study's log-normalised counts (scanpy PCA, zero-centred, seeded), each scaled by the
+  component's standard deviation, then normalised to length ``sqrt(temperature * sqrt(d_h))``
+  so that a gene's score with a perfectly co-expressed gene is ``temperature`` in every head
+  that carries its signal;
+* ``_w_q``, ``_w_k``, ``_w_v``, ``_w_o``: identity matrices.
+
+Head ``h`` then scores genes ``i`` and ``j`` by the dot product of their loadings on
+components ``h * d_h .. (h + 1) * d_h``: a gene attends to the genes of its cell that
+co-vary with it across the study, in competition with every other gene the cell expresses.
+Tokens that are not in the study get zero embeddings. A real pretrained checkpoint replaces
+all of this when the user has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from geneattn.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyModel:
+    """Weights of a single-layer multi-head attention model.
+
+    Attributes
+    ----------
+    gene_embeddings
+        ``(vocab_size, d_model)`` float64, indexed by token id.
+    w_q, w_k, w_v, w_o
+        ``(d_model, d_model)`` projections.
+    n_heads
+        Number of attention heads.
+    params
+        How the weights were made (JSON-serialisable).
+    """
+
+    gene_embeddings: np.ndarray
+    w_q: np.ndarray
+    w_k: np.ndarray
+    w_v: np.ndarray
+    w_o: np.ndarray
+    n_heads: int
+    params: dict
+
+    @property
+    def d_model(self) -> int:
+        """Embedding width."""
+        return int(self.gene_embeddings.shape[1])
+
+    def interface(self, *, n_threads: int = 1):
+        """A :class:`~geneattn.GeneformerInterface` carrying these weights.
+
+        Parameters
+        ----------
+        n_threads
+            Rayon threads of the interface's kernels.
+
+        Returns
+        -------
+        GeneformerInterface
+            With ``n_genes`` = vocabulary size and the weights assigned.
+        """
+        from geneattn import GeneformerInterface
+
+        model = GeneformerInterface(
+            d_model=self.d_model,
+            n_genes=self.gene_embeddings.shape[0],
+            n_heads=self.n_heads,
+            seed=int(self.params.get("seed", 42)),
+        )
+        model._gene_embeddings = self.gene_embeddings
+        model._w_q, model._w_k, model._w_v, model._w_o = self.w_q, self.w_k, self.w_v, self.w_o
+        model.n_threads = n_threads
+        return model
+
+
+def pca_gene_loadings(
+    counts: sp.spmatrix | np.ndarray,
+    n_counts: np.ndarray,
+    *,
+    n_components: int,
+    seed: int,
+) -> np.ndarray:
+    """Gene loadings on the top principal components of log-normalised counts.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes raw counts.
+    n_counts
+        Total counts per cell (normalisation: ``log1p(x / n_counts * 1e4)``).
+    n_components
+        Number of components.
+    seed
+        Seed of the ARPACK start vector (scanpy ``random_state``).
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_genes, n_components)``: loadings scaled by each component's standard deviation.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    x = sp.csr_matrix(counts, dtype=np.float64)
+    n_counts = np.asarray(n_counts, dtype=np.float64)
+    scale = np.divide(1e4, n_counts, out=np.zeros_like(n_counts), where=n_counts > 0)
+    x = sp.csr_matrix(sp.diags(scale) @ x)
+    x.data = np.log1p(x.data)
+    max_comps = min(x.shape) - 1
+    if n_components > max_comps:
+        raise InputError(
+            f"d_model={n_components} needs more cells and genes than {x.shape[0]} x {x.shape[1]}"
+            f" (at most {max_comps} components)"
+        )
+    adata = ad.AnnData(x)
+    sc.pp.pca(adata, n_comps=n_components, zero_center=True, svd_solver="arpack", random_state=seed)
+    loadings = np.asarray(adata.varm["PCs"], dtype=np.float64)
+    std = np.sqrt(np.asarray(adata.uns["pca"]["variance"], dtype=np.float64))
+    loadings = loadings * std
+    # ARPACK's sign per component is arbitrary; fix it so the largest |loading| is positive
+    flip = np.sign(loadings[np.abs(loadings).argmax(axis=0), np.arange(loadings.shape[1])])
+    return loadings * np.where(flip == 0, 1.0, flip)
+
+
+def build_study_model(
+    counts: sp.spmatrix | np.ndarray,
+    n_counts: np.ndarray,
+    gene_tokens: np.ndarray,
+    vocab_size: int,
+    *,
+    d_model: int = 64,
+    n_heads: int = 4,
+    temperature: float = 8.0,
+    seed: int = 42,
+) -> StudyModel:
+    """Make the study-derived attention model described in the module docstring.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes raw counts of the QC'd study (all conditions).
+    n_counts
+        Total counts per cell.
+    gene_tokens
+        Token id of each column of ``counts`` (-1 for genes without a token).
+    vocab_size
+        Number of token ids (rows of the embedding table).
+    d_model
+        Embedding width = number of principal components; divisible by ``n_heads``.
+    n_heads
+        Attention heads; head ``h`` sees components ``h*d_h .. (h+1)*d_h``.
+    temperature
+        Score of a gene with a perfectly aligned gene, per head (softmax sharpness).
+    seed
+        PCA seed.
+
+    Returns
+    -------
+    StudyModel
+        The weights.
+    """
+    if d_model < 1 or n_heads < 1 or d_model % n_heads:
+        raise InputError(f"d_model ({d_model}) must be a positive multiple of n_heads ({n_heads})")
+    if not temperature > 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    gene_tokens = np.asarray(gene_tokens)
+    loadings = pca_gene_loadings(counts, n_counts, n_components=d_model, seed=seed)
+    norms = np.linalg.norm(loadings, axis=1, keepdims=True)
+    d_h = d_model // n_heads
+    target = np.sqrt(temperature * np.sqrt(d_h))
+    unit = np.divide(loadings, norms, out=np.zeros_like(loadings), where=norms > 0)
+    table = np.zeros((vocab_size, d_model), dtype=np.float64)
+    has_token = gene_tokens >= 0
+    if np.any(gene_tokens[has_token] >= vocab_size):
+        raise InputError("a gene token id is outside the vocabulary")
+    table[gene_tokens[has_token]] = unit[has_token] * target
+    eye = np.eye(d_model)
+    params = {
+        "kind": "study_pca",
+        "d_model": d_model,
+        "n_heads": n_heads,
+        "temperature": float(temperature),
+        "seed": int(seed),
+        "genes_with_embedding": int(has_token.sum()),
+        "cells": int(np.asarray(counts.shape)[0]),
+    }
+    return StudyModel(table, eye, eye.copy(), eye.copy(), eye.copy(), n_heads, params)
+
+
+def save_model(path: str | Path, model: StudyModel) -> None:
+    """Write the model weights to ``.npz`` atomically (byte-deterministic)."""
+    from geneattn.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            gene_embeddings=model.gene_embeddings,
+            w_q=model.w_q,
+            w_k=model.w_k,
+            w_v=model.w_v,
+            w_o=model.w_o,
+            n_heads=np.int64(model.n_heads),
+            params=np.str_(json.dumps(model.params, sort_keys=True)),
+        )
+
+
+def load_model(path: str | Path) -> StudyModel:
+    """Read a model written by :func:`save_model`, checking shapes."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            model = StudyModel(
+                gene_embeddings=z["gene_embeddings"],
+                w_q=z["w_q"],
+                w_k=z["w_k"],
+                w_v=z["w_v"],
+                w_o=z["w_o"],
+                n_heads=int(z["n_heads"]),
+                params=json.loads(str(z["params"])),
+            )
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (KeyError, ValueError, OSError) as err:
+        raise InputError(f"not a geneattn model file ({err})", path) from None
+    d = model.d_model
+    if any(w.shape != (d, d) for w in (model.w_q, model.w_k, model.w_v, model.w_o)):
+        raise InputError(f"projection matrices must be {d} x {d}", path)
+    if model.n_heads < 1 or d % model.n_heads:
+        raise InputError(f"d_model {d} is not divisible by n_heads {model.n_heads}", path)
+    return model
