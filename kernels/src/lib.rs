@@ -19,9 +19,6 @@ pub mod multihead;
 pub mod pool;
 pub mod real;
 pub mod simd;
-// tokenize.rs belongs to the rank-encoding work and is kept as its author wrote it; it does
-// not follow the default rustfmt layout the rest of the crate is checked against.
-#[rustfmt::skip]
 pub mod tokenize;
 
 mod python;

@@ -113,11 +113,16 @@ where
     }
     for (g, (&t, &m)) in p.gene_token.iter().zip(p.gene_median).enumerate() {
         if t >= 0 && !(m.is_finite() && m > 0.0) {
-            return Err(kerr!("gene {g} has token {t} but median {m}; medians must be > 0"));
+            return Err(kerr!(
+                "gene {g} has token {t} but median {m}; medians must be > 0"
+            ));
         }
     }
     if !(p.target_sum.is_finite() && p.target_sum > 0.0) {
-        return Err(kerr!("target_sum must be a positive number, got {}", p.target_sum));
+        return Err(kerr!(
+            "target_sum must be a positive number, got {}",
+            p.target_sum
+        ));
     }
 
     let per_cell: Vec<Vec<i32>> = crate::pool::install(n_threads, || {
@@ -179,7 +184,12 @@ mod tests {
             .map(|w| data[w[0] as usize..w[1] as usize].iter().sum())
             .collect();
         rank_encode_csr(
-            CsrView { indptr, indices, data, n_cols },
+            CsrView {
+                indptr,
+                indices,
+                data,
+                n_cols,
+            },
             RankParams {
                 gene_token: &tokens,
                 gene_median: medians,
@@ -195,7 +205,14 @@ mod tests {
     #[test]
     fn seed_example_uniform_medians() {
         // expression [0, 5, 1, 10, 3] -> [3, 1, 4, 2]
-        let r = encode(&[0, 4], &[1, 2, 3, 4], &[5.0, 1.0, 10.0, 3.0], 5, &[1.0; 5], 2048);
+        let r = encode(
+            &[0, 4],
+            &[1, 2, 3, 4],
+            &[5.0, 1.0, 10.0, 3.0],
+            5,
+            &[1.0; 5],
+            2048,
+        );
         assert_eq!(r.tokens, vec![3, 1, 4, 2]);
         assert_eq!(r.offsets, vec![0, 4]);
     }
@@ -203,7 +220,14 @@ mod tests {
     #[test]
     fn medians_reorder_and_ties_go_to_lower_token() {
         // values 2/1 = 2, 4/2 = 2, 1/0.25 = 4 -> token 2 first, then tie 0 < 1
-        let r = encode(&[0, 3], &[0, 1, 2], &[2.0, 4.0, 1.0], 3, &[1.0, 2.0, 0.25], 2048);
+        let r = encode(
+            &[0, 3],
+            &[0, 1, 2],
+            &[2.0, 4.0, 1.0],
+            3,
+            &[1.0, 2.0, 0.25],
+            2048,
+        );
         assert_eq!(r.tokens, vec![2, 0, 1]);
     }
 
@@ -218,7 +242,12 @@ mod tests {
     fn dropped_genes_and_zeros_are_left_out() {
         let data = [0.0, 3.0, 2.0];
         let r = rank_encode_csr(
-            CsrView { indptr: &[0, 3], indices: &[0, 1, 2], data: &data, n_cols: 3 },
+            CsrView {
+                indptr: &[0, 3],
+                indices: &[0, 1, 2],
+                data: &data,
+                n_cols: 3,
+            },
             RankParams {
                 gene_token: &[7, -1, 9],
                 gene_median: &[1.0, f64::NAN, 1.0],
@@ -236,7 +265,12 @@ mod tests {
     fn bad_structure_is_an_error() {
         let data = [1.0];
         let err = rank_encode_csr(
-            CsrView { indptr: &[0, 1], indices: &[5], data: &data, n_cols: 3 },
+            CsrView {
+                indptr: &[0, 1],
+                indices: &[5],
+                data: &data,
+                n_cols: 3,
+            },
             RankParams {
                 gene_token: &[0, 1, 2],
                 gene_median: &[1.0; 3],
