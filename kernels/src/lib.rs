@@ -11,6 +11,7 @@
 //! - [`knowledge`]: the K-encoder's prior-graph neighbourhood embeddings.
 //! - [`matrix`], [`real`], [`simd`]: matrices and GEMM, the f32/f64 trait, vector dispatch.
 
+pub mod aggregate;
 pub mod error;
 pub mod gaussian;
 pub mod knowledge;

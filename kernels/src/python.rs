@@ -7,6 +7,7 @@ use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyUntypedArrayMeth
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+mod aggregate;
 mod attention;
 
 use crate::error::KernelError;
@@ -122,5 +123,6 @@ fn _kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(rank_encode_csr_py, m)?)?;
     attention::register(m)?;
+    aggregate::register(m)?;
     Ok(())
 }

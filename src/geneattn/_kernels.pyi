@@ -132,3 +132,27 @@ def neighbour_embeddings(
     only; a row without one keeps ``embeddings[row_genes[r]]`` (``embeddings[r]`` without
     ``row_genes``). Returns ``(n_rows, d)``.
     """
+
+def mha_aggregate_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    n_heads: int,
+    universe: np.ndarray,
+    n_universe: int,
+    *,
+    n_threads: int = ...,
+    sums: np.ndarray | None = ...,
+    incoming: np.ndarray | None = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Head-averaged multi-head attention of many cells, summed into gene x gene arrays.
+
+    ``universe`` int64 (one entry per row of ``table``): the universe index of each token
+    in ``0 .. n_universe - 1``, or -1. Over cells, ``sums[u_i, u_j] += A[i, j]`` for pairs of
+    universe tokens and ``incoming[u_j] += sum_i A[i, j]`` over all query rows. Returns
+    ``(sums (G, G), incoming (G,))`` float64; given ``sums`` and ``incoming`` (writeable,
+    float64, C-contiguous) are added into in place and returned. Bit-identical for any
+    ``n_threads``, and adding cells in several calls equals one call.
+    """
