@@ -1,4 +1,5 @@
-# geneattn: raw counts -> QC -> rank-value tokens -> ... (see README.md and DESIGN notes).
+# geneattn: raw counts -> QC -> rank-value tokens -> model -> embeddings and attention
+# -> gene networks -> Leiden modules (see README.md).
 # Every rule is thin: it calls the `geneattn` command line, which does the work.
 
 from snakemake.utils import min_version, validate
@@ -16,10 +17,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/resources.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/tokenize.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/network.smk"
 
 
 rule all:
     input:
         rules.qc.output,
         rules.tokenize.output,
+        rules.embed.output,
+        rules.modules.output,
     default_target: True

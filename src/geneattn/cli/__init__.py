@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "geneattn.cli.fetch_resources",
     "geneattn.cli.qc",
     "geneattn.cli.tokenize",
+    "geneattn.cli.model",
+    "geneattn.cli.embed",
     "geneattn.cli.gather_attention",
     "geneattn.cli.network",
     "geneattn.cli.modules",

@@ -1,0 +1,55 @@
+"""``geneattn embed``: cell embeddings into ``obsm["X_geneattn"]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+NAME = "embed"
+HELP = "embed every tokenized cell with the model and write an AnnData with obsm['X_geneattn']"
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the embed options."""
+    parser.add_argument("tokens", help="tokens.npz")
+    parser.add_argument("--model", required=True, help="model.npz")
+    parser.add_argument("--obs", required=True, help="qc.h5ad whose obs is carried over")
+    parser.add_argument("--threads", type=int, default=1, help="rayon threads")
+    parser.add_argument("--out", required=True, help="embeddings.h5ad to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embed the cells (mean-pooled multi-head attention output, Geneformer style)."""
+    import anndata as ad
+    import numpy as np
+
+    from geneattn.atomic import atomic_path
+    from geneattn.errors import InputError
+    from geneattn.study_model import load_model
+    from geneattn.tokenize import load_tokens
+
+    cells = load_tokens(args.tokens)
+    model = load_model(args.model)
+    try:
+        obs = ad.read_h5ad(args.obs, backed="r").obs
+    except FileNotFoundError:
+        raise InputError("file not found", args.obs) from None
+    missing = np.setdiff1d(cells.cell_ids, obs.index.to_numpy().astype(str))
+    if missing.size:
+        raise InputError(
+            f"{missing.size} tokenized cells are not in it, e.g. {missing[0]!r}", args.obs
+        )
+    interface = model.interface(n_threads=args.threads)
+    emb = interface.encode_batch(cells.tokens, cells.offsets, n_threads=args.threads)
+    out = ad.AnnData(
+        X=np.zeros((cells.n_cells, 0), dtype=np.float32),
+        obs=obs.loc[cells.cell_ids].copy(),
+    )
+    out.obsm["X_geneattn"] = emb.astype(np.float32)
+    out.uns["geneattn_model"] = {k: str(v) for k, v in model.params.items()}
+    log.info("embedded %d cells into %d dimensions", cells.n_cells, emb.shape[1])
+    with atomic_path(args.out) as tmp:
+        out.write_h5ad(tmp)
+    return 0

@@ -1,0 +1,106 @@
+# Attention (sharded over cells, gathered per condition) -> gene networks -> Leiden modules.
+
+CONDITIONS = {"case": config["conditions"]["case"], "control": config["conditions"]["control"]}
+SHARDS = range(config["attention"]["shards"])
+
+
+wildcard_constraints:
+    role="case|control",
+    shard=r"\d+",
+
+
+rule attention_shard:
+    input:
+        tokens=rules.tokenize.output.tokens,
+        model=rules.model.output[0],
+        h5ad=rules.qc.output.h5ad,
+        names=rules.fetch_resources.output.names,
+    output:
+        temp(f"{OUT}/attention/{{role}}.shard{{shard}}.npz"),
+    params:
+        column=config["conditions"]["column"],
+        label=lambda wc: CONDITIONS[wc.role],
+        n_shards=config["attention"]["shards"],
+        a=config["attention"],
+    threads: 2
+    log:
+        f"{LOGS}/attention_{{role}}_{{shard}}.log",
+    benchmark:
+        f"{BENCH}/attention_{{role}}_{{shard}}.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn attention {input.tokens} --model {input.model} --obs {input.h5ad}"
+        " --condition-column {params.column:q} --condition {params.label:q}"
+        " --gene-names {input.names} --shard {wildcards.shard} --n-shards {params.n_shards}"
+        " --min-cells {params.a[universe_min_cells]} --max-genes {params.a[universe_max_genes]}"
+        " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule gather_attention:
+    input:
+        expand(f"{OUT}/attention/{{{{role}}}}.shard{{shard}}.npz", shard=SHARDS),
+    output:
+        f"{OUT}/attention/{{role}}.npz",
+    log:
+        f"{LOGS}/gather_attention_{{role}}.log",
+    conda:
+        ENV
+    shell:
+        "geneattn gather-attention {input} --out {output} > {log} 2>&1"
+
+
+rule network:
+    input:
+        sums=rules.gather_attention.output[0],
+        ppi=rules.fetch_resources.output.ppi,
+        h5ad=rules.qc.output.h5ad,
+    output:
+        npz=f"{OUT}/network/{{role}}.npz",
+        edges=f"{OUT}/network/{{role}}_edges.tsv",
+        graphml=f"{OUT}/network/{{role}}.graphml",
+    params:
+        n=config["network"],
+        sym="--symmetrize" if config["network"]["symmetrize"] else "",
+    log:
+        f"{LOGS}/network_{{role}}.log",
+    benchmark:
+        f"{BENCH}/network_{{role}}.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn network {input.sums} --min-cells {params.n[min_cells]}"
+        " --top-k {params.n[top_k]} {params.sym} --diffusion {params.n[diffusion]}"
+        " --prior {params.n[prior]} --ppi {input.ppi} --counts {input.h5ad}"
+        " --alpha {params.n[alpha]} --t {params.n[t]} --iterations {params.n[iterations]}"
+        " --out-npz {output.npz} --out-edges {output.edges} --out-graphml {output.graphml}"
+        " > {log} 2>&1"
+
+
+rule modules:
+    input:
+        case=f"{OUT}/network/case.npz",
+        control=f"{OUT}/network/control.npz",
+        gmt=[f"{RES}/genesets/{g}" for g in config["modules"]["gene_sets"]],
+    output:
+        modules=f"{OUT}/modules.tsv",
+        enrichment=f"{OUT}/enrichment.tsv",
+        differential=f"{OUT}/differential.tsv",
+        graphml=f"{OUT}/modules.graphml",
+    params:
+        m=config["modules"],
+    log:
+        f"{LOGS}/modules.log",
+    benchmark:
+        f"{BENCH}/modules.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn modules --case {input.case} --control {input.control}"
+        " --detect-on {params.m[detect_on]} --objective {params.m[objective]}"
+        " --resolution {params.m[resolution]} --seed {params.m[seed]}"
+        " --min-size {params.m[min_size]} --gmt {input.gmt}"
+        " --permutations {params.m[permutations]}"
+        " --out-modules {output.modules} --out-enrichment {output.enrichment}"
+        " --out-differential {output.differential} --out-graphml {output.graphml}"
+        " > {log} 2>&1"
