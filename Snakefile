@@ -27,4 +27,5 @@ rule all:
         rules.tokenize.output,
         rules.embed.output,
         rules.modules.output,
+        rules.evaluate.output,
     default_target: True

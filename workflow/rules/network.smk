@@ -104,3 +104,25 @@ rule modules:
         " --out-modules {output.modules} --out-enrichment {output.enrichment}"
         " --out-differential {output.differential} --out-graphml {output.graphml}"
         " > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        modules=rules.modules.output.modules,
+        enrichment=rules.modules.output.enrichment,
+    output:
+        f"{OUT}/evaluation.tsv",
+    params:
+        e=config["evaluation"],
+        programs=" ".join(
+            f"--program {shlex.quote(name + '=' + ','.join(genes))}"
+            for name, genes in config["evaluation"]["programs"].items()
+        ),
+    log:
+        f"{LOGS}/evaluate.log",
+    conda:
+        ENV
+    shell:
+        "geneattn evaluate --modules {input.modules} --enrichment {input.enrichment}"
+        " {params.programs} --fdr {params.e[fdr]} --permutations {params.e[permutations]}"
+        " --out {output} > {log} 2>&1"

@@ -22,11 +22,13 @@ COMMAND_MODULES = (
     "geneattn.cli.fetch_resources",
     "geneattn.cli.qc",
     "geneattn.cli.tokenize",
+    "geneattn.cli.attention",
     "geneattn.cli.model",
     "geneattn.cli.embed",
     "geneattn.cli.gather_attention",
     "geneattn.cli.network",
     "geneattn.cli.modules",
+    "geneattn.cli.evaluate",
     "geneattn.cli.bench",
 )
 
