@@ -1,0 +1,290 @@
+"""The attention stage: per-cell attention summed into gene x gene arrays.
+
+Each cell's head-averaged multi-head attention (the model's single layer) is computed and
+aggregated over a gene *universe* in one Rust call
+(:func:`geneattn._kernels.mha_aggregate_cells`): no per-cell ``n x n`` matrix reaches Python
+and memory stays flat in the number of cells. The result is an
+:class:`~geneattn.attention_sums.AttentionSums`, the file the network stage reads.
+
+The universe is chosen once from all cells of the study (:func:`choose_universe`), so every
+condition and every shard of a condition's cells share it and shards add up
+(:func:`~geneattn.attention_sums.gather_attention_sums`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from itertools import pairwise
+
+import numpy as np
+import scipy.sparse as sp
+
+from geneattn.attention_sums import AttentionSums
+from geneattn.errors import InputError
+from geneattn.study_model import StudyModel
+from geneattn.tokenize import TokenizedCells
+
+__all__ = [
+    "aggregate_attention",
+    "choose_universe",
+    "presence_matrix",
+    "shard_bounds",
+    "subset_cells",
+    "symbols_for",
+]
+
+#: ``progress(done, total)`` after each chunk of cells.
+Progress = Callable[[int, int], None]
+
+
+def presence_matrix(cells: TokenizedCells, tokens: np.ndarray, n_tokens: int) -> sp.csr_matrix:
+    """Which of ``tokens`` each cell holds.
+
+    Parameters
+    ----------
+    cells
+        Tokenized cells.
+    tokens
+        Token ids of the columns, unique.
+    n_tokens
+        Number of token ids (every id in ``cells`` and ``tokens`` is below it).
+
+    Returns
+    -------
+    sp.csr_matrix
+        ``cells x len(tokens)`` int64 with entries 0/1 (a token repeated in a cell counts once).
+    """
+    column = np.full(n_tokens, -1, dtype=np.int64)
+    column[tokens] = np.arange(len(tokens))
+    rows = np.repeat(np.arange(cells.n_cells, dtype=np.int64), np.diff(cells.offsets))
+    cols = column[cells.tokens]
+    keep = cols >= 0
+    p = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.int64), (rows[keep], cols[keep])),
+        shape=(cells.n_cells, len(tokens)),
+    )
+    p.sum_duplicates()
+    p.data[:] = 1
+    return p
+
+
+def choose_universe(cells: TokenizedCells, *, min_cells: int, max_genes: int) -> np.ndarray:
+    """The gene universe: the most frequent tokens.
+
+    Parameters
+    ----------
+    cells
+        All cells of the study.
+    min_cells
+        A token must be present in at least this many cells.
+    max_genes
+        At most this many tokens are kept (the most frequent; ties by ascending token id).
+
+    Returns
+    -------
+    np.ndarray
+        int64 token ids, by frequency descending then token id ascending.
+
+    Raises
+    ------
+    InputError
+        If ``min_cells`` or ``max_genes`` is below 1, or no token qualifies.
+    """
+    if min_cells < 1 or max_genes < 1:
+        raise InputError(f"min_cells ({min_cells}) and max_genes ({max_genes}) must be >= 1")
+    n_tokens = int(cells.tokens.max()) + 1 if len(cells.tokens) else 0
+    present = presence_matrix(cells, np.arange(n_tokens), n_tokens)
+    freq = np.asarray(present.sum(axis=0)).ravel()
+    ok = np.flatnonzero(freq >= min_cells)
+    if len(ok) == 0:
+        raise InputError(f"no gene is present in at least {min_cells} of the {cells.n_cells} cells")
+    order = np.lexsort((ok, -freq[ok]))
+    return ok[order][:max_genes].astype(np.int64)
+
+
+def symbols_for(
+    gene_ids: np.ndarray,
+    name_map: Mapping[str, str],
+    *,
+    preferred: Collection[str] | None = None,
+) -> np.ndarray:
+    """Gene symbols of Ensembl IDs, from a symbol -> Ensembl map.
+
+    Parameters
+    ----------
+    gene_ids
+        Ensembl IDs.
+    name_map
+        ``{symbol: ensembl_id}`` (several symbols may share an ID).
+    preferred
+        Symbols to prefer when several share an ID (for example the study's gene names);
+        otherwise the alphabetically first symbol is taken.
+
+    Returns
+    -------
+    np.ndarray
+        str array, ``""`` where an ID has no symbol.
+    """
+    preferred = set(preferred or ())
+    by_id: dict[str, list[str]] = {}
+    for symbol, gene in name_map.items():
+        by_id.setdefault(gene, []).append(symbol)
+    out = []
+    for gene in np.asarray(gene_ids).astype(str):
+        symbols = sorted(by_id.get(gene, []))
+        liked = [s for s in symbols if s in preferred]
+        out.append((liked or symbols or [""])[0])
+    return np.array(out, dtype=str)
+
+
+def subset_cells(cells: TokenizedCells, index: np.ndarray) -> TokenizedCells:
+    """The cells at ``index`` (in that order), with their tokens.
+
+    Parameters
+    ----------
+    cells
+        Tokenized cells.
+    index
+        Cell positions.
+
+    Returns
+    -------
+    TokenizedCells
+        The chosen cells, same vocabulary.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    starts, ends = cells.offsets[index], cells.offsets[index + 1]
+    lengths = ends - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return TokenizedCells(
+        tokens=np.ascontiguousarray(cells.tokens[take], dtype=np.int32),
+        offsets=offsets,
+        cell_ids=cells.cell_ids[index],
+        vocabulary=cells.vocabulary,
+    )
+
+
+def shard_bounds(n_cells: int, shard: int, n_shards: int) -> tuple[int, int]:
+    """Cells ``start:stop`` of shard ``shard`` (0-based) of ``n_shards`` contiguous shards.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells to split.
+    shard
+        Which shard, ``0 <= shard < n_shards``.
+    n_shards
+        Number of shards; sizes differ by at most one cell.
+
+    Returns
+    -------
+    tuple[int, int]
+        ``(start, stop)``.
+    """
+    if n_shards < 1 or not 0 <= shard < n_shards:
+        raise InputError(f"shard must be in 0..{n_shards - 1} of n_shards >= 1, got {shard}")
+    return n_cells * shard // n_shards, n_cells * (shard + 1) // n_shards
+
+
+def aggregate_attention(
+    cells: TokenizedCells,
+    model: StudyModel,
+    universe_tokens: np.ndarray,
+    *,
+    n_threads: int = 1,
+    condition: str = "all",
+    gene_symbols: np.ndarray | None = None,
+    progress: Progress | None = None,
+    chunks: int = 10,
+) -> AttentionSums:
+    """Sum the head-averaged attention of ``cells`` over the gene universe.
+
+    Parameters
+    ----------
+    cells
+        The cells (of one condition, or one shard of it).
+    model
+        Single-layer attention weights (``gene_embeddings``, ``w_q``, ``w_k``, ``n_heads``).
+    universe_tokens
+        Token ids of the universe genes, unique (from :func:`choose_universe`).
+    n_threads
+        Rayon threads; the result is bit-identical for any value.
+    condition
+        Condition label stored with the sums.
+    gene_symbols
+        Symbol of each universe gene (``""`` where unknown); None gives ``""`` everywhere.
+    progress
+        Called as ``progress(done, total)`` after each of ``chunks`` chunks of cells.
+    chunks
+        Kernel calls the cells are split into (for progress only: the sums are the same).
+
+    Returns
+    -------
+    AttentionSums
+        Sums, co-occurrence counts, incoming attention and gene presence over the cells.
+
+    Raises
+    ------
+    InputError
+        If the universe is empty, repeats a token or names a token outside the model's
+        vocabulary, or ``gene_symbols`` does not match it.
+    """
+    from geneattn import _kernels
+
+    universe_tokens = np.asarray(universe_tokens, dtype=np.int64)
+    table = np.ascontiguousarray(model.gene_embeddings)
+    vocab = table.shape[0]
+    g = len(universe_tokens)
+    if g == 0 or len(np.unique(universe_tokens)) != g:
+        raise InputError("the gene universe must be non-empty without repeated tokens")
+    if universe_tokens.min() < 0 or universe_tokens.max() >= vocab:
+        raise InputError(f"a universe token is outside the model's vocabulary (0..{vocab - 1})")
+    if len(cells.tokens) and int(cells.tokens.max()) >= vocab:
+        raise InputError(
+            f"token {int(cells.tokens.max())} is outside the model's vocabulary ({vocab} rows)"
+        )
+    if gene_symbols is None:
+        gene_symbols = np.full(g, "", dtype=str)
+    gene_symbols = np.asarray(gene_symbols).astype(str)
+    if gene_symbols.shape != (g,):
+        raise InputError(f"gene_symbols has shape {gene_symbols.shape}, expected ({g},)")
+    index = np.full(vocab, -1, dtype=np.int64)
+    index[universe_tokens] = np.arange(g)
+    w_q = np.ascontiguousarray(model.w_q, dtype=table.dtype)
+    w_k = np.ascontiguousarray(model.w_k, dtype=table.dtype)
+
+    sums = np.zeros((g, g), dtype=np.float64)
+    incoming = np.zeros(g, dtype=np.float64)
+    n = cells.n_cells
+    bounds = np.unique(np.linspace(0, n, max(1, chunks) + 1).astype(np.int64))
+    for c0, c1 in pairwise(bounds):
+        t0, t1 = cells.offsets[c0], cells.offsets[c1]
+        _kernels.mha_aggregate_cells(
+            np.ascontiguousarray(cells.tokens[t0:t1], dtype=np.int32),
+            np.ascontiguousarray(cells.offsets[c0 : c1 + 1] - t0, dtype=np.int64),
+            table,
+            w_q,
+            w_k,
+            int(model.n_heads),
+            index,
+            g,
+            n_threads=int(n_threads),
+            sums=sums,
+            incoming=incoming,
+        )
+        if progress is not None:
+            progress(int(c1), n)
+
+    present = presence_matrix(cells, universe_tokens, vocab)
+    counts = np.asarray((present.T @ present).toarray(), dtype=np.int64)
+    return AttentionSums(
+        gene_ids=np.asarray(cells.vocabulary)[universe_tokens].astype(str),
+        gene_symbols=gene_symbols,
+        sums=sums,
+        counts=counts,
+        incoming=incoming,
+        gene_cells=np.diagonal(counts).copy(),
+        n_cells=n,
+        condition=condition,
+    )

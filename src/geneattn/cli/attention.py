@@ -1,0 +1,118 @@
+"""``geneattn attention``: attention of one condition's cells summed over the gene universe."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+NAME = "attention"
+HELP = "sum per-cell attention of one condition (or one shard of it) into gene x gene arrays"
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the attention options."""
+    parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
+    parser.add_argument("--model", required=True, help="model.npz (gene embeddings, w_q, w_k)")
+    parser.add_argument("--obs", required=True, help="qc.h5ad whose obs hold the conditions")
+    parser.add_argument("--condition-column", required=True, help="obs column of conditions")
+    parser.add_argument("--condition", required=True, help="the condition label to sum over")
+    parser.add_argument("--gene-names", required=True, help="gene_name_id.tsv (for symbols)")
+    parser.add_argument("--shard", type=int, default=0, help="0-based shard of the cells")
+    parser.add_argument("--n-shards", type=int, default=1, help="contiguous shards of the cells")
+    parser.add_argument("--min-cells", type=int, default=10, help="universe: min cells per gene")
+    parser.add_argument("--max-genes", type=int, default=2000, help="universe: most genes kept")
+    parser.add_argument("--threads", type=int, default=1, help="rayon threads")
+    parser.add_argument("--out", required=True, help="attention-sums .npz to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Choose the universe from all cells, sum the condition's shard and write it."""
+    import numpy as np
+
+    from geneattn.attention import (
+        aggregate_attention,
+        choose_universe,
+        shard_bounds,
+        subset_cells,
+        symbols_for,
+    )
+    from geneattn.attention_sums import save_attention_sums
+    from geneattn.errors import InputError
+    from geneattn.resources import load_gene_name_map
+    from geneattn.study_model import load_model
+    from geneattn.tokenize import load_tokens
+
+    if args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    cells = load_tokens(args.tokens)
+    model = load_model(args.model)
+    labels, var_names = _read_obs(args.obs, args.condition_column)
+    shard_bounds(0, args.shard, args.n_shards)  # checks the shard numbers early
+    name_map = load_gene_name_map(args.gene_names)
+
+    universe = choose_universe(cells, min_cells=args.min_cells, max_genes=args.max_genes)
+    cell_labels = labels.reindex(cells.cell_ids.astype(str)).to_numpy()
+    present = sorted({str(x) for x in labels.dropna().unique()})
+    if args.condition not in present:
+        raise InputError(
+            f"condition {args.condition!r} not in column {args.condition_column!r}"
+            f" (labels: {', '.join(present)})",
+            args.obs,
+        )
+    chosen = np.flatnonzero(cell_labels.astype(object) == args.condition)
+    start, stop = shard_bounds(len(chosen), args.shard, args.n_shards)
+    shard = subset_cells(cells, chosen[start:stop])
+    gene_ids = np.asarray(cells.vocabulary)[universe].astype(str)
+    symbols = symbols_for(gene_ids, name_map, preferred=set(var_names))
+    log.info(
+        "%s: shard %d/%d, %d of %d cells, universe of %d genes",
+        args.condition,
+        args.shard,
+        args.n_shards,
+        shard.n_cells,
+        len(chosen),
+        len(universe),
+    )
+
+    def progress(done: int, total: int) -> None:
+        log.info("%s: %d/%d cells (%.0f%%)", args.condition, done, total, 100 * done / total)
+
+    sums = aggregate_attention(
+        shard,
+        model,
+        universe,
+        n_threads=args.threads,
+        condition=args.condition,
+        gene_symbols=symbols,
+        progress=progress,
+    )
+    save_attention_sums(args.out, sums)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def _read_obs(path: str, column: str):
+    """The condition column of an h5ad's obs (indexed by cell id) and its var names."""
+    import anndata as ad
+
+    from geneattn.errors import InputError
+
+    try:
+        adata = ad.read_h5ad(path, backed="r")
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except OSError as err:
+        raise InputError(f"cannot read as h5ad ({err})", path) from None
+    try:
+        obs, var_names = adata.obs, adata.var_names.astype(str).tolist()
+    finally:
+        adata.file.close()
+    if column not in obs.columns:
+        raise InputError(
+            f"no obs column {column!r} (columns: {', '.join(map(str, obs.columns))})", path
+        )
+    labels = obs[column].astype(object)
+    labels.index = obs.index.astype(str)
+    return labels, var_names
