@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 #: Benchmark suites, by module; each has ``NAME`` (the subcommand word) and ``run``.
-SUITES = ("geneattn.bench.tokenize", "geneattn.bench.kernels")
+SUITES = ("geneattn.bench.tokenize", "geneattn.bench.kernels", "geneattn.bench.network")
 
 
 @dataclasses.dataclass(frozen=True)
