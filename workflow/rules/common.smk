@@ -1,6 +1,13 @@
 # Helpers shared by the rule files.
 
+import os
 import shlex
+import sys
+
+# Rules call the `geneattn` console script. Put the interpreter running Snakemake first on
+# PATH so `.venv/bin/snakemake` finds the venv's geneattn without activating the venv; with
+# --software-deployment-method conda the env's own bin is prepended later and wins.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 STUDY = config["study"]
 RES = config["resources"]["dir"]
