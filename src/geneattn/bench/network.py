@@ -59,7 +59,7 @@ with open(f"{d}/tokens.bin", "rb") as fh:
             meta["n_heads"], index, g, n_threads=threads, sums=sums, incoming=incoming)
 seconds = time.perf_counter() - t0
 # VmHWM belongs to this process image (ru_maxrss keeps the forking parent's peak)
-status = open("/proc/self/status").read().split("\n")
+status = open("/proc/self/status").read().splitlines()
 rss = next(int(s.split()[1]) for s in status if s.startswith("VmHWM:"))
 print(json.dumps({"seconds": seconds, "maxrss_kib": rss, "total": float(sums.sum())}))
 """
@@ -194,7 +194,9 @@ def _peak_memory(cells, model, index, g, threads: int, sizes: tuple[int, ...]) -
         Path(tmp, "meta.json").write_text(json.dumps({"g": g, "n_heads": model.n_heads}))
         for n in sizes:
             cmd = [sys.executable, "-c", _CHILD, tmp, str(n), str(threads)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise RuntimeError(f"memory child failed: {done.stderr.strip()}")
             results.append({"cells": n, **json.loads(done.stdout)})
     return results
 

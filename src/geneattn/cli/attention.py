@@ -53,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
     name_map = load_gene_name_map(args.gene_names)
 
     universe = choose_universe(cells, min_cells=args.min_cells, max_genes=args.max_genes)
-    cell_labels = labels.reindex(cells.cell_ids.astype(str)).to_numpy()
+    joined = labels.reindex(cells.cell_ids.astype(str))
+    cell_labels = joined.to_numpy()
+    unlabelled = int(joined.isna().sum())
+    if unlabelled:
+        log.warning(
+            "%d tokenized cells have no label in %s; they are left out", unlabelled, args.obs
+        )
     present = sorted({str(x) for x in labels.dropna().unique()})
     if args.condition not in present:
         raise InputError(
@@ -113,6 +119,8 @@ def _read_obs(path: str, column: str):
         raise InputError(
             f"no obs column {column!r} (columns: {', '.join(map(str, obs.columns))})", path
         )
+    if obs.index.has_duplicates:
+        raise InputError("duplicated cell ids in obs", path)
     labels = obs[column].astype(object)
     labels.index = obs.index.astype(str)
     return labels, var_names
