@@ -9,13 +9,15 @@
 //! far from the origin. Rows are processed in blocks of [`BLOCK_ROWS`] queries; the block
 //! layout and every reduction order are fixed, so results do not depend on the thread count.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::real::Real;
-use crate::simd::{add_into, axpy, gaussian_row_exp, gaussian_row_into, row_sq_norms, scale};
+use crate::simd::{add_into, add_weighted_rows, axpy, gaussian_row_exp, row_sq_norms, scale};
 
 /// Query rows per block: one block's weights (`BLOCK_ROWS x m`) stay in cache.
 pub const BLOCK_ROWS: usize = 128;
@@ -89,19 +91,21 @@ fn dot_block<T: Real>(s: &Scratch<T>, d: usize, r0: usize, r1: usize, out: &mut 
 }
 
 /// Adds the Gaussian weights of query rows `r0..r1` into `colsum` (one entry per key);
-/// `block` is scratch.
+/// `block` and `inv` are scratch.
 fn colsum_block<T: Real>(
     s: &Scratch<T>,
     d: usize,
     (r0, r1): (usize, usize),
     neg_inv: T,
-    block: &mut [T],
+    (block, inv): (&mut [T], &mut Vec<T>),
     colsum: &mut [T],
 ) {
     dot_block(s, d, r0, r1, block);
+    inv.clear();
     for (i, row) in block.chunks_exact_mut(s.kn.len()).enumerate() {
-        gaussian_row_into(row, s.qn[r0 + i], &s.kn, neg_inv, colsum);
+        inv.push(gaussian_row_exp(row, s.qn[r0 + i], &s.kn, neg_inv));
     }
+    add_weighted_rows(colsum, block, inv);
 }
 
 /// Splits an optional buffer into `nb` chunks of `size` (or `nb` Nones).
@@ -288,6 +292,7 @@ struct CellScratch<T> {
     tokens: Vec<T>,
     attn: Scratch<T>,
     colsum: Vec<T>,
+    inv: Vec<T>,
     pooled_in: Vec<T>,
 }
 
@@ -318,7 +323,8 @@ fn pool_cell<T: Real, I: TokenId>(
     for r0 in (0..n).step_by(BLOCK_ROWS) {
         let r1 = (r0 + BLOCK_ROWS).min(n);
         block.resize((r1 - r0) * n, T::ZERO);
-        colsum_block(&s.attn, p, (r0, r1), neg_inv, &mut block, &mut s.colsum);
+        let scratch = (&mut block[..], &mut s.inv);
+        colsum_block(&s.attn, p, (r0, r1), neg_inv, scratch, &mut s.colsum);
     }
     s.attn.block = block;
     s.pooled_in.clear();
@@ -360,14 +366,29 @@ pub fn gaussian_pool_cells<T: Real, I: TokenId>(
     w.validate(table.cols)?;
     let neg_inv = neg_inv_bandwidth::<T>(sigma)?;
     let dv = w.w_v.cols;
-    let mut out = vec![T::ZERO; cells.n_cells() * dv];
-    crate::pool::install(n_threads, || {
-        out.par_chunks_mut(dv)
-            .enumerate()
-            .for_each_init(CellScratch::default, |s, (c, row)| {
-                pool_cell(cells.cell(c), &table, &w, neg_inv, rank_scale, s, row)
+    let n_cells = cells.n_cells();
+    // Longest cells first, so that the last cells the threads pick up are short ones; the
+    // results go back to the input order. Each thread keeps one scratch for all its cells.
+    let mut order: Vec<usize> = (0..n_cells).collect();
+    order.sort_by_key(|&c| std::cmp::Reverse(cells.cell(c).len()));
+    let scratch: Vec<Mutex<CellScratch<T>>> = (0..n_threads).map(|_| Mutex::default()).collect();
+    let sorted: Vec<T> = crate::pool::install(n_threads, || {
+        let mut sorted = vec![T::ZERO; n_cells * dv];
+        sorted
+            .par_chunks_mut(dv)
+            .zip(order.par_iter())
+            .with_max_len(1)
+            .for_each(|(row, &c)| {
+                let slot = rayon::current_thread_index().unwrap_or(0) % scratch.len();
+                let mut s = scratch[slot].lock().unwrap_or_else(|e| e.into_inner());
+                pool_cell(cells.cell(c), &table, &w, neg_inv, rank_scale, &mut s, row);
             });
+        sorted
     })?;
+    let mut out = vec![T::ZERO; n_cells * dv];
+    for (row, &c) in sorted.chunks_exact(dv).zip(&order) {
+        out[c * dv..(c + 1) * dv].copy_from_slice(row);
+    }
     Ok(out)
 }
 
