@@ -15,12 +15,14 @@ Three cases, each checked for agreement before it is timed:
   synthetic counts and the row says so. A second row times the opt-in float32 attention
   (``precision="float32"``) against the same reference run.
 
-numpy uses its BLAS threads (all cores) for the references; ours uses ``--threads``. The
-short cases run ours and the reference in three alternating blocks of ``--repeats`` calls, so
-that load from other processes on a shared machine falls on both alike, with a pause before
-each block (:data:`SETTLE_S`) so that neither side's idle threads are still spinning; the
-medians are reported. The per-cell reference loop of the last case takes tens of seconds: it
-runs once, in ``--repeats`` slices alternating with full runs of ours.
+Both sides get ``--threads`` threads: ours a rayon pool of that size, the references numpy's
+BLAS pool limited to it with :mod:`threadpoolctl` (numpy's elementwise work is single
+threaded either way). The short cases run ours and the reference in three alternating
+blocks of ``--repeats`` calls, so that load from other processes on a shared machine falls
+on both alike, with a pause before each block (:data:`SETTLE_S`) so that neither side's idle
+threads are still spinning; the medians are reported. The per-cell reference loop of the
+last case takes tens of seconds: it runs once, in ``--repeats`` slices alternating with full
+runs of ours.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from geneattn import reference
 from geneattn.bench import Row, Timing
@@ -68,14 +71,16 @@ def _settled(fn, repeats: int, warmup: int = 1) -> Timing:
     return Timing(tuple(times))
 
 
-def _paired(ours, ref, repeats: int, rounds: int = 3) -> tuple[Timing, Timing]:
+def _paired(ours, ref, repeats: int, threads: int, rounds: int = 3) -> tuple[Timing, Timing]:
     """Time two functions in alternating blocks (``rounds`` blocks of ``repeats`` each), so
-    that load from other processes on a shared machine falls on both sides alike."""
+    that load from other processes on a shared machine falls on both sides alike. The
+    reference runs with numpy's BLAS limited to ``threads`` threads."""
     t_ours: list[float] = []
     t_ref: list[float] = []
     for _ in range(rounds):
         t_ours.extend(_settled(ours, repeats).times)
-        t_ref.extend(_settled(ref, repeats).times)
+        with threadpool_limits(limits=threads, user_api="blas"):
+            t_ref.extend(_settled(ref, repeats).times)
     return Timing(tuple(t_ours)), Timing(tuple(t_ref))
 
 
@@ -108,7 +113,7 @@ def _gaussian_rows(args: argparse.Namespace) -> list[Row]:
             q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), sigma, exact=True
         )
         err = _check(ours(), exact, rtol, "gaussian attention")
-        t_ours, t_ref = _paired(ours, ref, args.repeats)
+        t_ours, t_ref = _paired(ours, ref, args.repeats, args.threads)
         name = np.dtype(dtype).name
         rows.append(
             Row(
@@ -118,7 +123,10 @@ def _gaussian_rows(args: argparse.Namespace) -> list[Row]:
                 "numpy (seed formula)",
                 t_ref.median,
                 target=3.0,
-                extra=f"{args.threads} threads; max error vs exact-distance float64 {err:.1e}",
+                extra=(
+                    f"{args.threads} threads each (numpy's BLAS limited to {args.threads}); max "
+                    f"error vs exact-distance float64 {err:.1e}"
+                ),
             )
         )
     return rows
@@ -153,12 +161,13 @@ def _mha_row(args: argparse.Namespace) -> Row:
         reference.multi_head_attention(*(a.astype(np.float64) for a in (x, w_q, w_k, w_v)), h),
     )
     err = max(_check(got[0], want[0], 1e-3, "heads"), _check(got[1], want[1], 1e-3, "weights"))
-    t_ours, t_ref = _paired(ours, ref, args.repeats)
+    t_ours, t_ref = _paired(ours, ref, args.repeats, args.threads)
     dh = d // h
     flops = 3 * 2 * n * d * d + h * 2 * (2 * n * n * dh)
     matmul = _numpy_matmul_gflops(args.repeats)
     extra = (
-        f"{args.threads} threads; kernel {flops / t_ours.median / 1e9:.0f} GFLOP/s "
+        f"{args.threads} threads each (numpy's BLAS limited to {args.threads}); kernel "
+        f"{flops / t_ours.median / 1e9:.0f} GFLOP/s "
         f"({flops / 1e9:.1f} GFLOP of matmul work), numpy float32 2048^3 matmul on this "
         f"machine {matmul:.0f} GFLOP/s; max error vs float64 {err:.1e}"
     )
@@ -232,15 +241,17 @@ def _cells_rows(args: argparse.Namespace) -> list[Row]:
         t_ours.extend(_settled(ours, 1, warmup=0).times)
         t_ours32.extend(_settled(ours32, 1, warmup=0).times)
         time.sleep(SETTLE_S)
-        t0 = time.perf_counter()
-        for c in part:
-            reference.encode_with_knowledge(model, dense_rows[c])
-        t_ref += time.perf_counter() - t0
+        with threadpool_limits(limits=args.threads, user_api="blas"):
+            t0 = time.perf_counter()
+            for c in part:
+                reference.encode_with_knowledge(model, dense_rows[c])
+            t_ref += time.perf_counter() - t0
     ours_s = Timing(tuple(t_ours)).median
     ours32_s = Timing(tuple(t_ours32)).median
     lengths = np.diff(model.tokenise_batch(x)[1])
     extra = (
-        f"{args.threads} threads; vocabulary {len(genes):,} genes, {prior}; median "
+        f"{args.threads} threads each (numpy's BLAS limited to {args.threads}); vocabulary "
+        f"{len(genes):,} genes, {prior}; median "
         f"{int(np.median(lengths))} tokens per cell (max {lengths.max()}); "
         f"{ours_s / n_cells * 1e3:.2f} ms vs {t_ref / n_cells * 1e3:.1f} ms per "
         f"cell; includes tokenisation and the neighbour table; model setup {setup:.1f} s not "
