@@ -1,9 +1,12 @@
-//! Runtime dispatch to AVX2+FMA code, and the row operations of both softmaxes.
+//! Runtime dispatch to AVX2+FMA and AVX-512 code, and the row operations of both softmaxes.
 //!
 //! Wheels are built for baseline x86-64 (SSE2), which leaves the exp and max loops at two
 //! lanes. [`simd_fn!`] compiles a function body twice, once with `avx2,fma` enabled, and
 //! picks that copy at run time when the CPU has them; everything the body calls must be
-//! `#[inline(always)]` so it is compiled with the same features.
+//! `#[inline(always)]` so it is compiled with the same features. The softmax rows (and
+//! [`add_weighted_rows`]) have a third, hand-vectorised copy in `x512`, taken when the CPU
+//! has `avx512f` and `avx512dq`; the `*_portable` functions are the other two. The copy is
+//! chosen per CPU, never per thread, so thread counts still do not change results.
 
 use crate::real::Real;
 
