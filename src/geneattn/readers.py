@@ -485,3 +485,26 @@ def _str_index(index: pd.Index) -> pd.Index:
 def _listing(names: list[str]) -> str:
     shown = ", ".join(map(str, names[:_MAX_LISTED]))
     return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
+
+
+def read_stage_h5ad(path: str | Path, *, backed: bool = False) -> ad.AnnData:
+    """Read an ``.h5ad`` written by an earlier stage, with a one-line error naming the file.
+
+    Parameters
+    ----------
+    path
+        The file (for example ``qc.h5ad``).
+    backed
+        Open read-only in backed mode (only ``obs``/``var`` are read into memory).
+
+    Returns
+    -------
+    anndata.AnnData
+        The data.
+    """
+    try:
+        return ad.read_h5ad(path, backed="r" if backed else None)
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except OSError as err:
+        raise InputError(f"cannot read as h5ad ({err})", path) from None

@@ -27,15 +27,13 @@ def run(args: argparse.Namespace) -> int:
 
     from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
+    from geneattn.readers import read_stage_h5ad
     from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
     cells = load_tokens(args.tokens)
     model = load_model(args.model)
-    try:
-        obs = ad.read_h5ad(args.obs, backed="r").obs
-    except FileNotFoundError:
-        raise InputError("file not found", args.obs) from None
+    obs = read_stage_h5ad(args.obs, backed=True).obs
     missing = np.setdiff1d(cells.cell_ids, obs.index.to_numpy().astype(str))
     if missing.size:
         raise InputError(

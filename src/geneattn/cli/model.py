@@ -26,21 +26,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build and save the model."""
-    import anndata as ad
     import numpy as np
     import scipy.sparse as sp
 
     from geneattn.errors import InputError
+    from geneattn.readers import read_stage_h5ad
     from geneattn.resources import load_gene_name_map, load_token_dictionary
     from geneattn.study_model import build_study_model, save_model
     from geneattn.tokenize import map_genes, merge_duplicate_tokens
 
-    try:
-        adata = ad.read_h5ad(args.h5ad)
-    except FileNotFoundError:
-        raise InputError("file not found", args.h5ad) from None
-    except OSError as err:
-        raise InputError(f"cannot read as h5ad ({err})", args.h5ad) from None
+    adata = read_stage_h5ad(args.h5ad)
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
     tokens = load_token_dictionary(args.token_dictionary)

@@ -30,20 +30,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Tokenize and write ``tokens.npz`` and the summary, both or neither."""
-    import anndata as ad
     import numpy as np
 
     from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
+    from geneattn.readers import read_stage_h5ad
     from geneattn.resources import load_gene_medians, load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import save_tokens, tokenize_counts
 
-    try:
-        adata = ad.read_h5ad(args.h5ad)
-    except FileNotFoundError:
-        raise InputError("file not found", args.h5ad) from None
-    except OSError as err:
-        raise InputError(f"cannot read as h5ad ({err})", args.h5ad) from None
+    adata = read_stage_h5ad(args.h5ad)
     if "n_counts" in adata.obs:
         n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
     else:
