@@ -3,7 +3,9 @@
 //! No arithmetic lives here. Every array is read in place (no copy); a non-contiguous array
 //! or one of the wrong dtype is refused with a `TypeError`/`ValueError` naming the argument.
 
-use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyUntypedArrayMethods};
+use numpy::{
+    Element, IntoPyArray, PyArray1, PyArrayDescrMethods, PyReadonlyArray1, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -38,18 +40,31 @@ pub(crate) fn array1<'py, T: Element>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<PyReadonlyArray1<'py, T>> {
     obj.extract::<PyReadonlyArray1<'py, T>>().map_err(|_| {
-        let got = obj
-            .getattr("dtype")
-            .map(|d| d.to_string())
-            .unwrap_or_else(|_| obj.get_type().to_string());
-        let ndim = obj
-            .cast::<numpy::PyUntypedArray>()
-            .map(|a| a.ndim().to_string())
-            .unwrap_or_else(|_| "?".into());
         PyTypeError::new_err(format!(
-            "{name} must be a 1-D numpy array of dtype {dtype}, got dtype {got} with {ndim} dimensions"
+            "{name} must be a 1-D numpy array of dtype {dtype}, got {}",
+            describe(obj)
         ))
     })
+}
+
+/// `"dtype X with N dimensions"` of whatever was passed, for error messages.
+pub(crate) fn describe(obj: &Bound<'_, PyAny>) -> String {
+    let dtype = obj
+        .getattr("dtype")
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| obj.get_type().to_string());
+    let ndim = obj
+        .cast::<numpy::PyUntypedArray>()
+        .map(|a| a.ndim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    format!("dtype {dtype} with {ndim} dimensions")
+}
+
+/// Whether `obj` is a numpy array of dtype `T`.
+pub(crate) fn has_dtype<T: Element>(obj: &Bound<'_, PyAny>) -> bool {
+    obj.cast::<numpy::PyUntypedArray>()
+        .map(|a| a.dtype().is_equiv_to(&numpy::dtype::<T>(obj.py())))
+        .unwrap_or(false)
 }
 
 /// `(tokens int32, offsets int64)` as returned to Python.

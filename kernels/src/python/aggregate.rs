@@ -5,13 +5,13 @@
 
 use numpy::ndarray::{Array1, Array2};
 use numpy::{
-    Element, IntoPyArray, PyArrayDescrMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyReadwriteArray1, PyReadwriteArray2, PyUntypedArray, PyUntypedArrayMethods,
+    Element, IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArray2,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{array1, slice1, threads};
+use super::{array1, describe, has_dtype, slice1, threads};
 use crate::aggregate::{mha_aggregate_cells, SumsMut, Universe};
 use crate::matrix::{Mat, Ragged, TokenId};
 use crate::multihead::Heads;
@@ -19,24 +19,6 @@ use crate::real::Real;
 
 /// `(sums, incoming)` as returned to Python.
 type SumsPair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
-
-fn describe(obj: &Bound<'_, PyAny>) -> String {
-    let dtype = obj
-        .getattr("dtype")
-        .map(|d| d.to_string())
-        .unwrap_or_else(|_| obj.get_type().to_string());
-    let ndim = obj
-        .cast::<PyUntypedArray>()
-        .map(|a| a.ndim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    format!("dtype {dtype} with {ndim} dimensions")
-}
-
-fn has_dtype<T: Element>(obj: &Bound<'_, PyAny>) -> bool {
-    obj.cast::<PyUntypedArray>()
-        .map(|a| a.dtype().is_equiv_to(&numpy::dtype::<T>(obj.py())))
-        .unwrap_or(false)
-}
 
 /// A C-contiguous 2-D array of dtype `T` as a matrix; `like` names the argument that fixed
 /// the dtype.

@@ -5,14 +5,11 @@
 //! error naming the argument. Results are new arrays owned by numpy (no copy on return).
 
 use numpy::ndarray::Array2;
-use numpy::{
-    Element, IntoPyArray, PyArrayDescrMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
-    PyUntypedArrayMethods,
-};
+use numpy::{Element, IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{array1, slice1, threads};
+use super::{array1, describe, has_dtype, slice1, threads};
 use crate::gaussian::{gaussian_attention, gaussian_pool_cells, Projections};
 use crate::knowledge::neighbour_mean;
 use crate::matrix::{Mat, Ragged};
@@ -25,26 +22,6 @@ trait Float: Real + Element {}
 impl Float for f32 {}
 impl Float for f64 {}
 
-fn describe(obj: &Bound<'_, PyAny>) -> (String, String) {
-    let got = obj
-        .getattr("dtype")
-        .map(|d| d.to_string())
-        .unwrap_or_else(|_| obj.get_type().to_string());
-    let ndim = obj
-        .cast::<PyUntypedArray>()
-        .map(|a| a.ndim().to_string())
-        .unwrap_or_else(|_| "?".into());
-    (got, ndim)
-}
-
-/// Whether `obj` is a numpy array of dtype float32 (else the float64 path is taken, whose
-/// extraction reports any other dtype).
-fn is_float32(obj: &Bound<'_, PyAny>) -> bool {
-    obj.cast::<PyUntypedArray>()
-        .map(|a| a.dtype().is_equiv_to(&numpy::dtype::<f32>(obj.py())))
-        .unwrap_or(false)
-}
-
 /// Extracts a 2-D array of dtype `T`; `like` names the argument that fixed the dtype.
 fn array2<'py, T: Float>(
     name: &str,
@@ -52,10 +29,14 @@ fn array2<'py, T: Float>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<PyReadonlyArray2<'py, T>> {
     obj.extract::<PyReadonlyArray2<'py, T>>().map_err(|_| {
-        let (got, ndim) = describe(obj);
-        let how = if name == like { "float32 or float64".to_string() } else { format!("{} (the dtype of {like})", T::DTYPE) };
+        let how = if name == like {
+            "float32 or float64".to_string()
+        } else {
+            format!("{} (the dtype of {like})", T::DTYPE)
+        };
         PyTypeError::new_err(format!(
-            "{name} must be a 2-D numpy array of dtype {how}, got dtype {got} with {ndim} dimensions"
+            "{name} must be a 2-D numpy array of dtype {how}, got {}",
+            describe(obj)
         ))
     })
 }
@@ -142,7 +123,7 @@ fn gaussian_attention_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if is_float32(queries) {
+    if has_dtype::<f32>(queries) {
         gaussian_impl::<f32>(
             py,
             queries,
@@ -179,7 +160,7 @@ fn gaussian_weights_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if is_float32(queries) {
+    if has_dtype::<f32>(queries) {
         gaussian_impl::<f32>(py, queries, keys, None, sigma, true, n_threads)
     } else {
         gaussian_impl::<f64>(py, queries, keys, None, sigma, true, n_threads)
@@ -232,7 +213,7 @@ fn multi_head_attention_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if is_float32(x) {
+    if has_dtype::<f32>(x) {
         mha_impl::<f32>(
             py,
             x,
@@ -272,7 +253,7 @@ fn multi_head_weights_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if is_float32(x) {
+    if has_dtype::<f32>(x) {
         mha_impl::<f32>(py, x, w_q, w_k, None, n_heads, true, n_threads)
     } else {
         mha_impl::<f64>(py, x, w_q, w_k, None, n_heads, true, n_threads)
@@ -386,7 +367,7 @@ fn gaussian_encode_cells_py<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
     let w = [w_q, w_k, w_v];
-    if is_float32(table) {
+    if has_dtype::<f32>(table) {
         gaussian_cells_impl::<f32>(py, tokens, offsets, table, w, sigma, rank_scale, n_threads)
     } else {
         gaussian_cells_impl::<f64>(py, tokens, offsets, table, w, sigma, rank_scale, n_threads)
@@ -450,7 +431,7 @@ fn mha_encode_cells_py<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
     let w = [w_q, w_k, w_v];
-    if is_float32(table) {
+    if has_dtype::<f32>(table) {
         mha_cells_impl::<f32>(py, tokens, offsets, table, w, n_heads, n_threads)
     } else {
         mha_cells_impl::<f64>(py, tokens, offsets, table, w, n_heads, n_threads)
@@ -505,7 +486,7 @@ fn neighbour_embeddings_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if is_float32(embeddings) {
+    if has_dtype::<f32>(embeddings) {
         neighbour_impl::<f32>(py, indptr, indices, data, embeddings, row_genes, n_threads)
     } else {
         neighbour_impl::<f64>(py, indptr, indices, data, embeddings, row_genes, n_threads)
