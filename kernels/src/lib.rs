@@ -18,6 +18,7 @@ pub mod knowledge;
 pub mod matrix;
 pub mod multihead;
 pub mod pool;
+pub mod projected;
 pub mod real;
 pub mod simd;
 pub mod tokenize;
