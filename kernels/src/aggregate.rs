@@ -17,6 +17,11 @@
 //! the thread count or batch size: results are bit-identical for any `n_threads`, and
 //! adding cells in several calls (passing the running sums back) equals one call.
 //! Memory is `O(G^2 + n_threads * m^2)`, flat in the number of cells.
+//!
+//! [`mha_module_cells`] keeps the same attention per cell but, instead of gene x gene sums,
+//! returns per cell and per gene module the summed attention among the module's genes of
+//! the cell, and the number of such gene pairs: the per-cell statistics of a permutation
+//! test over cell labels.
 
 use rayon::prelude::*;
 
@@ -249,6 +254,135 @@ pub fn mha_aggregate_cells<T: Real, I: TokenId>(
     Ok(())
 }
 
+/// Per-cell, per-module outputs of [`mha_module_cells`]: `n_cells x n_modules`, row-major.
+#[derive(Debug)]
+pub struct ModuleSumsMut<'a> {
+    /// Summed head-averaged attention among distinct genes of a module present in the cell.
+    pub sums: &'a mut [f64],
+    /// Number of ordered pairs of distinct genes of a module present in the cell.
+    pub pairs: &'a mut [i64],
+}
+
+/// Adds one cell's within-module attention and pair counts to `sums` and `pairs` (one
+/// entry per module; `module[u]` is the module of universe gene `u`, negative for none).
+fn add_module_part(part: &CellPart, module: &[i64], sums: &mut [f64], pairs: &mut [i64]) {
+    let m = part.genes.len();
+    for (r, &u) in part.genes.iter().enumerate() {
+        let k = module[u as usize];
+        if k < 0 {
+            continue;
+        }
+        let row = &part.block[r * m..(r + 1) * m];
+        let mut total = 0.0;
+        for (&v, &x) in part.genes.iter().zip(row) {
+            if v != u && module[v as usize] == k {
+                total += x;
+            }
+        }
+        sums[k as usize] += total;
+    }
+    // genes are sorted, so repeats of a token are adjacent: count distinct genes per module
+    let mut distinct = vec![0i64; pairs.len()];
+    for (a, &u) in part.genes.iter().enumerate() {
+        let k = module[u as usize];
+        if k >= 0 && (a == 0 || part.genes[a - 1] != u) {
+            distinct[k as usize] += 1;
+        }
+    }
+    for (p, &n) in pairs.iter_mut().zip(&distinct) {
+        *p = n * (n - 1);
+    }
+}
+
+/// Within-module attention of every cell: for cell `c` and module `k`,
+/// `sums[c, k] = sum A[i, j]` over positions `i`, `j` of the cell whose tokens are distinct
+/// universe genes both of module `k` (`A` the head-averaged attention, as in
+/// [`mha_aggregate_cells`]), and `pairs[c, k]` the number of ordered pairs of distinct genes
+/// of module `k` present in the cell. `module` has one entry per universe gene: its module
+/// in `0..n_modules`, or `-1`. Summed over cells, `sums` and `pairs` are the within-module
+/// blocks of the gene x gene sums and co-occurrence counts, off the diagonal.
+///
+/// Each cell is computed by one thread in a fixed order, so the result does not depend on
+/// `n_threads`. `out` is overwritten; `heads.w_v` is ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn mha_module_cells<T: Real, I: TokenId>(
+    cells: Ragged<'_, I>,
+    table: Mat<'_, T>,
+    heads: Heads<'_, T>,
+    universe: Universe<'_>,
+    module: &[i64],
+    n_modules: usize,
+    out: ModuleSumsMut<'_>,
+    n_threads: usize,
+) -> KernelResult<()> {
+    cells.validate(table.rows)?;
+    let dh = heads.validate(table.cols)?;
+    table.check_finite("table")?;
+    universe.validate(table.rows)?;
+    if module.len() != universe.n {
+        return Err(kerr!(
+            "modules must have one entry per universe gene ({}), got {}",
+            universe.n,
+            module.len()
+        ));
+    }
+    let k_max = n_modules as i64;
+    if let Some((u, &k)) = module
+        .iter()
+        .enumerate()
+        .find(|(_, &k)| k < -1 || k >= k_max)
+    {
+        return Err(kerr!(
+            "modules[{u}] = {k} is neither -1 nor a module in 0..{n_modules}"
+        ));
+    }
+    let n_cells = cells.n_cells();
+    let size = n_cells.checked_mul(n_modules);
+    if size != Some(out.sums.len()) || size != Some(out.pairs.len()) {
+        return Err(kerr!(
+            "sums and pairs must be {n_cells} x {n_modules}, got {} and {} entries",
+            out.sums.len(),
+            out.pairs.len()
+        ));
+    }
+    let ModuleSumsMut { sums, pairs } = out;
+    sums.fill(0.0);
+    pairs.fill(0);
+    if n_modules == 0 || n_cells == 0 {
+        return Ok(());
+    }
+    // only module genes need attention columns
+    let index: Vec<i64> = universe
+        .index
+        .iter()
+        .map(|&u| {
+            if u >= 0 && module[u as usize] >= 0 {
+                u
+            } else {
+                -1
+            }
+        })
+        .collect();
+    let kept = Universe {
+        index: &index,
+        n: universe.n,
+    };
+    crate::pool::install(n_threads, || {
+        let qk = ProjectedRows::new(&cells, &table, &[&heads.w_q, &heads.w_k]);
+        sums.par_chunks_mut(n_modules)
+            .zip(pairs.par_chunks_mut(n_modules))
+            .enumerate()
+            .for_each_init(
+                || (Scratch::default(), CellPart::default()),
+                |(s, part), (c, (sum, pair))| {
+                    cell_part(cells.cell(c), &qk, &heads, &kept, dh, s, part);
+                    add_module_part(part, module, sum, pair);
+                },
+            );
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +602,171 @@ mod tests {
                 incoming: &mut inc,
             };
             let e = mha_aggregate_cells(ragged, table, heads, Universe { index, n }, out, 1);
+            assert!(e.unwrap_err().0.contains(want));
+        }
+    }
+
+    /// Modules of the test universe: gene `u` in module `u % 3`, every fifth gene in none.
+    fn modules_of(g: usize) -> Vec<i64> {
+        (0..g)
+            .map(|u| if u % 5 == 4 { -1 } else { (u % 3) as i64 })
+            .collect()
+    }
+
+    fn run_modules(c: &Case, n_threads: usize, module: &[i64], k: usize) -> (Vec<f64>, Vec<i64>) {
+        let w = Mat::new("w", &c.w, c.d, c.d).unwrap();
+        let heads = Heads {
+            w_q: w,
+            w_k: w,
+            w_v: None,
+            n_heads: c.h,
+        };
+        let ragged = Ragged {
+            tokens: &c.tokens,
+            offsets: &c.offsets,
+        };
+        let table = Mat::new("table", &c.table, c.vocab, c.d).unwrap();
+        let u = Universe {
+            index: &c.index,
+            n: c.g,
+        };
+        let n_cells = c.offsets.len() - 1;
+        // garbage in the outputs: they are overwritten
+        let (mut sums, mut pairs) = (vec![7.0; n_cells * k], vec![7i64; n_cells * k]);
+        let out = ModuleSumsMut {
+            sums: &mut sums,
+            pairs: &mut pairs,
+        };
+        mha_module_cells(ragged, table, heads, u, module, k, out, n_threads).unwrap();
+        (sums, pairs)
+    }
+
+    #[test]
+    fn module_cells_match_naive() {
+        let mut c = case();
+        // a fifth cell with a repeated universe token (4 is in the universe)
+        c.tokens.extend([4, 3, 4, 6, 9, 12]);
+        c.offsets.push(c.tokens.len() as i64);
+        let k = 3;
+        let module = modules_of(c.g);
+        let (sums, pairs) = run_modules(&c, 2, &module, k);
+        for cell in 0..c.offsets.len() - 1 {
+            let toks = &c.tokens[c.offsets[cell] as usize..c.offsets[cell + 1] as usize];
+            let n = toks.len();
+            let x: Vec<f64> = toks
+                .iter()
+                .flat_map(|&t| c.table[t as usize * c.d..(t as usize + 1) * c.d].to_vec())
+                .collect();
+            let a = naive_weights(&x, n, c.d, c.h);
+            let mut want = vec![0.0; k];
+            let mut genes: Vec<Vec<i64>> = vec![Vec::new(); k];
+            for i in 0..n {
+                let ui = c.index[toks[i] as usize];
+                if ui < 0 || module[ui as usize] < 0 {
+                    continue;
+                }
+                let mi = module[ui as usize] as usize;
+                if !genes[mi].contains(&ui) {
+                    genes[mi].push(ui);
+                }
+                for j in 0..n {
+                    let uj = c.index[toks[j] as usize];
+                    if uj >= 0 && uj != ui && module[uj as usize] == mi as i64 {
+                        want[mi] += a[i * n + j];
+                    }
+                }
+            }
+            for m in 0..k {
+                let got = sums[cell * k + m];
+                assert!((got - want[m]).abs() < 1e-12, "cell {cell} module {m}");
+                let n_m = genes[m].len() as i64;
+                assert_eq!(pairs[cell * k + m], n_m * (n_m - 1));
+            }
+        }
+        assert!(sums.iter().any(|&v| v > 0.0));
+        assert!(pairs.iter().any(|&v| v > 0));
+    }
+
+    #[test]
+    fn module_cells_sum_to_aggregate_blocks() {
+        // summed over cells, the module sums are the within-module off-diagonal gene x gene sums
+        let c = case();
+        let k = 3;
+        let module = modules_of(c.g);
+        let (sums, _) = run_modules(&c, 1, &module, k);
+        let (mut agg, mut inc) = (vec![0.0; c.g * c.g], vec![0.0; c.g]);
+        run(
+            &c,
+            1,
+            0..4,
+            SumsMut {
+                sums: &mut agg,
+                incoming: &mut inc,
+            },
+        );
+        for m in 0..k {
+            let mut want = 0.0;
+            for u in 0..c.g {
+                for v in 0..c.g {
+                    if u != v && module[u] == m as i64 && module[v] == m as i64 {
+                        want += agg[u * c.g + v];
+                    }
+                }
+            }
+            let got: f64 = (0..4).map(|cell| sums[cell * k + m]).sum();
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn module_cells_bit_identical_across_threads() {
+        let c = case();
+        let module = modules_of(c.g);
+        let first = run_modules(&c, 1, &module, 3);
+        for threads in [2, 3, 5] {
+            assert_eq!(run_modules(&c, threads, &module, 3), first);
+        }
+        // no module at all: zeros, and zero modules: empty outputs
+        let none = vec![-1i64; c.g];
+        let (s, p) = run_modules(&c, 2, &none, 2);
+        assert!(s.iter().all(|&v| v == 0.0) && p.iter().all(|&v| v == 0));
+        assert_eq!(run_modules(&c, 2, &none, 0), (vec![], vec![]));
+    }
+
+    #[test]
+    fn module_cells_bad_input_is_refused() {
+        let c = case();
+        let w = Mat::new("w", &c.w, c.d, c.d).unwrap();
+        let heads = Heads {
+            w_q: w,
+            w_k: w,
+            w_v: None,
+            n_heads: c.h,
+        };
+        let table = Mat::new("table", &c.table, c.vocab, c.d).unwrap();
+        let ragged = Ragged {
+            tokens: &c.tokens,
+            offsets: &c.offsets,
+        };
+        let u = Universe {
+            index: &c.index,
+            n: c.g,
+        };
+        let good = modules_of(c.g);
+        let mut bad = good.clone();
+        bad[2] = 3;
+        let short = &good[..c.g - 1];
+        for (module, k, cells, want) in [
+            (&bad[..], 3, 4, "modules[2] = 3"),
+            (short, 3, 4, "one entry per universe gene"),
+            (&good[..], 3, 5, "must be 4 x 3"),
+        ] {
+            let (mut sums, mut pairs) = (vec![0.0; cells * k], vec![0i64; cells * k]);
+            let out = ModuleSumsMut {
+                sums: &mut sums,
+                pairs: &mut pairs,
+            };
+            let e = mha_module_cells(ragged, table, heads, u, module, k, out, 1);
             assert!(e.unwrap_err().0.contains(want));
         }
     }

@@ -156,3 +156,26 @@ def mha_aggregate_cells(
     float64, C-contiguous) are added into in place and returned. Bit-identical for any
     ``n_threads``, and adding cells in several calls equals one call.
     """
+
+def mha_module_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    n_heads: int,
+    universe: np.ndarray,
+    modules: np.ndarray,
+    n_modules: int,
+    *,
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Within-module head-averaged attention of every cell.
+
+    ``universe`` int64 (one entry per row of ``table``): the universe index of each token in
+    ``0 .. len(modules) - 1``, or -1; ``modules`` int64: the module of each universe gene in
+    ``0 .. n_modules - 1``, or -1. Returns ``(sums, pairs)``, ``(n_cells, n_modules)``
+    float64 and int64: ``sums[c, k]`` is ``A[i, j]`` summed over positions ``i``, ``j`` of
+    cell ``c`` holding distinct genes of module ``k``, ``pairs[c, k]`` the number of ordered
+    pairs of distinct module-``k`` genes in the cell. Bit-identical for any ``n_threads``.
+    """
