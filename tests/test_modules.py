@@ -182,6 +182,7 @@ def test_differential_planted_block_is_the_most_significant(case_net, control_ne
     np.testing.assert_allclose(counts, np.round(counts))
     assert (table["fdr"] >= table["p_value"]).all()
     assert (table["n_permutations"] == 199).all() and (table["size"] == 8).all()
+    assert list(table.columns) == list(DIFFERENTIAL_COLUMNS) and (table["test"] == "genes").all()
     assert (table["n_pairs"] <= 56).all() and (table["n_pairs"] > 40).all()
     # the same seed gives the same table; the control's gene order does not matter
     again = differential_connectivity(case_net, control_net, modules, n_permutations=199, seed=1)

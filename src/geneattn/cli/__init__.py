@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "geneattn.cli.gather_attention",
     "geneattn.cli.network",
     "geneattn.cli.modules",
+    "geneattn.cli.module_attention",
+    "geneattn.cli.differential",
     "geneattn.cli.evaluate",
     "geneattn.cli.bench",
 )

@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
         aggregate_attention,
         choose_universe,
         shard_bounds,
-        subset_cells,
         symbols_for,
     )
     from geneattn.attention_sums import save_attention_sums
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     cells = load_tokens(args.tokens)
     model = load_model(args.model)
-    labels, var_names = _read_obs(args.obs, args.condition_column)
+    labels, var_names = read_obs(args.obs, args.condition_column)
     shard_bounds(0, args.shard, args.n_shards)  # checks the shard numbers early
     name_map = load_gene_name_map(args.gene_names)
 
@@ -62,23 +61,7 @@ def run(args: argparse.Namespace) -> int:
         universe = _variable_universe(args, cells, name_map)
     else:
         universe = choose_universe(cells, min_cells=args.min_cells, max_genes=args.max_genes)
-    joined = labels.reindex(cells.cell_ids.astype(str))
-    cell_labels = joined.to_numpy()
-    unlabelled = int(joined.isna().sum())
-    if unlabelled:
-        log.warning(
-            "%d tokenized cells have no label in %s; they are left out", unlabelled, args.obs
-        )
-    present = sorted({str(x) for x in labels.dropna().unique()})
-    if args.condition not in present:
-        raise InputError(
-            f"condition {args.condition!r} not in column {args.condition_column!r}"
-            f" (labels: {', '.join(present)})",
-            args.obs,
-        )
-    chosen = np.flatnonzero(cell_labels.astype(object) == args.condition)
-    start, stop = shard_bounds(len(chosen), args.shard, args.n_shards)
-    shard = subset_cells(cells, chosen[start:stop])
+    shard, n_chosen = condition_shard(cells, labels, args)
     gene_ids = np.asarray(cells.vocabulary)[universe].astype(str)
     symbols = symbols_for(gene_ids, name_map, preferred=set(var_names))
     log.info(
@@ -87,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         args.shard,
         args.n_shards,
         shard.n_cells,
-        len(chosen),
+        n_chosen,
         len(universe),
     )
 
@@ -106,6 +89,38 @@ def run(args: argparse.Namespace) -> int:
     save_attention_sums(args.out, sums)
     log.info("wrote %s", args.out)
     return 0
+
+
+def condition_shard(cells, labels, args: argparse.Namespace):
+    """Shard ``args.shard`` of ``args.n_shards`` of the tokenized cells labelled
+    ``args.condition``, and how many cells carry that label.
+
+    ``labels`` is the obs condition column indexed by cell id (from :func:`read_obs`);
+    tokenized cells without a label are left out with a warning. An unknown condition is an
+    :class:`~geneattn.errors.InputError` naming ``args.obs`` and the labels present.
+    """
+    import numpy as np
+
+    from geneattn.attention import shard_bounds, subset_cells
+    from geneattn.errors import InputError
+
+    joined = labels.reindex(cells.cell_ids.astype(str))
+    cell_labels = joined.to_numpy()
+    unlabelled = int(joined.isna().sum())
+    if unlabelled:
+        log.warning(
+            "%d tokenized cells have no label in %s; they are left out", unlabelled, args.obs
+        )
+    present = sorted({str(x) for x in labels.dropna().unique()})
+    if args.condition not in present:
+        raise InputError(
+            f"condition {args.condition!r} not in column {args.condition_column!r}"
+            f" (labels: {', '.join(present)})",
+            args.obs,
+        )
+    chosen = np.flatnonzero(cell_labels.astype(object) == args.condition)
+    start, stop = shard_bounds(len(chosen), args.shard, args.n_shards)
+    return subset_cells(cells, chosen[start:stop]), len(chosen)
 
 
 def _variable_universe(args: argparse.Namespace, cells, name_map):
@@ -143,7 +158,7 @@ def _column_gene_ids(adata, name_map):
     return np.array([ensembl(n, g) for n, g in zip(names, ids, strict=True)], dtype=object)
 
 
-def _read_obs(path: str, column: str):
+def read_obs(path: str, column: str):
     """The condition column of an h5ad's obs (indexed by cell id) and its var names."""
     import anndata as ad
 

@@ -7,8 +7,8 @@ import logging
 
 NAME = "modules"
 HELP = (
-    "Leiden modules of the case network, hub genes, gene-set enrichment and case-vs-control "
-    "differential attention (TSV tables, GraphML)"
+    "Leiden modules of the case (or pooled) network, hub genes, gene-set enrichment and, "
+    "optionally, the gene-set permutation test of differential attention (TSV tables, GraphML)"
 )
 
 log = logging.getLogger(__name__)
@@ -53,28 +53,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--min-set-size", type=int, default=3, help="skip gene sets with fewer network genes"
     )
     parser.add_argument(
-        "--permutations", type=int, default=1000, help="random gene sets per module"
+        "--permutations",
+        type=int,
+        default=1000,
+        help="random gene sets per module (with --out-differential)",
     )
     parser.add_argument("--out-modules", required=True, help="module table .tsv to write")
     parser.add_argument("--out-enrichment", required=True, help="enrichment .tsv to write")
-    parser.add_argument("--out-differential", required=True, help="differential .tsv to write")
-    parser.add_argument("--out-graphml", required=True, help="GraphML to write")
+    parser.add_argument(
+        "--out-differential",
+        help=(
+            "differential .tsv to write: the gene-set permutation test with --control (it does "
+            "not hold its level; `geneattn differential` tests over cell labels), no rows "
+            "without; leave out to skip"
+        ),
+    )
+    parser.add_argument(
+        "--out-graphml",
+        help="GraphML to write (module attributes from --out-differential when given)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Find modules and write the four outputs, all or none."""
+    """Find modules and write the outputs asked for, all or none."""
     import contextlib
 
     from geneattn.atomic import atomic_path
     from geneattn.enrichment import load_gene_sets, module_enrichment
     from geneattn.errors import InputError
     from geneattn.modules import (
+        detection_network,
         differential_connectivity,
         empty_differential,
         leiden_modules,
         module_graph,
         module_table,
-        pooled_network,
         undirected_weights,
     )
     from geneattn.network import load_network, write_graphml, write_table
@@ -101,14 +114,12 @@ def run(args: argparse.Namespace) -> int:
             )
     gene_sets = load_gene_sets(args.gmt)
 
-    detected_in = case
     if control is None:
         log.info("single-condition study: modules of %s, no differential test", args.case)
-    elif args.detect_on == "pooled":
-        top_k = case.params.get("top_k")
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InputError("no top_k recorded in the network's parameters", args.case)
-        detected_in = pooled_network(case, control, top_k=top_k)
+    try:
+        detected_in = detection_network(case, control, args.detect_on)
+    except ValueError as err:
+        raise InputError(str(err), args.case) from None
     weights = undirected_weights(detected_in.adjacency)
     modules = leiden_modules(
         weights,
@@ -118,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
         min_size=args.min_size,
     )
     table = module_table(detected_in, modules, weights)
-    if control is None:
+    differential = None
+    if args.out_differential is None:
+        pass
+    elif control is None:
         differential = empty_differential()
     else:
         differential = differential_connectivity(
@@ -127,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     enrichment = module_enrichment(
         modules, case.gene_ids, case.gene_symbols, gene_sets, min_set_size=args.min_set_size
     )
-    graph = module_graph(detected_in, table, None if control is None else differential, weights)
+    graph = None
+    if args.out_graphml is not None:
+        graph = module_graph(detected_in, table, None if control is None else differential, weights)
     log.info(
         "%d modules (%d of %d genes assigned), %d enriched gene sets at FDR < 0.05",
         int(modules.max(initial=0)),
@@ -137,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with contextlib.ExitStack() as stack:
         paths = [
-            stack.enter_context(atomic_path(p))
+            None if p is None else stack.enter_context(atomic_path(p))
             for p in (
                 args.out_modules,
                 args.out_enrichment,
@@ -147,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         write_table(paths[0], table)
         write_table(paths[1], enrichment)
-        write_table(paths[2], differential)
-        write_graphml(paths[3], graph)
+        if differential is not None:
+            write_table(paths[2], differential)
+        if graph is not None:
+            write_graphml(paths[3], graph)
     return 0
