@@ -32,5 +32,8 @@ rule all:
         rules.tokenize.output,
         rules.embed.output,
         rules.modules.output,
+        # from the modules rule, or from the differential rule with the cell-label test
+        f"{OUT}/differential.tsv",
+        f"{OUT}/modules.graphml",
         rules.evaluate.output,
     default_target: True

@@ -36,13 +36,13 @@ def main() -> int:
         "--test",
         action="append",
         choices=["genes", "cells"],
-        help="differential test(s) to run (default: genes)",
+        help="differential test(s) to run (default: both)",
     )
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="output directory")
     args = parser.parse_args()
-    tests = args.test or ["genes"]
+    tests = args.test or ["genes", "cells"]
 
     with open(args.config) as fh:
         config = yaml.safe_load(fh)

@@ -1,6 +1,13 @@
-# Attention (sharded over cells, gathered per condition) -> gene networks -> Leiden modules.
+# Attention (sharded over cells, gathered per condition) -> gene networks -> Leiden modules
+# -> differential attention of the modules between case and control cells.
 
 SHARDS = range(config["attention"]["shards"])
+
+# Case-vs-control studies test modules by permuting cell labels (module_attention +
+# differential rules), unless `modules.differential: genes` asks for the old gene-set test,
+# which the modules rule runs itself. Single-condition studies get a differential table
+# without rows from the modules rule.
+CELL_TEST = "control" in CONDITIONS and config["modules"]["differential"] == "cells"
 
 
 wildcard_constraints:
@@ -85,14 +92,26 @@ rule modules:
     output:
         modules=f"{OUT}/modules.tsv",
         enrichment=f"{OUT}/enrichment.tsv",
-        differential=f"{OUT}/differential.tsv",
-        graphml=f"{OUT}/modules.graphml",
+        # with the cell-label test, the differential rule writes these two
+        **(
+            {}
+            if CELL_TEST
+            else {
+                "differential": f"{OUT}/differential.tsv",
+                "graphml": f"{OUT}/modules.graphml",
+            }
+        ),
     params:
         m=config["modules"],
         networks=(
             f"--case {OUT}/network/case.npz --control {OUT}/network/control.npz"
             if "control" in CONDITIONS
             else f"--case {OUT}/network/all.npz"
+        ),
+        outputs=lambda wildcards, output: " ".join(
+            f"--out-{name} {output[name]}"
+            for name in ("differential", "graphml")
+            if name in output.keys()
         ),
     log:
         f"{LOGS}/modules.log",
@@ -107,8 +126,60 @@ rule modules:
         " --min-size {params.m[min_size]} --gmt {input.gmt}"
         " --permutations {params.m[permutations]}"
         " --out-modules {output.modules} --out-enrichment {output.enrichment}"
-        " --out-differential {output.differential} --out-graphml {output.graphml}"
-        " > {log} 2>&1"
+        " {params.outputs} > {log} 2>&1"
+
+
+if CELL_TEST:
+
+    rule module_attention:
+        input:
+            tokens=rules.tokenize.output.tokens,
+            model=rules.model.output[0],
+            h5ad=rules.qc.output.h5ad,
+            modules=rules.modules.output.modules,
+        output:
+            f"{OUT}/module_attention/{{role}}.shard{{shard}}.npz",
+        params:
+            column=CONDITION_COLUMN,
+            label=lambda wc: CONDITIONS[wc.role],
+            n_shards=config["attention"]["shards"],
+        threads: 2
+        log:
+            f"{LOGS}/module_attention_{{role}}_{{shard}}.log",
+        benchmark:
+            f"{BENCH}/module_attention_{{role}}_{{shard}}.tsv"
+        conda:
+            ENV
+        shell:
+            "geneattn module-attention {input.tokens} --model {input.model} --obs {input.h5ad}"
+            " --condition-column {params.column:q} --condition {params.label:q}"
+            " --modules {input.modules} --shard {wildcards.shard} --n-shards {params.n_shards}"
+            " --threads {threads} --out {output} > {log} 2>&1"
+
+    rule differential:
+        input:
+            case=expand(f"{OUT}/module_attention/case.shard{{shard}}.npz", shard=SHARDS),
+            control=expand(f"{OUT}/module_attention/control.shard{{shard}}.npz", shard=SHARDS),
+            modules=rules.modules.output.modules,
+            case_network=f"{OUT}/network/case.npz",
+            control_network=f"{OUT}/network/control.npz",
+        output:
+            differential=f"{OUT}/differential.tsv",
+            graphml=f"{OUT}/modules.graphml",
+        params:
+            m=config["modules"],
+        log:
+            f"{LOGS}/differential.log",
+        benchmark:
+            f"{BENCH}/differential.tsv"
+        conda:
+            ENV
+        shell:
+            "geneattn differential --case-cells {input.case} --control-cells {input.control}"
+            " --permutations {params.m[permutations]} --seed {params.m[seed]}"
+            " --out {output.differential} --modules {input.modules}"
+            " --case {input.case_network} --control {input.control_network}"
+            " --detect-on {params.m[detect_on]} --out-graphml {output.graphml} > {log} 2>&1"
 
 
 rule evaluate:
