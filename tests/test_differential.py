@@ -440,6 +440,10 @@ def test_cli_bad_input_exits_2_without_output(study, capsys):
     bad_modules = _module_attention_args(root, "Tumor", root / "out" / "x.npz")
     bad_modules[bad_modules.index("--modules") + 1] = str(other)
     cases.append((bad_modules, "not tokens of"))
+    # modules of the pooled network, GraphML asked for on the case network
+    graph = ["--modules", str(root / "modules.tsv"), "--case", str(root / "case.npz")]
+    graph += ["--control", str(root / "control.npz"), "--out-graphml", str(root / "out" / "g")]
+    cases.append((_differential_args(root, [tumor], [nat], out, *graph), "hub ranks"))
     for args, message in cases:
         capsys.readouterr()
         assert main(args) == 2

@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     graph.add_argument(
         "--detect-on",
         choices=["case", "pooled"],
-        default="pooled",
+        default="case",
         help="the network the modules were found in (as given to `geneattn modules`)",
     )
 
@@ -111,7 +111,10 @@ def _module_graph(args: argparse.Namespace, scored, table):
         detected_in = detection_network(case, control, args.detect_on)
     except ValueError as err:
         raise InputError(str(err), args.case) from None
+    import pandas as pd
+
     gene_ids, labels = read_module_labels(args.modules)
+    written = pd.read_csv(args.modules, sep="\t", dtype={"gene_id": str}, keep_default_na=False)
     module_of = dict(zip(gene_ids.tolist(), labels.tolist(), strict=True))
     missing = [g for g in detected_in.gene_ids.tolist() if g not in module_of]
     if missing or len(module_of) != detected_in.n_genes:
@@ -130,4 +133,13 @@ def _module_graph(args: argparse.Namespace, scored, table):
             args.modules,
         )
     weights = undirected_weights(detected_in.adjacency)
-    return module_graph(detected_in, module_table(detected_in, modules, weights), table, weights)
+    recomputed = module_table(detected_in, modules, weights)
+    if "hub_rank" in written.columns:
+        hub_rank = dict(zip(gene_ids.tolist(), written["hub_rank"].tolist(), strict=True))
+        if recomputed["hub_rank"].tolist() != [hub_rank[g] for g in recomputed["gene_id"]]:
+            raise InputError(
+                f"its hub ranks are not those of the modules in the {args.detect_on} network "
+                f"of {args.case} and {args.control} (another --detect-on?)",
+                args.modules,
+            )
+    return module_graph(detected_in, recomputed, table, weights)
