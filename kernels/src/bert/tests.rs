@@ -245,8 +245,9 @@ fn cells_of(lens: &[usize], vocab: usize, seed: u64) -> (Vec<i64>, Vec<i64>) {
 
 #[test]
 fn matches_the_formulas_for_every_layer_and_head() {
-    // lengths around the attention block (64) and the long-cell threshold (256)
-    let lens = [0, 1, 5, 64, 65, 300];
+    // lengths around the attention block (128), the long-cell threshold and dense block
+    // (256)
+    let lens = [0, 1, 5, 128, 129, 257];
     for (seed, act) in [
         (1, Activation::Relu),
         (2, Activation::GeluTanh),
