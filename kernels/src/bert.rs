@@ -20,11 +20,15 @@
 //!
 //! Work is split into fixed blocks of rows (dense layers) and of query rows (attention),
 //! each computed by one thread in a fixed order, so the thread count never changes a
-//! result. Cells of at least [`LONG_CELL`] tokens run one after another with their blocks
-//! in parallel; shorter cells run in parallel with each other. Either way a cell's
-//! arithmetic is the same, so a batch gives bit-identical results to cells one at a time.
+//! result. Cells run side by side, one thread each, except the last few of at least
+//! [`LONG_CELL`] tokens when there are fewer of them than threads: those run one after
+//! another with their blocks in parallel. Either way a cell's arithmetic is the same, so a
+//! batch gives bit-identical results to cells one at a time.
 
 mod activation;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -45,8 +49,8 @@ pub const DENSE_ROWS: usize = 256;
 /// Every block repacks the keys and values, so 64 rows was 10% slower on 2,048 tokens.
 pub const ATTN_ROWS: usize = 128;
 
-/// Cells with at least this many tokens are computed one at a time, their blocks in
-/// parallel; shorter ones run in parallel with each other, one thread per cell.
+/// Cells with at least this many tokens may be computed with their blocks in parallel (when
+/// there are fewer of them left than threads); shorter ones always run one thread per cell.
 pub const LONG_CELL: usize = 256;
 
 /// A dense layer in `nn.Linear` layout: `y = x w^T + b`, `w` is `out x in`.
@@ -616,6 +620,27 @@ fn split_sizes(mut buf: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&
     parts
 }
 
+/// Runs `f` on every item, in order of the list, on `n_workers` tasks of the current pool
+/// that each take the next item when they finish one (so long items do not queue behind
+/// each other on one thread).
+fn each_once<A: Send>(items: Vec<A>, n_workers: usize, f: impl Fn(A) + Sync) {
+    if items.is_empty() {
+        return;
+    }
+    let slots: Vec<Mutex<Option<A>>> = items.into_iter().map(|a| Mutex::new(Some(a))).collect();
+    let next = AtomicUsize::new(0);
+    (0..n_workers.min(slots.len()))
+        .into_par_iter()
+        .for_each(|_| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { break };
+            let item = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(a) = item {
+                f(a);
+            }
+        });
+}
+
 /// Encodes many cells: cell `c` is `cells.cell(c)` (token ids, rows of the word
 /// embeddings). Returns what `wanted` asks for; cells run on a pool of `n_threads`.
 pub fn bert_forward<I: TokenId>(
@@ -685,18 +710,26 @@ pub fn bert_forward<I: TokenId>(
                 short.push((c, out));
             }
         }
-        let parallel = n_threads > 1;
+        // Longest first. While every thread can have a long cell of its own, long cells run
+        // side by side, one thread each (nothing to wait for inside a cell); the last fewer
+        // than n_threads run one at a time with their blocks spread over the threads.
+        long.sort_by_key(|&(c, _)| std::cmp::Reverse(lens[c]));
+        let rest = long.split_off(long.len() - long.len() % n_threads);
+        let run = |c: usize, parallel: bool, s: &mut CellScratch, out: CellOut<'_>| {
+            forward_cell(model, cells.cell(c), wanted, n_run, parallel, s, out)
+        };
         crate::pool::install(n_threads, || {
+            each_once(long, n_threads, |(c, out)| {
+                run(c, false, &mut CellScratch::default(), out)
+            });
             let mut s = CellScratch::default();
-            for (c, out) in long {
-                forward_cell(model, cells.cell(c), wanted, n_run, parallel, &mut s, out);
+            for (c, out) in rest {
+                run(c, n_threads > 1, &mut s, out);
             }
             drop(s);
             short
                 .into_par_iter()
-                .for_each_init(CellScratch::default, |s, (c, out)| {
-                    forward_cell(model, cells.cell(c), wanted, n_run, false, s, out)
-                });
+                .for_each_init(CellScratch::default, |s, (c, out)| run(c, false, s, out));
         })?;
     }
     Ok(BatchOutput {
