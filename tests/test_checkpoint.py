@@ -286,6 +286,8 @@ def test_v2_inputs_pooling_and_cls():
     assert ids[1:-1].tolist() == list(range(4, 66))
     with pytest.raises(InputError, match="not framed by <cls>"):
         model.encode_batch(np.array([5, 6, 3]), np.array([0, 3]))
+    none = model.encode_batch(np.array([], dtype=np.int32), np.array([0]))
+    assert none.shape == (0, 32)
 
 
 def test_v1_inputs_and_empty_cells(tiny):

@@ -235,7 +235,7 @@ class CheckpointModel:
                 f"cell {c} has {lengths[c]} input ids but the model takes at most "
                 f"{self.max_len}; build inputs with input_ids(), which truncates"
             )
-        if self.version == "V2":
+        if self.version == "V2" and lengths.size:
             starts, ends = offsets[:-1], offsets[1:]
             bad = (lengths < 2) | (ids[np.minimum(starts, ids.size - 1)] != self.cls_id)
             bad |= ids[np.maximum(ends - 1, 0)] != self.eos_id
