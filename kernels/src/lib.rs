@@ -17,6 +17,7 @@ pub mod gaussian;
 pub mod knowledge;
 pub mod matrix;
 pub mod multihead;
+pub mod perturb;
 pub mod pool;
 pub mod projected;
 pub mod real;
