@@ -24,6 +24,7 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/network.smk"
+include: "workflow/rules/perturb.smk"
 
 
 rule all:
@@ -33,4 +34,5 @@ rule all:
         rules.embed.output,
         rules.modules.output,
         rules.evaluate.output,
+        rules.perturbation.output,
     default_target: True

@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "geneattn.cli.network",
     "geneattn.cli.modules",
     "geneattn.cli.evaluate",
+    "geneattn.cli.perturb",
+    "geneattn.cli.perturb_stats",
     "geneattn.cli.bench",
 )
 
