@@ -44,7 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the report and write it atomically."""
     import logging
-    import os
     import sys
     from pathlib import Path
 
@@ -59,9 +58,6 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be at least 1, got {value}")
     if not 0 < args.fdr < 1:
         raise InputError(f"--fdr must be between 0 and 1, got {args.fdr}")
-    # Read by numba when it is first imported (by scanpy's neighbour graph, below).
-    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
-
     from geneattn.report import ReportInputs, ReportOptions, read_config_text, write_report
 
     config_text = None
@@ -91,6 +87,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         neighbors_method=args.neighbors_method,
     )
-    write_report(args.out, inputs, study=args.study, config_text=config_text, options=options)
+    import numba
+
+    # For this call only: numba's pool size is fixed once started, the per-thread count is not.
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        write_report(args.out, inputs, study=args.study, config_text=config_text, options=options)
+    finally:
+        numba.set_num_threads(before)
     logging.getLogger(__name__).info("wrote %s", args.out)
     return 0
