@@ -1,5 +1,5 @@
 # geneattn: raw counts -> QC -> rank-value tokens -> model -> embeddings and attention
-# -> gene networks -> Leiden modules (see README.md).
+# -> gene networks -> Leiden modules -> HTML report (see README.md).
 # Every rule is thin: it calls the `geneattn` command line, which does the work.
 
 from snakemake.utils import min_version, validate
@@ -25,6 +25,7 @@ include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/network.smk"
 include: "workflow/rules/perturb.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -35,4 +36,5 @@ rule all:
         rules.modules.output,
         rules.evaluate.output,
         rules.perturbation.output,
+        rules.report.output,
     default_target: True

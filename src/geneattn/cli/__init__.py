@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "geneattn.cli.evaluate",
     "geneattn.cli.perturb",
     "geneattn.cli.perturb_stats",
+    "geneattn.cli.report",
     "geneattn.cli.bench",
 )
 
