@@ -21,16 +21,18 @@ FAST = ReportOptions(neighbors_method="gauss", n_neighbors=8)
 SECTIONS = ("study", "qc", "embeddings", "modules", "enrichment", "perturbation")
 
 
-def _write_inputs(root: Path, *, perturbation: bool = True) -> ReportInputs:
+def _write_inputs(root: Path, *, perturbation: bool = True, single: bool = False) -> ReportInputs:
+    """Small inputs of every kind; ``single``: a single-condition study (label "all")."""
     import anndata as ad
     import networkx as nx
 
     rng = np.random.default_rng(0)
-    conditions = np.repeat(["Tumor", "NAT"], 20)
+    column, keep = ("condition", ["all"]) if single else ("source", ["Tumor", "NAT"])
+    conditions = np.repeat(keep, 40 // len(keep))
     n = conditions.size
     obs = pd.DataFrame(
         {
-            "source": pd.Categorical(conditions),
+            column: pd.Categorical(conditions),
             "n_genes_by_counts": rng.integers(200, 2000, n),
             "total_counts": rng.integers(500, 8000, n).astype(float),
             "pct_counts_mt": rng.uniform(0, 10, n),
@@ -38,22 +40,22 @@ def _write_inputs(root: Path, *, perturbation: bool = True) -> ReportInputs:
         index=[f"cell{i}" for i in range(n)],
     )
     ad.AnnData(X=np.zeros((n, 3), dtype=np.float32), obs=obs).write_h5ad(root / "qc.h5ad")
-    emb = ad.AnnData(obs=obs[["source"]].copy())
+    emb = ad.AnnData(obs=obs[[column]].copy())
     emb.obsm["X_geneattn"] = (rng.normal(size=(n, 8)) + (conditions == "Tumor")[:, None]).astype(
         np.float32
     )
     emb.write_h5ad(root / "embeddings.h5ad")
     summary = {
-        "condition_column": "source",
-        "keep": ["Tumor", "NAT"],
+        "condition_column": column,
+        "keep": keep,
         "cells_before": 50,
         "cells_after": n,
         "genes_before": 100,
         "genes_after": 30,
-        "cells_per_condition": {"Tumor": 20, "NAT": 20},
-        "cells_per_condition_before": {"Tumor": 25, "NAT": 22},
+        "cells_per_condition": {k: n // len(keep) for k in keep},
+        "cells_per_condition_before": {k: 47 // len(keep) for k in keep},
         "cell_filters": [
-            {"filter": "condition", "threshold": ["Tumor", "NAT"], "removed": 3, "remaining": 47},
+            {"filter": "condition", "threshold": keep, "removed": 3, "remaining": 47},
             {"filter": "min_genes", "threshold": 200, "removed": 7, "remaining": 40},
             {"filter": "max_pct_mito", "threshold": 20.0, "removed": 0, "remaining": 40},
         ],
@@ -112,7 +114,7 @@ def _write_inputs(root: Path, *, perturbation: bool = True) -> ReportInputs:
             "fdr": [0.015, 0.9, 0.003],
             "n_permutations": [1000] * 3,
         }
-    ).to_csv(root / "differential.tsv", sep="\t", index=False)
+    ).iloc[: 0 if single else 3].to_csv(root / "differential.tsv", sep="\t", index=False)
     (root / "evaluation.tsv").write_text(
         "# modules: 3\n# enriched at FDR < 0.05: 2 (0.667)\n"
         "program\tgenes\tin_network\ttogether\tmodule\texpected_together\tp_value\tmembers\n"
@@ -133,7 +135,7 @@ def _write_inputs(root: Path, *, perturbation: bool = True) -> ReportInputs:
                 "mode": modes,
                 "n_cells": 40,
                 "mean_cosine_shift": np.abs(shift) / 10,
-                "mean_goal_shift": shift,
+                "mean_goal_shift": np.nan if single else shift,
                 "statistic": shift * 10,
                 "p_value": fdr / 2,
                 "fdr": fdr,
@@ -253,6 +255,14 @@ def test_bad_inputs_name_the_file_and_write_nothing(tmp_path, capsys):
     assert main(args) == 2
     assert "bad.yaml: the config is not a YAML mapping" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_single_condition_study(tmp_path):
+    text = build_report(_write_inputs(tmp_path, single=True), study="toy", options=FAST)
+    assert "Single-condition study (label <b>all</b>)" in text
+    assert "No differential test" in text
+    assert "No goal state" in text and "<td>delete</td><td class='n'>15</td>" in text
+    assert len(re.findall(r"<img ", text)) == 4
 
 
 @pytest.mark.slow

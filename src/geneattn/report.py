@@ -348,7 +348,9 @@ def _parse_tsv(
         raise InputError(f"missing columns {missing}", path)
     for column in numeric:
         values = table[column]
-        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        if table.empty:  # a header-only table reads as text columns
+            table[column] = values.astype(np.float64)
+        elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             converted = pd.to_numeric(values, errors="coerce")
             bad = values[converted.isna() & values.notna()]
             first = bad.iloc[0] if len(bad) else values.iloc[0]
@@ -363,9 +365,13 @@ def _header(study: str, summary: dict[str, Any], config_text: str | None) -> str
     keep = [str(k) for k in summary["keep"]]
     per = summary.get("cells_per_condition", {})
     cells = ", ".join(f"{_e(k)}: {_e(per.get(k, '?'))}" for k in keep)
+    design = (
+        f"Case vs control: <b>{_e(' vs '.join(keep))}</b>"
+        if len(keep) > 1
+        else f"Single-condition study (label <b>{_e(keep[0])}</b>)"
+    )
     lead = (
-        f"<p>Case vs control: <b>{_e(' vs '.join(keep))}</b> (column "
-        f"<code>{_e(summary['condition_column'])}</code>). After QC: "
+        f"<p>{design} (column <code>{_e(summary['condition_column'])}</code>). After QC: "
         f"{_e(summary['cells_after'])} cells ({cells}) x {_e(summary['genes_after'])} genes.</p>"
     )
     config = (
@@ -563,10 +569,14 @@ def _tables_section(
         marked=[bool(x) for x in (top["fdr"] < opts.fdr)],
     )
     diff_columns = [c for c in differential.columns if c != "n_permutations"]
-    diff = _html_table(
-        diff_columns,
-        differential[diff_columns].itertuples(index=False),
-        marked=[bool(x) for x in (differential["fdr"] < opts.fdr)],
+    diff = (
+        _html_table(
+            diff_columns,
+            differential[diff_columns].itertuples(index=False),
+            marked=[bool(x) for x in (differential["fdr"] < opts.fdr)],
+        )
+        if len(differential)
+        else "<p class='none'>No differential test (no rows: a single-condition study).</p>"
     )
     eval_table = _html_table(list(evaluation.columns), evaluation.itertuples(index=False))
     note_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
@@ -590,9 +600,16 @@ def _perturbation_section(table: pd.DataFrame | None, opts: ReportOptions) -> st
         return "<p class='none'>No perturbation results: the table has no rows.</p>"
     modes = table["mode"].astype(str)
     significant = table["fdr"] < opts.fdr
+    # Without a goal state (single-condition study) the shifts are not directed.
+    goal = bool(table["mean_goal_shift"].notna().any())
     towards = significant & (table["mean_goal_shift"] > 0)
     summary_rows = [
-        (mode, int(chosen.sum()), int((chosen & significant).sum()), int((chosen & towards).sum()))
+        (
+            mode,
+            int(chosen.sum()),
+            int((chosen & significant).sum()),
+            int((chosen & towards).sum()) if goal else "NA",
+        )
         for mode in MODES
         if (chosen := modes == mode).any()
     ]
@@ -609,8 +626,13 @@ def _perturbation_section(table: pd.DataFrame | None, opts: ReportOptions) -> st
         marked=significant.head(opts.perturbation_rows).tolist(),
     )
     image = volcano(table, fdr=opts.fdr, n_labels=opts.volcano_labels)
+    note = (
+        ""
+        if goal
+        else "<p>No goal state (no control cells): the plot shows the mean cosine shift.</p>"
+    )
     return (
-        f"{summary}{_img(image, 'perturbation volcano plot')}<h3>Ranking</h3><p>The first "
+        f"{summary}{note}{_img(image, 'perturbation volcano plot')}<h3>Ranking</h3><p>The first "
         f"{len(head)} of {len(table)} rows, in the order of the table (bold: FDR &lt; "
         f"{opts.fdr:g}).</p>{ranking}"
     )

@@ -299,8 +299,9 @@ def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> st
     Parameters
     ----------
     table
-        The perturbation table (``gene``, ``mode``, ``mean_goal_shift``, ``fdr``); rows with a
-        missing FDR or shift are left out.
+        The perturbation table (``gene``, ``mode``, ``mean_goal_shift``,
+        ``mean_cosine_shift``, ``fdr``); rows with a missing FDR or shift are left out. Without
+        any goal shift (a single-condition study) the x axis is the mean cosine shift.
     fdr
         Significance threshold (drawn as a dashed line).
     n_labels
@@ -311,8 +312,10 @@ def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> st
     str
         The PNG as a data URI.
     """
-    data = table[np.isfinite(table["fdr"]) & np.isfinite(table["mean_goal_shift"])]
-    x = data["mean_goal_shift"].to_numpy(dtype=np.float64)
+    goal = bool(np.isfinite(table["mean_goal_shift"]).any())
+    column = "mean_goal_shift" if goal else "mean_cosine_shift"
+    data = table[np.isfinite(table["fdr"]) & np.isfinite(table[column])]
+    x = data[column].to_numpy(dtype=np.float64)
     q = data["fdr"].to_numpy(dtype=np.float64)
     positive = q[q > 0]
     floor = positive.min() / 10 if positive.size else 1e-300
@@ -348,7 +351,11 @@ def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> st
     order = np.lexsort((data["gene"].astype(str).to_numpy(), -np.abs(x), q))
     labelled = [i for i in order if significant[i]][:n_labels]
     several_modes = len(set(modes.tolist())) > 1
-    ax.set_xlabel("mean goal shift (positive: towards the control state)")
+    ax.set_xlabel(
+        "mean goal shift (positive: towards the control state)"
+        if goal
+        else "mean cosine shift (1 - cosine similarity, original vs perturbed)"
+    )
     ax.set_ylabel("-log10 FDR")
     ax.set_title("In-silico perturbation", fontsize="medium")
     ax.legend(frameon=False, fontsize="small")
