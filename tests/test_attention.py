@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +17,7 @@ from geneattn import _kernels
 from geneattn.attention import (
     aggregate_attention,
     choose_universe,
+    highly_variable_universe,
     shard_bounds,
     subset_cells,
     symbols_for,
@@ -340,3 +342,38 @@ def test_cli_bad_input_exits_2_without_output(study, capsys, change, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (root / "out.npz").exists()
+
+
+def test_variable_universe_prefers_dispersed_genes_among_frequent_tokens():
+    rng = np.random.default_rng(3)
+    n_cells, n_genes = 150, 400
+    rates = np.exp(rng.uniform(np.log(0.5), np.log(30.0), n_genes))
+    counts = rng.poisson(rates, (n_cells, n_genes)).astype(np.float64)
+    markers = [3, 117, 231, 345]  # markers of a minor population: 20 cells, high expression
+    counts[:, markers] = rng.poisson(rates[markers] / 10, (n_cells, len(markers)))
+    counts[:20, markers] += rng.poisson(60.0, (20, len(markers)))
+    counts[:, 9] = 0
+    counts[:4, 9] = 200  # as dispersed, but present in 4 cells only
+    # tokens: gene g is token 500 - g; the last gene has no token (unmapped column)
+    gene_ids = np.array([f"E{500 - g}" for g in range(n_genes - 1)] + [""], dtype=object)
+    vocabulary = np.array([f"E{t}" for t in range(501)])
+    per_cell = [
+        np.array([500 - g for g in np.flatnonzero(row[:-1] > 0)], dtype=np.int32) for row in counts
+    ]
+    cells = TokenizedCells(
+        tokens=np.concatenate(per_cell),
+        offsets=np.concatenate([[0], np.cumsum([len(t) for t in per_cell])]).astype(np.int64),
+        cell_ids=np.arange(n_cells).astype(str),
+        vocabulary=vocabulary,
+    )
+    got = highly_variable_universe(
+        cells, sp.csr_matrix(counts), gene_ids, min_cells=10, max_genes=8
+    )
+    assert set(500 - np.array(markers)) <= set(got.tolist())
+    assert 500 - 9 not in got and len(got) == 8
+    again = highly_variable_universe(
+        cells, sp.csr_matrix(counts), gene_ids, min_cells=10, max_genes=8
+    )
+    np.testing.assert_array_equal(got, again)
+    with pytest.raises(InputError, match="at least 500"):
+        highly_variable_universe(cells, counts, gene_ids, min_cells=500, max_genes=5)

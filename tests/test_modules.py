@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from geneattn.attention_sums import AttentionSums
 from geneattn.cli import main
 from geneattn.modules import (
+    DIFFERENTIAL_COLUMNS,
     differential_connectivity,
     leiden_modules,
     module_graph,
@@ -356,3 +357,25 @@ def test_cli_modules_bad_input_writes_nothing(tmp_path, case_net, control_net, c
     assert main(args) == 2
     assert "no gene in common" in capsys.readouterr().err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_cli_modules_single_condition(tmp_path, case_net, capsys):
+    save_network(tmp_path / "all.npz", case_net)
+    gmt = tmp_path / "sets.gmt"
+    _write_gmt(gmt, [("BLOCK2", [f"G{i}" for i in range(16, 24)])])
+    out = tmp_path / "out"
+    args = ["modules", "--case", str(tmp_path / "all.npz"), "--detect-on", "pooled"]
+    args += ["--min-size", "3", "--gmt", str(gmt), "--out-modules", str(out / "m.tsv")]
+    args += ["--out-enrichment", str(out / "e.tsv"), "--out-differential", str(out / "d.tsv")]
+    args += ["--out-graphml", str(out / "g.graphml")]
+    assert main(args) == 0, capsys.readouterr().err
+    differential = pd.read_csv(out / "d.tsv", sep="\t")
+    assert differential.empty
+    assert list(differential.columns) == list(DIFFERENTIAL_COLUMNS)
+    modules = pd.read_csv(out / "m.tsv", sep="\t")
+    # the planted blocks of the case network are the modules
+    assert (
+        modules.loc[modules["gene"].isin([f"G{i}" for i in range(16, 24)]), "module"].nunique() == 1
+    )
+    graph = nx.read_graphml(out / "g.graphml")
+    assert all("module_diff" not in a for _, a in graph.nodes(data=True))

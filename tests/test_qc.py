@@ -411,3 +411,32 @@ def test_wu2020_demo(resources_dir):
     kept_depth = x.sum(axis=1)
     assert (result.obs["n_counts"] >= kept_depth).all()
     assert (result.obs["n_counts"] > kept_depth).any()  # rare genes dropped, depth kept
+
+
+# -- single-condition studies -------------------------------------------------------------
+
+
+def test_single_condition_keeps_every_label_under_one():
+    data, summary = qc(condition_column=None, keep=None)
+    assert set(data.obs["condition"]) == {"all"}
+    assert summary["condition_column"] == "condition" and summary["keep"] == ["all"]
+    # the Blood cell is no longer dropped for its label; the other filters are unchanged
+    assert "blood" in data.obs_names
+    assert summary["cell_filters"][0] == {
+        "filter": "condition",
+        "threshold": ["all"],
+        "removed": 0,
+        "remaining": len(CELLS),
+    }
+
+
+def test_single_condition_cli_needs_both_or_neither(tmp_path, capsys):
+    path = tmp_path / "counts.h5ad"
+    toy().write_h5ad(path)
+    outs = ["--out", str(tmp_path / "o.h5ad"), "--summary", str(tmp_path / "s.json")]
+    outs += ["--plot", str(tmp_path / "p.png"), "--min-genes", "3", "--min-cells", "2"]
+    assert main(["qc", str(path), "--condition-column", "source", *outs]) == 2
+    assert "--condition-column and --keep go together" in capsys.readouterr().err
+    assert not (tmp_path / "o.h5ad").exists()
+    assert main(["qc", str(path), *outs]) == 0
+    assert set(ad.read_h5ad(tmp_path / "o.h5ad").obs["condition"]) == {"all"}

@@ -24,6 +24,7 @@ use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::multihead::Heads;
+use crate::projected::ProjectedRows;
 use crate::real::Real;
 use crate::simd::softmax_row;
 
@@ -92,7 +93,6 @@ struct CellPart {
 
 #[derive(Debug, Default)]
 struct Scratch<T> {
-    x: Vec<T>,
     q: Vec<T>,
     k: Vec<T>,
     scores: Vec<T>,
@@ -103,24 +103,10 @@ struct Scratch<T> {
     row_of: Vec<usize>,
 }
 
-/// `out = x @ w` for `x` (`rows x w.rows`).
-fn project<T: Real>(x: &[T], w: &Mat<'_, T>, out: &mut Vec<T>) {
-    let rows = x.len() / w.rows;
-    out.clear();
-    out.resize(rows * w.cols, T::ZERO);
-    gemm(
-        T::ONE,
-        View::rowmajor(x, rows, w.rows),
-        w.view(),
-        T::ZERO,
-        ViewMut::rowmajor(out, rows, w.cols),
-    );
-}
-
 /// Computes one cell's contribution into `part` (buffers reused).
 fn cell_part<T: Real, I: TokenId>(
     tokens: &[I],
-    table: &Mat<'_, T>,
+    qk: &ProjectedRows<T>,
     heads: &Heads<'_, T>,
     universe: &Universe<'_>,
     dh: usize,
@@ -128,7 +114,7 @@ fn cell_part<T: Real, I: TokenId>(
     part: &mut CellPart,
 ) {
     let n = tokens.len();
-    let d = table.cols;
+    let d = heads.w_q.cols;
     // kept tokens, sorted by universe index then position
     let mut kept: Vec<(u32, usize)> = tokens
         .iter()
@@ -154,12 +140,8 @@ fn cell_part<T: Real, I: TokenId>(
         return;
     }
 
-    s.x.clear();
-    for t in tokens {
-        s.x.extend_from_slice(table.row(t.get() as usize));
-    }
-    project(&s.x, &heads.w_q, &mut s.q);
-    project(&s.x, &heads.w_k, &mut s.k);
+    qk.gather(0, tokens, false, &mut s.q);
+    qk.gather(1, tokens, false, &mut s.k);
     let scale = T::ONE / T::from_f64((dh as f64).sqrt());
     let inv_heads = 1.0 / heads.n_heads as f64;
     for r0 in (0..n).step_by(BLOCK_ROWS) {
@@ -247,6 +229,7 @@ pub fn mha_aggregate_cells<T: Real, I: TokenId>(
     let mut parts: Vec<CellPart> = (0..batch).map(|_| CellPart::default()).collect();
     let SumsMut { sums, incoming } = out;
     crate::pool::install(n_threads, || {
+        let qk = ProjectedRows::new(&cells, &table, &[&heads.w_q, &heads.w_k]);
         for c0 in (0..cells.n_cells()).step_by(batch) {
             let c1 = (c0 + batch).min(cells.n_cells());
             let parts = &mut parts[..c1 - c0];
@@ -254,7 +237,7 @@ pub fn mha_aggregate_cells<T: Real, I: TokenId>(
                 .par_iter_mut()
                 .enumerate()
                 .for_each_init(Scratch::default, |s, (i, part)| {
-                    cell_part(cells.cell(c0 + i), &table, &heads, &universe, dh, s, part)
+                    cell_part(cells.cell(c0 + i), &qk, &heads, &universe, dh, s, part)
                 });
             let parts = &*parts;
             sums.par_chunks_mut(SUM_ROWS * g)

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
+use crate::projected::ProjectedRows;
 use crate::real::Real;
 use crate::simd::{add_into, add_weighted_rows, axpy, gaussian_row_exp, row_sq_norms, scale};
 
@@ -250,58 +251,33 @@ impl<T: Real> Projections<'_, T> {
     }
 }
 
-/// Gathers the rows `tokens` of `table` into `out` (`n x d`), scaling row `i` by
-/// `1 / (i + 1)` when `rank_scale` (the S-encoder's rank weighting).
-pub(crate) fn gather<T: Real, I: TokenId>(
-    table: &Mat<'_, T>,
-    tokens: &[I],
-    rank_scale: bool,
-    out: &mut Vec<T>,
-) {
-    let d = table.cols;
-    out.clear();
-    out.reserve(tokens.len() * d);
-    for (i, t) in tokens.iter().enumerate() {
-        let row = table.row(t.get() as usize);
-        if rank_scale {
-            let w = T::ONE / (T::from_f64(i as f64) + T::ONE);
-            out.extend(row.iter().map(|&x| x * w));
-        } else {
-            out.extend_from_slice(row);
-        }
-    }
-}
-
-/// `x @ w` for `x` (`rows x w.rows`) into `out`.
-pub(crate) fn project<T: Real>(x: &[T], w: &Mat<'_, T>, out: &mut Vec<T>) {
-    let rows = x.len() / w.rows;
-    out.clear();
-    out.resize(rows * w.cols, T::ZERO);
-    let xv = View::rowmajor(x, rows, w.rows);
-    gemm(
-        T::ONE,
-        xv,
-        w.view(),
-        T::ZERO,
-        ViewMut::rowmajor(out, rows, w.cols),
-    );
-}
-
 #[derive(Debug, Default)]
 struct CellScratch<T> {
-    tokens: Vec<T>,
     attn: Scratch<T>,
     colsum: Vec<T>,
     inv: Vec<T>,
     pooled_in: Vec<T>,
 }
 
-/// One cell: gather, project, Gaussian weights, and the mean-pooled output
-/// `(1/n) sum_i sum_j alpha_ij v_j = (1/n) (c^T X) W_V` with `c` the weight column sums.
+/// Rank weight `1 / (i + 1)` of token `i` (1 without `rank_scale`).
+#[inline]
+fn rank_weight<T: Real>(i: usize, rank_scale: bool) -> T {
+    if rank_scale {
+        T::ONE / (T::from_f64(i as f64) + T::ONE)
+    } else {
+        T::ONE
+    }
+}
+
+/// One cell: gather the projected queries and keys, Gaussian weights, and the mean-pooled
+/// output `(1/n) sum_i sum_j alpha_ij v_j = (1/n) (c^T X) W_V` with `c` the weight column
+/// sums.
+#[allow(clippy::too_many_arguments)]
 fn pool_cell<T: Real, I: TokenId>(
     tokens: &[I],
     table: &Mat<'_, T>,
-    w: &Projections<'_, T>,
+    qk: &ProjectedRows<T>,
+    w_v: &Mat<'_, T>,
     neg_inv: T,
     rank_scale: bool,
     s: &mut CellScratch<T>,
@@ -312,10 +288,10 @@ fn pool_cell<T: Real, I: TokenId>(
         out.fill(T::ZERO);
         return;
     }
-    let (d, p) = (table.cols, w.w_q.cols);
-    gather(table, tokens, rank_scale, &mut s.tokens);
-    project(&s.tokens, &w.w_q, &mut s.attn.q);
-    project(&s.tokens, &w.w_k, &mut s.attn.k);
+    let d = table.cols;
+    qk.gather(0, tokens, rank_scale, &mut s.attn.q);
+    qk.gather(1, tokens, rank_scale, &mut s.attn.k);
+    let p = s.attn.q.len() / n;
     centre(&mut s.attn, p);
     s.colsum.clear();
     s.colsum.resize(n, T::ZERO);
@@ -329,16 +305,17 @@ fn pool_cell<T: Real, I: TokenId>(
     s.attn.block = block;
     s.pooled_in.clear();
     s.pooled_in.resize(d, T::ZERO);
-    for (j, &c) in s.colsum.iter().enumerate() {
-        axpy(&mut s.pooled_in, c, &s.tokens[j * d..(j + 1) * d]);
+    for (j, (&c, t)) in s.colsum.iter().zip(tokens).enumerate() {
+        let w = rank_weight::<T>(j, rank_scale);
+        axpy(&mut s.pooled_in, c * w, table.row(t.get() as usize));
     }
     let u = View::rowmajor(&s.pooled_in, 1, d);
     gemm(
         T::ONE,
         u,
-        w.w_v.view(),
+        w_v.view(),
         T::ZERO,
-        ViewMut::rowmajor(out, 1, w.w_v.cols),
+        ViewMut::rowmajor(out, 1, w_v.cols),
     );
     let inv_n = T::ONE / T::from_f64(n as f64);
     for x in out.iter_mut() {
@@ -373,6 +350,7 @@ pub fn gaussian_pool_cells<T: Real, I: TokenId>(
     order.sort_by_key(|&c| std::cmp::Reverse(cells.cell(c).len()));
     let scratch: Vec<Mutex<CellScratch<T>>> = (0..n_threads).map(|_| Mutex::default()).collect();
     let sorted: Vec<T> = crate::pool::install(n_threads, || {
+        let qk = ProjectedRows::new(&cells, &table, &[&w.w_q, &w.w_k]);
         let mut sorted = vec![T::ZERO; n_cells * dv];
         sorted
             .par_chunks_mut(dv)
@@ -381,7 +359,8 @@ pub fn gaussian_pool_cells<T: Real, I: TokenId>(
             .for_each(|(row, &c)| {
                 let slot = rayon::current_thread_index().unwrap_or(0) % scratch.len();
                 let mut s = scratch[slot].lock().unwrap_or_else(|e| e.into_inner());
-                pool_cell(cells.cell(c), &table, &w, neg_inv, rank_scale, &mut s, row);
+                let toks = cells.cell(c);
+                pool_cell(toks, &table, &qk, &w.w_v, neg_inv, rank_scale, &mut s, row);
             });
         sorted
     })?;
@@ -395,6 +374,43 @@ pub fn gaussian_pool_cells<T: Real, I: TokenId>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gathers the rows `tokens` of `table` into `out` (`n x d`), scaling row `i` by
+    /// `1 / (i + 1)` when `rank_scale` (the S-encoder's rank weighting).
+    fn gather<T: Real, I: TokenId>(
+        table: &Mat<'_, T>,
+        tokens: &[I],
+        rank_scale: bool,
+        out: &mut Vec<T>,
+    ) {
+        let d = table.cols;
+        out.clear();
+        out.reserve(tokens.len() * d);
+        for (i, t) in tokens.iter().enumerate() {
+            let row = table.row(t.get() as usize);
+            if rank_scale {
+                let w = T::ONE / (T::from_f64(i as f64) + T::ONE);
+                out.extend(row.iter().map(|&x| x * w));
+            } else {
+                out.extend_from_slice(row);
+            }
+        }
+    }
+
+    /// `x @ w` for `x` (`rows x w.rows`) into `out`.
+    fn project<T: Real>(x: &[T], w: &Mat<'_, T>, out: &mut Vec<T>) {
+        let rows = x.len() / w.rows;
+        out.clear();
+        out.resize(rows * w.cols, T::ZERO);
+        let xv = View::rowmajor(x, rows, w.rows);
+        gemm(
+            T::ONE,
+            xv,
+            w.view(),
+            T::ZERO,
+            ViewMut::rowmajor(out, rows, w.cols),
+        );
+    }
 
     fn naive(
         q: &[f64],

@@ -10,9 +10,10 @@
 use rayon::prelude::*;
 
 use crate::error::KernelResult;
-use crate::gaussian::{gather, opt_chunks, project, Attention};
+use crate::gaussian::{opt_chunks, Attention};
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
+use crate::projected::{project_par, ProjectedRows};
 use crate::real::Real;
 use crate::simd::{add_into, add_scale, axpy, softmax_row, softmax_row_into};
 
@@ -23,9 +24,6 @@ pub const BLOCK_ROWS: usize = 256;
 /// Query rows per block when pooling cells (one cell per thread, so the block stays in
 /// that core's cache).
 const POOL_BLOCK_ROWS: usize = 64;
-
-/// Rows per block of the input projections.
-const PROJECT_ROWS: usize = 128;
 
 /// The `d x d` projections of one attention layer; `w_v` is absent when only weights are
 /// wanted.
@@ -68,26 +66,6 @@ impl<T: Real> Heads<'_, T> {
         }
         Ok(d / self.n_heads)
     }
-}
-
-/// `x @ w` with row blocks in parallel (call inside the pool).
-fn project_par<T: Real>(x: &[T], w: &Mat<'_, T>) -> Vec<T> {
-    let rows = x.len() / w.rows;
-    let mut out = vec![T::ZERO; rows * w.cols];
-    out.par_chunks_mut(PROJECT_ROWS * w.cols)
-        .zip(x.par_chunks(PROJECT_ROWS * w.rows))
-        .for_each(|(o, xb)| {
-            let r = xb.len() / w.rows;
-            let xv = View::rowmajor(xb, r, w.rows);
-            gemm(
-                T::ONE,
-                xv,
-                w.view(),
-                T::ZERO,
-                ViewMut::rowmajor(o, r, w.cols),
-            );
-        });
-    out
 }
 
 /// Raw scores `Q_h K_h^T` of head `h` for query rows `r0..r1` into `out` (`(r1 - r0) x n`).
@@ -196,7 +174,6 @@ pub fn multi_head_attention<T: Real>(
 
 #[derive(Debug, Default)]
 struct CellScratch<T> {
-    x: Vec<T>,
     q: Vec<T>,
     k: Vec<T>,
     block: Vec<T>,
@@ -207,9 +184,11 @@ struct CellScratch<T> {
 /// One cell's mean over queries of the concatenated heads:
 /// `(1/n) sum_i head_h(i) = (1/n) (c_h^T X) W_V[:, head h]`, `c_h` the column sums of head
 /// `h`'s weights.
+#[allow(clippy::too_many_arguments)]
 fn pool_cell<T: Real, I: TokenId>(
     tokens: &[I],
     table: &Mat<'_, T>,
+    qk: &ProjectedRows<T>,
     heads: &Heads<'_, T>,
     w_v: &Mat<'_, T>,
     dh: usize,
@@ -222,9 +201,8 @@ fn pool_cell<T: Real, I: TokenId>(
         return;
     }
     let d = table.cols;
-    gather(table, tokens, false, &mut s.x);
-    project(&s.x, &heads.w_q, &mut s.q);
-    project(&s.x, &heads.w_k, &mut s.k);
+    qk.gather(0, tokens, false, &mut s.q);
+    qk.gather(1, tokens, false, &mut s.k);
     s.colsum.clear();
     s.colsum.resize(heads.n_heads * n, T::ZERO);
     let scale = score_scale::<T>(dh);
@@ -243,8 +221,8 @@ fn pool_cell<T: Real, I: TokenId>(
     for h in 0..heads.n_heads {
         s.pooled_in.clear();
         s.pooled_in.resize(d, T::ZERO);
-        for (j, &c) in s.colsum[h * n..(h + 1) * n].iter().enumerate() {
-            axpy(&mut s.pooled_in, c, &s.x[j * d..(j + 1) * d]);
+        for (&c, t) in s.colsum[h * n..(h + 1) * n].iter().zip(tokens) {
+            axpy(&mut s.pooled_in, c, table.row(t.get() as usize));
         }
         let u = View::rowmajor(&s.pooled_in, 1, d);
         let wv = w_v.view().cols(h * dh, (h + 1) * dh);
@@ -277,10 +255,11 @@ pub fn mha_pool_cells<T: Real, I: TokenId>(
     table.check_finite("table")?;
     let mut out = vec![T::ZERO; cells.n_cells() * d];
     crate::pool::install(n_threads, || {
+        let qk = ProjectedRows::new(&cells, &table, &[&heads.w_q, &heads.w_k]);
         out.par_chunks_mut(d)
             .enumerate()
             .for_each_init(CellScratch::default, |s, (c, row)| {
-                pool_cell(cells.cell(c), &table, &heads, &w_v, dh, s, row)
+                pool_cell(cells.cell(c), &table, &qk, &heads, &w_v, dh, s, row)
             });
     })?;
     Ok(out)

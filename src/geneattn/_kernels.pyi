@@ -157,6 +157,31 @@ def mha_aggregate_cells(
     ``n_threads``, and adding cells in several calls equals one call.
     """
 
+def mha_edit_effects(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    edit_cell: np.ndarray,
+    edit_remove: np.ndarray,
+    edit_add: np.ndarray,
+    edit_exclude: np.ndarray,
+    *,
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-pooled concatenated heads (before ``W_O``) of each in-silico edit of a cell.
+
+    float64 ``table`` and projections, int64 ``tokens``/``offsets`` and edit arrays. Edits
+    are sorted by ``edit_cell``; ``edit_remove`` and ``edit_exclude`` are positions in the
+    cell or -1, ``edit_add`` a token id or -1. Returns ``(original, perturbed)``, each
+    ``(n_edits, d)``: the original pools every row but ``exclude``, the perturbed every
+    remaining row but ``exclude`` (never the added token's). One forward pass per cell, then
+    ``O(n d)`` per edit; equal to recomputing the edited sequence up to round-off.
+    """
+
 def bert_forward(
     tokens: np.ndarray,
     offsets: np.ndarray,

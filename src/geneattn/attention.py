@@ -102,6 +102,72 @@ def choose_universe(cells: TokenizedCells, *, min_cells: int, max_genes: int) ->
     return ok[order][:max_genes].astype(np.int64)
 
 
+def highly_variable_universe(
+    cells: TokenizedCells,
+    counts: sp.spmatrix | np.ndarray,
+    gene_ids: np.ndarray,
+    *,
+    min_cells: int,
+    max_genes: int,
+) -> np.ndarray:
+    """The gene universe: the most variable genes of the study, as tokens.
+
+    scanpy's ``highly_variable_genes`` (``flavor="seurat"``: dispersion of the
+    log-normalised counts, normalised within bins of mean expression) over the genes that
+    are tokens present in at least ``min_cells`` cells. Unlike the most frequent genes,
+    these include the markers of minor cell populations (cytotoxic or B cells among
+    monocytes) that cell-type programs are made of.
+
+    Parameters
+    ----------
+    cells
+        All cells of the study (their tokens decide presence).
+    counts
+        Raw counts, cells x genes (the QC'd matrix the tokens came from).
+    gene_ids
+        Ensembl ID of each column of ``counts`` ("" when unmapped).
+    min_cells
+        A token must be present in at least this many cells.
+    max_genes
+        At most this many genes are kept (the most dispersed).
+
+    Returns
+    -------
+    np.ndarray
+        int64 token ids, by normalised dispersion descending then token id ascending.
+
+    Raises
+    ------
+    InputError
+        If ``min_cells`` or ``max_genes`` is below 1, or no token qualifies.
+    """
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    frequent = choose_universe(cells, min_cells=min_cells, max_genes=len(cells.vocabulary))
+    token_of = {str(g): t for t, g in enumerate(np.asarray(cells.vocabulary).astype(str))}
+    column_token = np.array([token_of.get(str(g), -1) for g in gene_ids], dtype=np.int64)
+    allowed = np.isin(column_token, frequent)
+    if not allowed.any():
+        raise InputError(f"no counted gene is a token present in at least {min_cells} cells")
+    columns = np.flatnonzero(allowed)
+    x = sp.csr_matrix(counts, dtype=np.float64)[:, columns]
+    adata = ad.AnnData(X=x, var=pd.DataFrame(index=[f"c{c}" for c in columns]))
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=min(max_genes, len(columns)))
+    dispersion = adata.var["dispersions_norm"].to_numpy(dtype=np.float64)
+    chosen = adata.var["highly_variable"].to_numpy(dtype=bool)
+    tokens = column_token[columns]
+    best: dict[int, float] = {}
+    for t, disp, keep in zip(tokens.tolist(), dispersion.tolist(), chosen.tolist(), strict=True):
+        if keep:
+            best[t] = max(best.get(t, -np.inf), disp if np.isfinite(disp) else -np.inf)
+    order = sorted(best, key=lambda t: (-best[t], t))
+    return np.asarray(order[:max_genes], dtype=np.int64)
+
+
 def symbols_for(
     gene_ids: np.ndarray,
     name_map: Mapping[str, str],

@@ -193,6 +193,36 @@ def module_table(
     return table.iloc[order].reset_index(drop=True)
 
 
+#: Columns of the differential table.
+DIFFERENTIAL_COLUMNS = (
+    "module",
+    "size",
+    "n_pairs",
+    "case_mean",
+    "control_mean",
+    "diff",
+    "p_value",
+    "fdr",
+    "n_permutations",
+)
+
+
+def empty_differential() -> pd.DataFrame:
+    """The differential table of a single-condition study: its columns and no row."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                dtype=np.int64
+                if c in ("module", "size", "n_pairs", "n_permutations")
+                else np.float64
+            )
+            for c in DIFFERENTIAL_COLUMNS
+        }
+    )
+
+
 def differential_connectivity(
     case: GeneNetwork,
     control: GeneNetwork,
@@ -277,8 +307,7 @@ def differential_connectivity(
                 "p_value": p_value,
             }
         )
-    columns = ["module", "size", "n_pairs", "case_mean", "control_mean", "diff", "p_value"]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=list(DIFFERENTIAL_COLUMNS[:-2]))
     table["module"] = table["module"].astype(np.int64)
     table["size"] = table["size"].astype(np.int64)
     table["n_pairs"] = table["n_pairs"].astype(np.int64)

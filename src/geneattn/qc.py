@@ -35,11 +35,16 @@ _CELL_METRICS = ["n_genes_by_counts", "total_counts", "total_counts_mt", "pct_co
 _VAR_METRICS = ["n_cells_by_counts", "mean_counts", "pct_dropout_by_counts", "total_counts"]
 
 
+#: Column and label that single-condition studies (no case and control) give every cell.
+SINGLE_COLUMN = "condition"
+SINGLE_LABEL = "all"
+
+
 def run_qc(
     adata: ad.AnnData,
     *,
-    condition_column: str,
-    keep: Sequence[str],
+    condition_column: str | None,
+    keep: Sequence[str] | None,
     min_genes: int = 200,
     min_cells: int = 3,
     max_pct_mito: float = 20.0,
@@ -58,10 +63,12 @@ def run_qc(
         Cells x genes with raw counts in ``X`` (e.g. from :func:`geneattn.readers.read_counts`).
         It is not modified.
     condition_column
-        ``obs`` column holding the condition of each cell.
+        ``obs`` column holding the condition of each cell; None for a single-condition
+        study, where every cell gets the label :data:`SINGLE_LABEL` in a column
+        :data:`SINGLE_COLUMN` (replacing an input column of that name).
     keep
         The condition labels to keep, case first, then control. Cells with other labels
-        are dropped. Labels are compared as strings.
+        are dropped. Labels are compared as strings. None with ``condition_column`` None.
     min_genes
         Minimum number of detected genes per cell.
     min_cells
@@ -96,6 +103,10 @@ def run_qc(
         The condition column is missing, a ``keep`` label does not occur in it, or a
         filter leaves no cell or no gene (the error names that filter).
     """
+    if condition_column is None:
+        if keep:
+            raise ValueError("keep needs a condition_column")
+        adata, condition_column, keep = _single_condition(adata, source)
     keep = _check_keep(keep, source)
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"empty count matrix ({adata.n_obs} cells x {adata.n_vars} genes)", source)
@@ -234,6 +245,23 @@ def plot_qc(adata: ad.AnnData, summary: dict[str, Any], path: str | Path) -> Non
 
 
 # -- steps --------------------------------------------------------------------------------
+
+
+def _single_condition(
+    adata: ad.AnnData, source: str | Path | None
+) -> tuple[ad.AnnData, str, tuple[str, ...]]:
+    """A shallow copy of ``adata`` whose every cell has the label :data:`SINGLE_LABEL`."""
+    obs = adata.obs.copy()
+    if SINGLE_COLUMN in obs.columns:
+        logger.warning(
+            "%s: obs column %r is replaced by the single-condition label %r",
+            source,
+            SINGLE_COLUMN,
+            SINGLE_LABEL,
+        )
+    obs[SINGLE_COLUMN] = SINGLE_LABEL
+    single = ad.AnnData(X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers))
+    return single, SINGLE_COLUMN, (SINGLE_LABEL,)
 
 
 def _check_keep(keep: Sequence[str], source: str | Path | None) -> tuple[str, ...]:

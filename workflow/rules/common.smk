@@ -16,6 +16,17 @@ LOGS = f"logs/{STUDY}"
 BENCH = f"benchmarks/{STUDY}"
 ENV = "../../envs/geneattn.yaml"
 
+# Roles of the study's cells: case and control, or one role "all" for a single-condition
+# study (`conditions: null`), whose cells `geneattn qc` labels "all" in obs column
+# "condition".
+if config["conditions"]:
+    CONDITION_COLUMN = config["conditions"]["column"]
+    CONDITIONS = {"case": config["conditions"]["case"], "control": config["conditions"]["control"]}
+else:
+    CONDITION_COLUMN = "condition"
+    CONDITIONS = {"all": "all"}
+ROLES = list(CONDITIONS)
+
 
 def opt(flag, value):
     """Render `--flag value` for the command line, or nothing when value is None."""

@@ -1,11 +1,10 @@
 # Attention (sharded over cells, gathered per condition) -> gene networks -> Leiden modules.
 
-CONDITIONS = {"case": config["conditions"]["case"], "control": config["conditions"]["control"]}
 SHARDS = range(config["attention"]["shards"])
 
 
 wildcard_constraints:
-    role="case|control",
+    role="case|control|all",
     shard=r"\d+",
 
 
@@ -18,7 +17,7 @@ rule attention_shard:
     output:
         temp(f"{OUT}/attention/{{role}}.shard{{shard}}.npz"),
     params:
-        column=config["conditions"]["column"],
+        column=CONDITION_COLUMN,
         label=lambda wc: CONDITIONS[wc.role],
         n_shards=config["attention"]["shards"],
         a=config["attention"],
@@ -33,7 +32,8 @@ rule attention_shard:
         "geneattn attention {input.tokens} --model {input.model} --obs {input.h5ad}"
         " --condition-column {params.column:q} --condition {params.label:q}"
         " --gene-names {input.names} --shard {wildcards.shard} --n-shards {params.n_shards}"
-        " --min-cells {params.a[universe_min_cells]} --max-genes {params.a[universe_max_genes]}"
+        " --universe {params.a[universe]} --min-cells {params.a[universe_min_cells]}"
+        " --max-genes {params.a[universe_max_genes]}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -79,8 +79,8 @@ rule network:
 
 rule modules:
     input:
-        case=f"{OUT}/network/case.npz",
-        control=f"{OUT}/network/control.npz",
+        # the case network and the control network, or the one network of the study
+        **{role: f"{OUT}/network/{role}.npz" for role in ROLES},
         gmt=[f"{RES}/genesets/{g}" for g in config["modules"]["gene_sets"]],
     output:
         modules=f"{OUT}/modules.tsv",
@@ -89,6 +89,11 @@ rule modules:
         graphml=f"{OUT}/modules.graphml",
     params:
         m=config["modules"],
+        networks=(
+            f"--case {OUT}/network/case.npz --control {OUT}/network/control.npz"
+            if "control" in CONDITIONS
+            else f"--case {OUT}/network/all.npz"
+        ),
     log:
         f"{LOGS}/modules.log",
     benchmark:
@@ -96,7 +101,7 @@ rule modules:
     conda:
         ENV
     shell:
-        "geneattn modules --case {input.case} --control {input.control}"
+        "geneattn modules {params.networks}"
         " --detect-on {params.m[detect_on]} --objective {params.m[objective]}"
         " --resolution {params.m[resolution]} --seed {params.m[seed]}"
         " --min-size {params.m[min_size]} --gmt {input.gmt}"

@@ -13,7 +13,12 @@ rule qc:
         layer=opt("--layer", config["input"]["layer"]),
         transpose="--transpose" if config["input"]["transpose"] else "",
         non_int="--allow-non-integer" if config["input"]["allow_non_integer"] else "",
-        cond=config["conditions"],
+        cond=(
+            f"--condition-column {shlex.quote(CONDITION_COLUMN)} --keep "
+            f"{shlex.quote(CONDITIONS['case'])} {shlex.quote(CONDITIONS['control'])}"
+            if config["conditions"]
+            else ""
+        ),
         qc=config["qc"],
         max_counts=opt("--max-counts", config["qc"]["max_counts"]),
     log:
@@ -24,8 +29,7 @@ rule qc:
         ENV
     shell:
         "geneattn qc {input.counts} --format {params.fmt} {params.layer} {params.transpose}"
-        " {params.non_int} --condition-column {params.cond[column]}"
-        " --keep {params.cond[case]:q} {params.cond[control]:q}"
+        " {params.non_int} {params.cond}"
         " --min-genes {params.qc[min_genes]} --min-cells {params.qc[min_cells]}"
         " --max-pct-mito {params.qc[max_pct_mito]} {params.max_counts}"
         " --mito-prefix {params.qc[mito_prefix]:q}"

@@ -25,6 +25,7 @@ SUITES = (
     "geneattn.bench.tokenize",
     "geneattn.bench.kernels",
     "geneattn.bench.network",
+    "geneattn.bench.perturb",
     "geneattn.bench.checkpoint",
 )
 

@@ -29,6 +29,9 @@ COMMAND_MODULES = (
     "geneattn.cli.network",
     "geneattn.cli.modules",
     "geneattn.cli.evaluate",
+    "geneattn.cli.perturb",
+    "geneattn.cli.perturb_stats",
+    "geneattn.cli.report",
     "geneattn.cli.bench",
 )
 

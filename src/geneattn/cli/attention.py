@@ -23,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-shards", type=int, default=1, help="contiguous shards of the cells")
     parser.add_argument("--min-cells", type=int, default=10, help="universe: min cells per gene")
     parser.add_argument("--max-genes", type=int, default=2000, help="universe: most genes kept")
+    parser.add_argument(
+        "--universe",
+        choices=["frequent", "variable"],
+        default="frequent",
+        help="universe: the most frequent genes, or the most variable (scanpy HVG on --obs)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
     parser.add_argument("--out", required=True, help="attention-sums .npz to write")
 
@@ -52,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     shard_bounds(0, args.shard, args.n_shards)  # checks the shard numbers early
     name_map = load_gene_name_map(args.gene_names)
 
-    universe = choose_universe(cells, min_cells=args.min_cells, max_genes=args.max_genes)
+    if args.universe == "variable":
+        universe = _variable_universe(args, cells, name_map)
+    else:
+        universe = choose_universe(cells, min_cells=args.min_cells, max_genes=args.max_genes)
     joined = labels.reindex(cells.cell_ids.astype(str))
     cell_labels = joined.to_numpy()
     unlabelled = int(joined.isna().sum())
@@ -97,6 +106,41 @@ def run(args: argparse.Namespace) -> int:
     save_attention_sums(args.out, sums)
     log.info("wrote %s", args.out)
     return 0
+
+
+def _variable_universe(args: argparse.Namespace, cells, name_map):
+    """:func:`geneattn.attention.highly_variable_universe` of the counts in ``--obs``."""
+    from geneattn.attention import highly_variable_universe
+    from geneattn.readers import read_stage_h5ad
+
+    adata = read_stage_h5ad(args.obs)
+    gene_ids = _column_gene_ids(adata, name_map)
+    return highly_variable_universe(
+        cells, adata.X, gene_ids, min_cells=args.min_cells, max_genes=args.max_genes
+    )
+
+
+def _column_gene_ids(adata, name_map):
+    """Ensembl ID of each column ("" when unknown), as the tokenizer maps them.
+
+    A symbol goes through the symbol -> Ensembl map; a name that is an Ensembl ID, or a
+    ``var['gene_ids']`` entry that is one, is used as it is (version suffix removed).
+    """
+    import numpy as np
+
+    names = adata.var_names.astype(str).tolist()
+    if "gene_ids" in adata.var.columns:
+        ids = adata.var["gene_ids"].astype(str).tolist()
+    else:
+        ids = [""] * len(names)
+
+    def ensembl(name: str, gene_id: str) -> str:
+        for candidate in (name, gene_id):
+            if candidate.startswith("ENS"):
+                return candidate.split(".")[0]
+        return name_map.get(name, "")
+
+    return np.array([ensembl(n, g) for n, g in zip(names, ids, strict=True)], dtype=object)
 
 
 def _read_obs(path: str, column: str):

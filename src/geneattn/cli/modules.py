@@ -16,8 +16,16 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the modules options."""
-    parser.add_argument("--case", required=True, help="network .npz of the case condition")
-    parser.add_argument("--control", required=True, help="network .npz of the control condition")
+    parser.add_argument(
+        "--case", required=True, help="network .npz of the case condition (or the only one)"
+    )
+    parser.add_argument(
+        "--control",
+        help=(
+            "network .npz of the control condition; leave out for a single-condition study "
+            "(modules of --case, and a differential table with no rows)"
+        ),
+    )
     parser.add_argument(
         "--detect-on",
         choices=["case", "pooled"],
@@ -62,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.errors import InputError
     from geneattn.modules import (
         differential_connectivity,
+        empty_differential,
         leiden_modules,
         module_graph,
         module_table,
@@ -78,21 +87,24 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}")
     case = load_network(args.case)
-    control = load_network(args.control)
-    shared = len(set(case.gene_ids.tolist()) & set(control.gene_ids.tolist()))
-    if shared == 0:
-        raise InputError(f"no gene in common with the case network {args.case}", args.control)
-    if shared < case.n_genes:
-        log.warning(
-            "%s lacks %d of the case network's %d genes; their pairs are not compared",
-            args.control,
-            case.n_genes - shared,
-            case.n_genes,
-        )
+    control = None if args.control is None else load_network(args.control)
+    if control is not None:
+        shared = len(set(case.gene_ids.tolist()) & set(control.gene_ids.tolist()))
+        if shared == 0:
+            raise InputError(f"no gene in common with the case network {args.case}", args.control)
+        if shared < case.n_genes:
+            log.warning(
+                "%s lacks %d of the case network's %d genes; their pairs are not compared",
+                args.control,
+                case.n_genes - shared,
+                case.n_genes,
+            )
     gene_sets = load_gene_sets(args.gmt)
 
     detected_in = case
-    if args.detect_on == "pooled":
+    if control is None:
+        log.info("single-condition study: modules of %s, no differential test", args.case)
+    elif args.detect_on == "pooled":
         top_k = case.params.get("top_k")
         if not isinstance(top_k, int) or top_k < 1:
             raise InputError("no top_k recorded in the network's parameters", args.case)
@@ -106,13 +118,16 @@ def run(args: argparse.Namespace) -> int:
         min_size=args.min_size,
     )
     table = module_table(detected_in, modules, weights)
-    differential = differential_connectivity(
-        case, control, modules, n_permutations=args.permutations, seed=args.seed
-    )
+    if control is None:
+        differential = empty_differential()
+    else:
+        differential = differential_connectivity(
+            case, control, modules, n_permutations=args.permutations, seed=args.seed
+        )
     enrichment = module_enrichment(
         modules, case.gene_ids, case.gene_symbols, gene_sets, min_set_size=args.min_set_size
     )
-    graph = module_graph(detected_in, table, differential, weights)
+    graph = module_graph(detected_in, table, None if control is None else differential, weights)
     log.info(
         "%d modules (%d of %d genes assigned), %d enriched gene sets at FDR < 0.05",
         int(modules.max(initial=0)),

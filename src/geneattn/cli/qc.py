@@ -22,9 +22,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-non-integer", action="store_true", help="accept non-integer counts"
     )
-    parser.add_argument("--condition-column", required=True, help="obs column of conditions")
     parser.add_argument(
-        "--keep", nargs=2, required=True, metavar=("CASE", "CONTROL"), help="labels to keep"
+        "--condition-column",
+        help="obs column of conditions; leave out (with --keep) for a single-condition study",
+    )
+    parser.add_argument(
+        "--keep", nargs=2, metavar=("CASE", "CONTROL"), help="the two condition labels to keep"
     )
     parser.add_argument("--min-genes", type=int, default=200, help="min detected genes per cell")
     parser.add_argument("--min-cells", type=int, default=3, help="min cells per gene")
@@ -43,8 +46,15 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from geneattn.atomic import atomic_path
+    from geneattn.errors import InputError
     from geneattn.qc import plot_qc, run_qc
     from geneattn.readers import read_counts
+
+    if (args.condition_column is None) != (args.keep is None):
+        raise InputError(
+            "--condition-column and --keep go together: give both for a case vs control "
+            "study, neither for a single-condition study"
+        )
 
     adata = read_counts(
         args.counts,
