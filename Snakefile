@@ -1,5 +1,5 @@
 # geneattn: raw counts -> QC -> rank-value tokens -> model -> embeddings and attention
-# -> gene networks -> Leiden modules (see README.md).
+# -> gene networks -> Leiden modules -> HTML report (see README.md).
 # Every rule is thin: it calls the `geneattn` command line, which does the work.
 
 from snakemake.utils import min_version, validate
@@ -24,6 +24,8 @@ include: "workflow/rules/qc.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/network.smk"
+include: "workflow/rules/perturb.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -32,8 +34,8 @@ rule all:
         rules.tokenize.output,
         rules.embed.output,
         rules.modules.output,
-        # from the modules rule, or from the differential rule with the cell-label test
-        f"{OUT}/differential.tsv",
-        f"{OUT}/modules.graphml",
+        DIFFERENTIAL,
         rules.evaluate.output,
+        rules.perturbation.output,
+        rules.report.output,
     default_target: True

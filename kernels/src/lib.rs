@@ -8,15 +8,18 @@
 //! - [`tokenize`]: Geneformer rank-value encoding of a CSR matrix.
 //! - [`gaussian`]: Gaussian attention (scKGBERT), single input and mean-pooled over cells.
 //! - [`multihead`]: multi-head scaled dot-product attention (Geneformer), likewise.
+//! - [`bert`]: a whole BERT encoder (pretrained Geneformer checkpoints) over ragged cells.
 //! - [`knowledge`]: the K-encoder's prior-graph neighbourhood embeddings.
 //! - [`matrix`], [`real`], [`simd`]: matrices and GEMM, the f32/f64 trait, vector dispatch.
 
 pub mod aggregate;
+pub mod bert;
 pub mod error;
 pub mod gaussian;
 pub mod knowledge;
 pub mod matrix;
 pub mod multihead;
+pub mod perturb;
 pub mod pool;
 pub mod projected;
 pub mod real;

@@ -11,6 +11,8 @@ use pyo3::prelude::*;
 
 mod aggregate;
 mod attention;
+mod bert;
+mod perturb;
 
 use crate::error::KernelError;
 use crate::tokenize::{rank_encode_csr, CsrView, RankParams};
@@ -139,5 +141,7 @@ fn _kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rank_encode_csr_py, m)?)?;
     attention::register(m)?;
     aggregate::register(m)?;
+    perturb::register(m)?;
+    bert::register(m)?;
     Ok(())
 }

@@ -157,6 +157,64 @@ def mha_aggregate_cells(
     ``n_threads``, and adding cells in several calls equals one call.
     """
 
+def mha_edit_effects(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    edit_cell: np.ndarray,
+    edit_remove: np.ndarray,
+    edit_add: np.ndarray,
+    edit_exclude: np.ndarray,
+    *,
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean-pooled concatenated heads (before ``W_O``) of each in-silico edit of a cell.
+
+    float64 ``table`` and projections, int64 ``tokens``/``offsets`` and edit arrays. Edits
+    are sorted by ``edit_cell``; ``edit_remove`` and ``edit_exclude`` are positions in the
+    cell or -1, ``edit_add`` a token id or -1. Returns ``(original, perturbed)``, each
+    ``(n_edits, d)``: the original pools every row but ``exclude``, the perturbed every
+    remaining row but ``exclude`` (never the added token's). One forward pass per cell, then
+    ``O(n d)`` per edit; equal to recomputing the edited sequence up to round-off.
+    """
+
+def bert_forward(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    embeddings: list[np.ndarray],
+    layers: list[list[np.ndarray]],
+    n_heads: int,
+    activation: str,
+    layer_norm_eps: float,
+    *,
+    hidden_layers: list[int] = ...,
+    pool_layer: int | None = ...,
+    pool: Literal["mean", "first"] = ...,
+    skip_first: int = ...,
+    skip_last: int = ...,
+    attention_layers: list[int] = ...,
+    per_head: bool = ...,
+    n_threads: int = ...,
+) -> dict[str, object]:
+    """BERT encoder (Hugging Face ``BertModel``) of many cells, float32, without padding.
+
+    ``tokens`` int32/int64 input ids, ``offsets`` int64 (``n_cells + 1``). ``embeddings``:
+    word ``(V, d)``, position ``(P, d)``, token type row 0 ``(d,)``, LayerNorm weight and
+    bias; each of ``layers``: stacked query/key/value weight ``(3d, d)`` and bias, attention
+    output weight ``(d, d)`` and bias, its LayerNorm weight and bias, intermediate weight
+    ``(I, d)`` and bias, output weight ``(d, I)`` and bias, its LayerNorm weight and bias
+    (``nn.Linear`` layout, all float32). Returns ``{"hidden": [(n_tokens, d)] per
+    hidden_layers entry (0 = embedding output), "pooled": (n_cells, d) or None (mean over
+    tokens skip_first .. n - skip_last, or the first token), "attention": [flat array] per
+    attention_layers entry (cell c's (n_heads, n, n) or head-averaged (n, n) block at
+    attention_offsets[c]:attention_offsets[c + 1]), "attention_offsets": int64}``.
+    Bit-identical for any ``n_threads`` and any batching of the cells.
+    """
+
 def mha_module_cells(
     tokens: np.ndarray,
     offsets: np.ndarray,

@@ -182,6 +182,10 @@ if CELL_TEST:
             " --detect-on {params.m[detect_on]} --out-graphml {output.graphml} > {log} 2>&1"
 
 
+# The differential table and the module GraphML, from whichever rule writes them.
+DIFFERENTIAL = rules.differential.output if CELL_TEST else rules.modules.output
+
+
 rule evaluate:
     input:
         modules=rules.modules.output.modules,

@@ -18,12 +18,12 @@ use crate::real::Real;
 use crate::tokenize::CsrView;
 
 /// A float type the bindings accept.
-trait Float: Real + Element {}
+pub(super) trait Float: Real + Element {}
 impl Float for f32 {}
 impl Float for f64 {}
 
 /// Extracts a 2-D array of dtype `T`; `like` names the argument that fixed the dtype.
-fn array2<'py, T: Float>(
+pub(super) fn array2<'py, T: Float>(
     name: &str,
     like: &str,
     obj: &Bound<'py, PyAny>,
@@ -42,7 +42,10 @@ fn array2<'py, T: Float>(
 }
 
 /// Borrows a C-contiguous 2-D array as a matrix.
-fn mat<'a, T: Float>(name: &str, a: &'a PyReadonlyArray2<'_, T>) -> PyResult<Mat<'a, T>> {
+pub(super) fn mat<'a, T: Float>(
+    name: &str,
+    a: &'a PyReadonlyArray2<'_, T>,
+) -> PyResult<Mat<'a, T>> {
     if !a.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
             "{name} must be C-contiguous (use numpy.ascontiguousarray)"
@@ -57,7 +60,7 @@ fn mat<'a, T: Float>(name: &str, a: &'a PyReadonlyArray2<'_, T>) -> PyResult<Mat
     Ok(Mat::new(name, s, shape[0], shape[1])?)
 }
 
-fn to_numpy<'py, T: Float>(
+pub(super) fn to_numpy<'py, T: Float>(
     py: Python<'py>,
     data: Vec<T>,
     rows: usize,

@@ -21,7 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 
 #: Benchmark suites, by module; each has ``NAME`` (the subcommand word) and ``run``.
-SUITES = ("geneattn.bench.tokenize", "geneattn.bench.kernels", "geneattn.bench.network")
+SUITES = (
+    "geneattn.bench.tokenize",
+    "geneattn.bench.kernels",
+    "geneattn.bench.network",
+    "geneattn.bench.perturb",
+    "geneattn.bench.checkpoint",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,9 @@ COMMAND_MODULES = (
     "geneattn.cli.module_attention",
     "geneattn.cli.differential",
     "geneattn.cli.evaluate",
+    "geneattn.cli.perturb",
+    "geneattn.cli.perturb_stats",
+    "geneattn.cli.report",
     "geneattn.cli.bench",
 )
 

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     cells = load_tokens(args.tokens)
     model = load_model(args.model)
-    labels, var_names = read_obs(args.obs, args.condition_column)
+    labels, var_names = _read_obs(args.obs, args.condition_column)
     shard_bounds(0, args.shard, args.n_shards)  # checks the shard numbers early
     name_map = load_gene_name_map(args.gene_names)
 
@@ -95,7 +95,7 @@ def condition_shard(cells, labels, args: argparse.Namespace):
     """Shard ``args.shard`` of ``args.n_shards`` of the tokenized cells labelled
     ``args.condition``, and how many cells carry that label.
 
-    ``labels`` is the obs condition column indexed by cell id (from :func:`read_obs`);
+    ``labels`` is the obs condition column indexed by cell id (from :func:`_read_obs`);
     tokenized cells without a label are left out with a warning. An unknown condition is an
     :class:`~geneattn.errors.InputError` naming ``args.obs`` and the labels present.
     """
@@ -158,7 +158,7 @@ def _column_gene_ids(adata, name_map):
     return np.array([ensembl(n, g) for n, g in zip(names, ids, strict=True)], dtype=object)
 
 
-def read_obs(path: str, column: str):
+def _read_obs(path: str, column: str):
     """The condition column of an h5ad's obs (indexed by cell id) and its var names."""
     import anndata as ad
 

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from geneattn.attention import shard_bounds
-    from geneattn.cli.attention import condition_shard, read_obs
+    from geneattn.cli.attention import _read_obs, condition_shard
     from geneattn.differential import module_attention, read_module_labels, save_module_attention
     from geneattn.errors import InputError
     from geneattn.study_model import load_model
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     shard_bounds(0, args.shard, args.n_shards)  # checks the shard numbers early
     cells = load_tokens(args.tokens)
     model = load_model(args.model)
-    labels, _ = read_obs(args.obs, args.condition_column)
+    labels, _ = _read_obs(args.obs, args.condition_column)
     gene_ids, modules = read_module_labels(args.modules)
     token_of = {str(g): t for t, g in enumerate(np.asarray(cells.vocabulary).astype(str))}
     unknown = [g for g in gene_ids.tolist() if g not in token_of]

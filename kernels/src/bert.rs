@@ -1,0 +1,744 @@
+//! A BERT encoder (the `bert` part of Hugging Face `BertForMaskedLM`) over ragged cells, f32.
+//!
+//! Cell `c` is the token sequence `cells.cell(c)`; it is encoded alone, so no padding is
+//! computed, and its result equals the padded Hugging Face computation with the padding
+//! mask (masked keys get weight exactly 0 there, which is the same as leaving them out).
+//!
+//! Per cell: `x = LayerNorm(word[t_i] + position[i] + token_type[0])`, then per layer
+//!
+//! ```text
+//! q, k, v = x W_q^T + b_q, x W_k^T + b_k, x W_v^T + b_v      (one GEMM with W_qkv)
+//! head h:   A_h = softmax(q_h k_h^T / sqrt(dh)),  ctx_h = A_h v_h
+//! x = LayerNorm(x + ctx W_o^T + b_o)
+//! x = LayerNorm(x + act(x W_i^T + b_i) W_2^T + b_2)
+//! ```
+//!
+//! Weights are in Hugging Face's `nn.Linear` layout (`out x in`, used transposed without a
+//! copy); the query, key and value weights are stacked into one `3d x d` matrix. Hidden
+//! states are numbered as Hugging Face's `hidden_states`: 0 is the embedding output and `l`
+//! the output of layer `l` (1-based). Layers past the last one a request needs are not run.
+//!
+//! Work is split into fixed blocks of rows (dense layers) and of query rows (attention),
+//! each computed by one thread in a fixed order, so the thread count never changes a
+//! result. Cells run side by side, one thread each, except the last few of at least
+//! [`LONG_CELL`] tokens when there are fewer of them than threads: those run one after
+//! another with their blocks in parallel. Either way a cell's arithmetic is the same, so a
+//! batch gives bit-identical results to cells one at a time.
+
+mod activation;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+pub use activation::Activation;
+
+use crate::error::KernelResult;
+use crate::kerr;
+use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
+use crate::simd::{add_into, add_scale, softmax_row};
+
+/// Rows per block of the dense layers (projections, attention output, feed-forward). Each
+/// block repacks the weights for its GEMM, so blocks should not be small; 128 and 512 were
+/// within a few percent of 256 on a V1-sized model.
+pub const DENSE_ROWS: usize = 256;
+
+/// Query rows per block of the attention: one head's block of weights (`128 x n`, 1 MiB
+/// for 2,048 tokens) stays in cache while it is normalised and multiplied by the values.
+/// Every block repacks the keys and values, so 64 rows was 10% slower on 2,048 tokens.
+pub const ATTN_ROWS: usize = 128;
+
+/// Cells with at least this many tokens may be computed with their blocks in parallel (when
+/// there are fewer of them left than threads); shorter ones always run one thread per cell.
+pub const LONG_CELL: usize = 256;
+
+/// A dense layer in `nn.Linear` layout: `y = x w^T + b`, `w` is `out x in`.
+#[derive(Debug, Clone, Copy)]
+pub struct Linear<'a> {
+    pub w: Mat<'a, f32>,
+    pub b: &'a [f32],
+}
+
+impl Linear<'_> {
+    fn check(&self, name: &str, out: usize, inp: usize) -> KernelResult<()> {
+        if (self.w.rows, self.w.cols) != (out, inp) {
+            return Err(kerr!(
+                "{name} weight must be {out} x {inp}, got {} x {}",
+                self.w.rows,
+                self.w.cols
+            ));
+        }
+        check_vec(&format!("{name} bias"), self.b, out)?;
+        self.w.check_finite(&format!("{name} weight"))
+    }
+
+    /// `out = x w^T + b` for `x` (`rows x in`); `out` is `rows x out`.
+    fn apply(&self, x: &[f32], out: &mut [f32]) {
+        let (o, i) = (self.w.rows, self.w.cols);
+        let rows = x.len() / i;
+        for r in out.chunks_exact_mut(o) {
+            r.copy_from_slice(self.b);
+        }
+        self.accumulate(x, rows, out);
+    }
+
+    /// `out += x w^T` for `x` (`rows x in`).
+    fn accumulate(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        let (o, i) = (self.w.rows, self.w.cols);
+        gemm(
+            1.0,
+            View::rowmajor(x, rows, i),
+            self.w.view().t(),
+            1.0,
+            ViewMut::rowmajor(out, rows, o),
+        );
+    }
+}
+
+/// LayerNorm weight (`gamma`) and bias (`beta`).
+#[derive(Debug, Clone, Copy)]
+pub struct Norm<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+}
+
+impl Norm<'_> {
+    fn check(&self, name: &str, d: usize) -> KernelResult<()> {
+        check_vec(&format!("{name} weight"), self.gamma, d)?;
+        check_vec(&format!("{name} bias"), self.beta, d)
+    }
+
+    /// Normalises every row of `x` (`d` columns) in place: `(x - mean) / sqrt(var + eps)`
+    /// with the biased variance, then `* gamma + beta`. Sums in f64.
+    fn apply(&self, x: &mut [f32], eps: f32) {
+        let d = self.gamma.len();
+        for row in x.chunks_exact_mut(d) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+            let var = row
+                .iter()
+                .map(|&v| {
+                    let c = v as f64 - mean;
+                    c * c
+                })
+                .sum::<f64>()
+                / d as f64;
+            let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+            let mean = mean as f32;
+            for ((v, &g), &b) in row.iter_mut().zip(self.gamma).zip(self.beta) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+fn check_vec(name: &str, v: &[f32], len: usize) -> KernelResult<()> {
+    if v.len() != len {
+        return Err(kerr!("{name} must have {len} entries, got {}", v.len()));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(kerr!("{name} has a non-finite value at entry {i}"));
+    }
+    Ok(())
+}
+
+/// One encoder layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    /// Query, key and value stacked: `3d x d` weight, `3d` bias.
+    pub qkv: Linear<'a>,
+    /// `attention.output.dense`, `d x d`.
+    pub attn_out: Linear<'a>,
+    /// `attention.output.LayerNorm`.
+    pub attn_norm: Norm<'a>,
+    /// `intermediate.dense`, `i x d`.
+    pub ffn_in: Linear<'a>,
+    /// `output.dense`, `d x i`.
+    pub ffn_out: Linear<'a>,
+    /// `output.LayerNorm`.
+    pub out_norm: Norm<'a>,
+}
+
+/// The embedding layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Embeddings<'a> {
+    /// `vocab x d`.
+    pub word: Mat<'a, f32>,
+    /// `max_position x d`.
+    pub position: Mat<'a, f32>,
+    /// Row 0 of the token type embeddings (every token has type 0), `d`.
+    pub token_type: &'a [f32],
+    pub norm: Norm<'a>,
+}
+
+/// A whole encoder.
+#[derive(Debug, Clone)]
+pub struct Bert<'a> {
+    pub embeddings: Embeddings<'a>,
+    pub layers: Vec<Layer<'a>>,
+    pub n_heads: usize,
+    pub activation: Activation,
+    pub eps: f32,
+}
+
+impl Bert<'_> {
+    /// Hidden size.
+    pub fn d(&self) -> usize {
+        self.embeddings.word.cols
+    }
+
+    /// Checks every shape and value; returns the intermediate size.
+    pub fn validate(&self) -> KernelResult<usize> {
+        let e = &self.embeddings;
+        let d = self.d();
+        if d == 0 {
+            return Err(kerr!("word embeddings must have at least one column"));
+        }
+        if self.n_heads == 0 || !d.is_multiple_of(self.n_heads) {
+            return Err(kerr!(
+                "the hidden size {d} must be a multiple of the number of heads {}",
+                self.n_heads
+            ));
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return Err(kerr!(
+                "layer_norm_eps must be finite and >= 0, got {}",
+                self.eps
+            ));
+        }
+        if e.position.cols != d {
+            return Err(kerr!(
+                "position embeddings must have {d} columns like the word embeddings, got {}",
+                e.position.cols
+            ));
+        }
+        e.word.check_finite("word embeddings")?;
+        e.position.check_finite("position embeddings")?;
+        check_vec("token type embedding", e.token_type, d)?;
+        e.norm.check("embeddings LayerNorm", d)?;
+        let inter = self.layers.first().map_or(0, |l| l.ffn_in.w.rows);
+        for (i, l) in self.layers.iter().enumerate() {
+            let name = |what: &str| format!("layer {i} {what}");
+            l.qkv.check(&name("query/key/value"), 3 * d, d)?;
+            l.attn_out.check(&name("attention output"), d, d)?;
+            l.attn_norm.check(&name("attention LayerNorm"), d)?;
+            l.ffn_in.check(&name("intermediate"), inter, d)?;
+            l.ffn_out.check(&name("output"), d, inter)?;
+            l.out_norm.check(&name("output LayerNorm"), d)?;
+        }
+        Ok(inter)
+    }
+}
+
+/// How a cell embedding is pooled from one hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// Mean over the tokens `skip_first .. n - skip_last` (zeros when there are none).
+    Mean { skip_first: usize, skip_last: usize },
+    /// The first token's vector (`<cls>`); zeros for a cell without tokens.
+    First,
+}
+
+/// A pooled cell embedding of hidden state `layer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub layer: usize,
+    pub mode: PoolMode,
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Hidden states returned for every token (0 = embedding output, `l` = layer `l`).
+    pub hidden: Vec<usize>,
+    /// A pooled cell embedding.
+    pub pool: Option<Pool>,
+    /// Layers (0-based) whose attention weights are returned.
+    pub attention: Vec<usize>,
+    /// Attention per head (`n_heads x n x n` per cell) instead of head-averaged (`n x n`).
+    pub per_head: bool,
+}
+
+impl Wanted {
+    /// Checks the request against a model of `n_layers` layers; returns how many layers
+    /// must run.
+    pub fn layers_to_run(&self, n_layers: usize) -> KernelResult<usize> {
+        let mut run = 0;
+        for (what, list) in [("hidden", &self.hidden), ("attention", &self.attention)] {
+            let mut seen = list.clone();
+            seen.sort_unstable();
+            if seen.windows(2).any(|w| w[0] == w[1]) {
+                return Err(kerr!("{what} layers must be distinct, got {list:?}"));
+            }
+        }
+        for &k in &self.hidden {
+            if k > n_layers {
+                return Err(kerr!(
+                    "hidden state {k} does not exist: the model has {n_layers} layers \
+                     (hidden states 0 ..= {n_layers})"
+                ));
+            }
+            run = run.max(k);
+        }
+        if let Some(p) = self.pool {
+            if p.layer > n_layers {
+                return Err(kerr!(
+                    "cannot pool hidden state {}: the model has {n_layers} layers",
+                    p.layer
+                ));
+            }
+            run = run.max(p.layer);
+        }
+        for &l in &self.attention {
+            if l >= n_layers {
+                return Err(kerr!(
+                    "attention layer {l} does not exist: the model has layers 0 .. {}",
+                    n_layers.saturating_sub(1)
+                ));
+            }
+            run = run.max(l + 1);
+        }
+        Ok(run)
+    }
+
+    /// Attention matrices per cell and layer.
+    fn heads_out(&self, n_heads: usize) -> usize {
+        if self.per_head {
+            n_heads
+        } else {
+            1
+        }
+    }
+}
+
+/// One cell's output buffers, as requested by a [`Wanted`] for a cell of `n` tokens.
+#[derive(Debug)]
+pub struct CellOut<'o> {
+    /// Per `Wanted::hidden` entry: `n x d`.
+    pub hidden: Vec<&'o mut [f32]>,
+    /// `d`, when `Wanted::pool` is set.
+    pub pooled: Option<&'o mut [f32]>,
+    /// Per `Wanted::attention` entry: `heads x n x n` (`heads` 1 unless per head).
+    pub attention: Vec<&'o mut [f32]>,
+}
+
+/// Reusable per-cell buffers.
+#[derive(Debug, Default)]
+pub struct CellScratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+}
+
+/// Runs `f` on every item, in parallel on the current rayon pool or in order; `init`
+/// makes the per-task scratch.
+fn for_blocks<A: Send, S>(
+    parallel: bool,
+    items: Vec<A>,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, A) + Sync + Send,
+) {
+    if parallel {
+        items.into_par_iter().for_each_init(init, f);
+    } else {
+        let mut s = init();
+        for a in items {
+            f(&mut s, a);
+        }
+    }
+}
+
+/// Encodes one cell (tokens already checked against the vocabulary and the position
+/// table, `wanted` against the model) into `out`, running `n_run` layers. With `parallel`
+/// its blocks are spread over the current rayon pool; the result is the same either way.
+///
+/// This is the building block for callers that consume each cell's output at once (for
+/// example adding its attention into gene x gene sums) instead of keeping all cells.
+pub fn forward_cell<I: TokenId>(
+    model: &Bert<'_>,
+    tokens: &[I],
+    wanted: &Wanted,
+    n_run: usize,
+    parallel: bool,
+    s: &mut CellScratch,
+    mut out: CellOut<'_>,
+) {
+    let n = tokens.len();
+    let d = model.d();
+    if n == 0 {
+        if let Some(p) = out.pooled.as_deref_mut() {
+            p.fill(0.0);
+        }
+        return;
+    }
+    embed(model, tokens, &mut s.x);
+    emit(0, &s.x, n, d, wanted, &mut out);
+    for (l, layer) in model.layers[..n_run].iter().enumerate() {
+        let att = wanted
+            .attention
+            .iter()
+            .position(|&a| a == l)
+            .map(|j| std::mem::take(&mut out.attention[j]));
+        attention(model, layer, n, s, att, wanted.per_head, parallel);
+        dense_and_ffn(model, layer, &mut s.x, &s.ctx, parallel);
+        emit(l + 1, &s.x, n, d, wanted, &mut out);
+    }
+}
+
+/// `x = LayerNorm(word[t_i] + position[i] + token_type)`.
+fn embed<I: TokenId>(model: &Bert<'_>, tokens: &[I], x: &mut Vec<f32>) {
+    let e = &model.embeddings;
+    let d = model.d();
+    x.clear();
+    x.resize(tokens.len() * d, 0.0);
+    for (i, (row, t)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
+        let w = e.word.row(t.get() as usize);
+        let p = e.position.row(i);
+        for (((v, &a), &b), &c) in row.iter_mut().zip(w).zip(p).zip(e.token_type) {
+            *v = a + b + c;
+        }
+    }
+    e.norm.apply(x, model.eps);
+}
+
+/// Copies hidden state `k` where it is wanted and pools it.
+fn emit(k: usize, x: &[f32], n: usize, d: usize, wanted: &Wanted, out: &mut CellOut<'_>) {
+    for (j, &h) in wanted.hidden.iter().enumerate() {
+        if h == k {
+            out.hidden[j].copy_from_slice(x);
+        }
+    }
+    let (Some(p), Some(dst)) = (wanted.pool, out.pooled.as_deref_mut()) else {
+        return;
+    };
+    if p.layer != k {
+        return;
+    }
+    match p.mode {
+        PoolMode::First => dst.copy_from_slice(&x[..d]),
+        PoolMode::Mean {
+            skip_first,
+            skip_last,
+        } => {
+            let hi = n.saturating_sub(skip_last);
+            if skip_first >= hi {
+                dst.fill(0.0);
+                return;
+            }
+            let mut acc = vec![0.0f64; d];
+            for row in x[skip_first * d..hi * d].chunks_exact(d) {
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += v as f64;
+                }
+            }
+            let inv = 1.0 / (hi - skip_first) as f64;
+            for (o, a) in dst.iter_mut().zip(&acc) {
+                *o = (a * inv) as f32;
+            }
+        }
+    }
+}
+
+/// Self-attention of one layer: `s.qkv` from `s.x`, then `s.ctx` (`n x d`, heads side by
+/// side); the weights go to `att` (`heads x n x n`, or `n x n` head-averaged) when given.
+fn attention(
+    model: &Bert<'_>,
+    layer: &Layer<'_>,
+    n: usize,
+    s: &mut CellScratch,
+    att: Option<&mut [f32]>,
+    per_head: bool,
+    parallel: bool,
+) {
+    let d = model.d();
+    let h_count = model.n_heads;
+    let dh = d / h_count;
+    s.qkv.resize(n * 3 * d, 0.0);
+    let blocks: Vec<_> =
+        s.x.chunks(DENSE_ROWS * d)
+            .zip(s.qkv.chunks_mut(DENSE_ROWS * 3 * d))
+            .collect();
+    for_blocks(
+        parallel,
+        blocks,
+        || (),
+        |_, (xb, qb)| layer.qkv.apply(xb, qb),
+    );
+
+    s.ctx.resize(n * d, 0.0);
+    let per_head = per_head && att.is_some();
+    let nb = n.div_ceil(ATTN_ROWS);
+    let mut dests: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();
+    if let Some(a) = att {
+        for region in a.chunks_mut(n * n) {
+            for (b, rows) in region.chunks_mut(ATTN_ROWS * n).enumerate() {
+                dests[b].push(rows);
+            }
+        }
+    }
+    let items: Vec<_> = s
+        .ctx
+        .chunks_mut(ATTN_ROWS * d)
+        .zip(dests)
+        .enumerate()
+        .collect();
+    let qkv = &s.qkv[..];
+    let scale = 1.0 / (dh as f32).sqrt();
+    let inv_heads = 1.0 / h_count as f32;
+    let head = HeadBlock {
+        qkv,
+        n,
+        d,
+        dh,
+        scale,
+    };
+    for_blocks(
+        parallel,
+        items,
+        Vec::new,
+        |scores: &mut Vec<f32>, (b, (ctx, mut dest)): (usize, (&mut [f32], Vec<&mut [f32]>))| {
+            let (r0, r1) = (b * ATTN_ROWS, ((b + 1) * ATTN_ROWS).min(n));
+            if per_head {
+                // the weights are computed in their destination
+                for (h, w) in dest.iter_mut().enumerate() {
+                    head.run(h, r0, r1, w, ctx);
+                }
+                return;
+            }
+            scores.resize((r1 - r0) * n, 0.0);
+            let mut avg = dest.pop();
+            for h in 0..h_count {
+                head.run(h, r0, r1, scores, ctx);
+                if let Some(avg) = avg.as_deref_mut() {
+                    // sum over heads, scaled by 1/H with the last one
+                    if h == 0 {
+                        avg.copy_from_slice(scores);
+                    } else if h + 1 < h_count {
+                        add_into(avg, scores);
+                    } else {
+                        add_scale(avg, scores, inv_heads);
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// One head of one block of query rows.
+struct HeadBlock<'a> {
+    /// `n x 3d`: queries, keys, values side by side.
+    qkv: &'a [f32],
+    n: usize,
+    d: usize,
+    dh: usize,
+    scale: f32,
+}
+
+impl HeadBlock<'_> {
+    /// Weights of head `h` for query rows `r0..r1` into `w` (`(r1 - r0) x n`), and their
+    /// product with the values into the head's columns of `ctx` (`(r1 - r0) x d`).
+    fn run(&self, h: usize, r0: usize, r1: usize, w: &mut [f32], ctx: &mut [f32]) {
+        let (n, d, dh) = (self.n, self.d, self.dh);
+        let rows = r1 - r0;
+        let c = h * dh;
+        let all = View::rowmajor(self.qkv, n, 3 * d);
+        let q = all.rows(r0, r1).cols(c, c + dh);
+        let k = all.cols(d + c, d + c + dh);
+        gemm(1.0, q, k.t(), 0.0, ViewMut::rowmajor(w, rows, n));
+        for row in w.chunks_exact_mut(n) {
+            softmax_row(row, self.scale);
+        }
+        let v = all.cols(2 * d + c, 2 * d + c + dh);
+        let o = ViewMut::cols_of(ctx, rows, d, c, c + dh);
+        gemm(1.0, View::rowmajor(w, rows, n), v, 0.0, o);
+    }
+}
+
+/// `x = LayerNorm(x + ctx W_o^T + b_o)`, then `x = LayerNorm(x + act(x W_i^T + b_i) W_2^T
+/// + b_2)`, block by block of rows.
+fn dense_and_ffn(model: &Bert<'_>, layer: &Layer<'_>, x: &mut [f32], ctx: &[f32], parallel: bool) {
+    let d = model.d();
+    let inter = layer.ffn_in.w.rows;
+    let blocks: Vec<_> = x
+        .chunks_mut(DENSE_ROWS * d)
+        .zip(ctx.chunks(DENSE_ROWS * d))
+        .collect();
+    for_blocks(parallel, blocks, Vec::new, |h: &mut Vec<f32>, (xb, cb)| {
+        let rows = xb.len() / d;
+        for r in xb.chunks_exact_mut(d) {
+            add_into(r, layer.attn_out.b);
+        }
+        layer.attn_out.accumulate(cb, rows, xb);
+        layer.attn_norm.apply(xb, model.eps);
+        h.resize(rows * inter, 0.0);
+        layer.ffn_in.apply(xb, h);
+        model.activation.apply(h);
+        for r in xb.chunks_exact_mut(d) {
+            add_into(r, layer.ffn_out.b);
+        }
+        layer.ffn_out.accumulate(h, rows, xb);
+        layer.out_norm.apply(xb, model.eps);
+    });
+}
+
+/// The outputs of [`bert_forward`] for a batch of cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOutput {
+    /// Per `Wanted::hidden` entry: `total_tokens x d`, cell `c` on rows
+    /// `offsets[c] .. offsets[c + 1]`.
+    pub hidden: Vec<Vec<f32>>,
+    /// `n_cells x d`.
+    pub pooled: Option<Vec<f32>>,
+    /// Per `Wanted::attention` entry: the cells' `heads x n x n` blocks one after another,
+    /// cell `c` at `attention_offsets[c] .. attention_offsets[c + 1]`.
+    pub attention: Vec<Vec<f32>>,
+    /// `n_cells + 1` element offsets into each `attention` buffer.
+    pub attention_offsets: Vec<usize>,
+}
+
+/// A zeroed buffer, or an error instead of an abort when memory runs out.
+fn alloc(len: usize, what: &str) -> KernelResult<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        kerr!(
+            "cannot allocate {:.1} GiB for {what}; pass fewer cells per call",
+            len as f64 * 4.0 / (1u64 << 30) as f64
+        )
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+/// Splits `buf` into consecutive pieces of the given sizes.
+fn split_sizes(mut buf: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut parts = Vec::new();
+    for s in sizes {
+        let (head, tail) = std::mem::take(&mut buf).split_at_mut(s);
+        parts.push(head);
+        buf = tail;
+    }
+    parts
+}
+
+/// Runs `f` on every item, in order of the list, on `n_workers` tasks of the current pool
+/// that each take the next item when they finish one (so long items do not queue behind
+/// each other on one thread).
+fn each_once<A: Send>(items: Vec<A>, n_workers: usize, f: impl Fn(A) + Sync) {
+    if items.is_empty() {
+        return;
+    }
+    let slots: Vec<Mutex<Option<A>>> = items.into_iter().map(|a| Mutex::new(Some(a))).collect();
+    let next = AtomicUsize::new(0);
+    (0..n_workers.min(slots.len()))
+        .into_par_iter()
+        .for_each(|_| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { break };
+            let item = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(a) = item {
+                f(a);
+            }
+        });
+}
+
+/// Encodes many cells: cell `c` is `cells.cell(c)` (token ids, rows of the word
+/// embeddings). Returns what `wanted` asks for; cells run on a pool of `n_threads`.
+pub fn bert_forward<I: TokenId>(
+    cells: Ragged<'_, I>,
+    model: &Bert<'_>,
+    wanted: &Wanted,
+    n_threads: usize,
+) -> KernelResult<BatchOutput> {
+    model.validate()?;
+    let e = &model.embeddings;
+    cells.validate(e.word.rows)?;
+    let n_cells = cells.n_cells();
+    let lens: Vec<usize> = (0..n_cells).map(|c| cells.cell(c).len()).collect();
+    if let Some((c, &n)) = lens.iter().enumerate().find(|(_, &n)| n > e.position.rows) {
+        return Err(kerr!(
+            "cell {c} has {n} tokens but the model has only {} positions",
+            e.position.rows
+        ));
+    }
+    let n_run = wanted.layers_to_run(model.layers.len())?;
+    let d = model.d();
+    let total = cells.tokens.len();
+    let heads = wanted.heads_out(model.n_heads);
+    let mut attention_offsets = vec![0usize; n_cells + 1];
+    for (c, &n) in lens.iter().enumerate() {
+        let size = n
+            .checked_mul(n)
+            .and_then(|x| x.checked_mul(heads))
+            .and_then(|x| x.checked_add(attention_offsets[c]))
+            .ok_or_else(|| kerr!("attention output too large"))?;
+        attention_offsets[c + 1] = size;
+    }
+    let n_att = attention_offsets[n_cells];
+    let mut hidden = Vec::new();
+    for _ in &wanted.hidden {
+        hidden.push(alloc(total * d, "hidden states")?);
+    }
+    let mut pooled = match wanted.pool {
+        Some(_) => Some(alloc(n_cells * d, "cell embeddings")?),
+        None => None,
+    };
+    let mut att = Vec::new();
+    for _ in &wanted.attention {
+        att.push(alloc(n_att, "attention weights")?);
+    }
+    {
+        let mut h_parts: Vec<_> = hidden
+            .iter_mut()
+            .map(|b| split_sizes(b, lens.iter().map(|&n| n * d)).into_iter())
+            .collect();
+        let mut a_parts: Vec<_> = att
+            .iter_mut()
+            .map(|b| split_sizes(b, attention_offsets.windows(2).map(|w| w[1] - w[0])).into_iter())
+            .collect();
+        let mut p_parts = pooled.as_deref_mut().map(|p| p.chunks_mut(d.max(1)));
+        let mut long = Vec::new();
+        let mut short = Vec::new();
+        for (c, &n) in lens.iter().enumerate() {
+            let out = CellOut {
+                hidden: h_parts.iter_mut().map(|it| it.next().unwrap()).collect(),
+                pooled: p_parts.as_mut().and_then(|it| it.next()),
+                attention: a_parts.iter_mut().map(|it| it.next().unwrap()).collect(),
+            };
+            if n >= LONG_CELL {
+                long.push((c, out));
+            } else {
+                short.push((c, out));
+            }
+        }
+        // Longest first. While every thread can have a long cell of its own, long cells run
+        // side by side, one thread each (nothing to wait for inside a cell); the last fewer
+        // than n_threads run one at a time with their blocks spread over the threads.
+        long.sort_by_key(|&(c, _)| std::cmp::Reverse(lens[c]));
+        let rest = long.split_off(long.len() - long.len() % n_threads);
+        let run = |c: usize, parallel: bool, s: &mut CellScratch, out: CellOut<'_>| {
+            forward_cell(model, cells.cell(c), wanted, n_run, parallel, s, out)
+        };
+        crate::pool::install(n_threads, || {
+            each_once(long, n_threads, |(c, out)| {
+                run(c, false, &mut CellScratch::default(), out)
+            });
+            let mut s = CellScratch::default();
+            for (c, out) in rest {
+                run(c, n_threads > 1, &mut s, out);
+            }
+            drop(s);
+            short
+                .into_par_iter()
+                .for_each_init(CellScratch::default, |s, (c, out)| run(c, false, s, out));
+        })?;
+    }
+    Ok(BatchOutput {
+        hidden,
+        pooled,
+        attention: att,
+        attention_offsets,
+    })
+}
+
+#[cfg(test)]
+mod tests;

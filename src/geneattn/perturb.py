@@ -1,0 +1,386 @@
+"""In-silico perturbation of genes in case cells, and its goal-state statistics.
+
+Geneformer's ``InSilicoPerturber`` deletes a gene's token (or moves it to the front to
+"overexpress" it), re-embeds the cell and measures how far the embedding moved, and how far
+toward a goal state (here the control cells' centroid). Its ``inhibit`` and ``activate``
+modes are left "under development"; here they are rank shifts: the token moves down
+(inhibit) or up (activate) by a fraction of the cell's sequence.
+
+The perturbations run through :func:`geneattn._kernels.mha_edit_effects`: one forward pass
+per cell, then ``O(n d)`` per perturbation instead of a new ``O(n^2 d)`` pass (see
+``kernels/src/perturb.rs``). The study model's attention has no position information, so
+moving a token changes nothing: ``inhibit``, ``activate`` and ``overexpress`` of an
+expressed gene leave the embedding unchanged (shifts exactly 0), and ``overexpress`` of an
+absent gene inserts it and drops the cell's last token. A rank-aware model (a pretrained
+checkpoint with position embeddings) is needed for rank shifts to matter.
+
+For each perturbed gene and cell, with ``z`` the cell embedding without the gene's own
+token in the pooling (Geneformer excludes it from both embeddings) and ``z'`` the perturbed
+one:
+
+- ``cosine_shift = 1 - cos(z, z')``;
+- ``goal_shift = cos(z', c) - cos(z, c)``, ``c`` the centroid of the control cells
+  (positive: the perturbation moves the cell toward the control state).
+
+Each gene's goal shifts are compared with those of random expressed genes of the same
+expression-frequency bin (Wilcoxon rank-sum test), then Benjamini-Hochberg FDR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from geneattn.enrichment import bh_fdr
+from geneattn.study_model import StudyModel
+from geneattn.tokenize import TokenizedCells
+
+MODES = ("delete", "overexpress", "inhibit", "activate")
+
+
+def perturbed_tokens(
+    tokens: np.ndarray, token: int, mode: str, *, shift: float = 0.25
+) -> np.ndarray:
+    """One cell's rank-ordered tokens after perturbing ``token``.
+
+    Parameters
+    ----------
+    tokens
+        The cell's tokens, highest rank first.
+    token
+        The token perturbed.
+    mode
+        ``delete`` (remove it), ``overexpress`` (move it to the front; when absent, insert
+        it there and drop the last token), ``inhibit`` / ``activate`` (move it down / up by
+        ``round(shift * len(tokens))`` positions, at most to the end / front).
+    shift
+        Fraction of the sequence a rank shift moves the token.
+
+    Returns
+    -------
+    np.ndarray
+        The perturbed sequence.
+
+    Raises
+    ------
+    ValueError
+        Unknown mode, or ``token`` absent for a mode other than ``overexpress``.
+    """
+    seq = np.asarray(tokens, dtype=np.int64)
+    if mode not in MODES:
+        raise ValueError(f"unknown perturbation mode {mode!r} (choose from {', '.join(MODES)})")
+    where = np.flatnonzero(seq == token)
+    if mode == "overexpress":
+        if where.size == 0:
+            return np.concatenate([[token], seq[:-1]]) if seq.size else seq.copy()
+        return np.concatenate([[token], np.delete(seq, where[0])])
+    if where.size == 0:
+        raise ValueError(f"token {token} is not in the cell, so it cannot be {mode}d")
+    p = int(where[0])
+    rest = np.delete(seq, p)
+    if mode == "delete":
+        return rest
+    step = round(shift * seq.size)
+    target = min(p + step, seq.size - 1) if mode == "inhibit" else max(p - step, 0)
+    return np.insert(rest, target, token)
+
+
+@dataclasses.dataclass(frozen=True)
+class EditPlan:
+    """Perturbations of cells as kernel edits (see ``mha_edit_effects``).
+
+    Attributes
+    ----------
+    token
+        The perturbed token of each edit.
+    cell, remove, add, exclude
+        int64 arrays for the kernel: the cell (sorted), the position whose key is removed,
+        the token whose key is added, the position left out of both poolings (-1: none).
+    """
+
+    token: np.ndarray
+    cell: np.ndarray
+    remove: np.ndarray
+    add: np.ndarray
+    exclude: np.ndarray
+
+
+def plan_edits(cells: TokenizedCells, tokens: Sequence[int], mode: str) -> EditPlan:
+    """The edits perturbing each of ``tokens`` in every cell it applies to.
+
+    ``delete``, ``inhibit`` and ``activate`` apply to the cells expressing the token;
+    ``overexpress`` to every cell with at least one token. For the study model, whose
+    attention ignores order, a moved token is an edit without removed or added keys.
+
+    Parameters
+    ----------
+    cells
+        The cells.
+    tokens
+        The tokens to perturb.
+    mode
+        One of :data:`MODES`.
+
+    Returns
+    -------
+    EditPlan
+        Edits sorted by cell, then by the order of ``tokens``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown perturbation mode {mode!r} (choose from {', '.join(MODES)})")
+    wanted = np.asarray(list(tokens), dtype=np.int64)
+    order = {int(t): i for i, t in enumerate(wanted)}
+    rows: list[tuple[int, int, int, int, int, int]] = []
+    for c in range(cells.n_cells):
+        seq = cells.cell(c)
+        n = len(seq)
+        if n == 0:
+            continue
+        position = {int(t): p for p, t in enumerate(seq.tolist()) if int(t) in order}
+        for t in wanted.tolist():
+            p = position.get(t)
+            if mode == "delete":
+                if p is not None and n > 1:
+                    rows.append((c, order[t], t, p, -1, p))
+            elif mode == "overexpress":
+                if p is None:
+                    rows.append((c, order[t], t, n - 1, t, -1))
+                else:
+                    rows.append((c, order[t], t, -1, -1, p))
+            elif p is not None:
+                rows.append((c, order[t], t, -1, -1, p))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    table = np.array(rows, dtype=np.int64).reshape(-1, 6)
+    return EditPlan(
+        token=table[:, 2].copy(),
+        cell=table[:, 0].copy(),
+        remove=table[:, 3].copy(),
+        add=table[:, 4].copy(),
+        exclude=table[:, 5].copy(),
+    )
+
+
+def edit_embeddings(
+    model: StudyModel, cells: TokenizedCells, plan: EditPlan, *, n_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Original and perturbed cell embeddings of each edit, ``(n_edits, d_model)`` each."""
+    from geneattn import _kernels
+
+    if len(plan.cell) == 0:
+        empty = np.zeros((0, model.d_model))
+        return empty, empty.copy()
+    original, perturbed = _kernels.mha_edit_effects(
+        np.ascontiguousarray(cells.tokens, dtype=np.int64),
+        np.ascontiguousarray(cells.offsets, dtype=np.int64),
+        np.ascontiguousarray(model.gene_embeddings, dtype=np.float64),
+        np.ascontiguousarray(model.w_q, dtype=np.float64),
+        np.ascontiguousarray(model.w_k, dtype=np.float64),
+        np.ascontiguousarray(model.w_v, dtype=np.float64),
+        model.n_heads,
+        plan.cell,
+        plan.remove,
+        plan.add,
+        plan.exclude,
+        n_threads=n_threads,
+    )
+    return original @ model.w_o, perturbed @ model.w_o
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na = np.linalg.norm(a, axis=-1)
+    nb = np.linalg.norm(b, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((na > 0) & (nb > 0), (a * b).sum(axis=-1) / (na * nb), 0.0)
+
+
+def perturbation_shifts(
+    model: StudyModel,
+    cells: TokenizedCells,
+    tokens: Sequence[int],
+    mode: str,
+    *,
+    goal: np.ndarray | None,
+    n_threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    chunk: int = 64,
+) -> pd.DataFrame:
+    """Cosine and goal-state shifts of each perturbed token in each cell it applies to.
+
+    Parameters
+    ----------
+    model
+        The attention model.
+    cells
+        The cells perturbed (the case cells of a shard).
+    tokens
+        Tokens to perturb.
+    mode
+        One of :data:`MODES`.
+    goal
+        The goal-state centroid ``(d_model,)``, or None (``goal_shift`` is then NaN).
+    n_threads
+        Rayon threads.
+    progress
+        Called with ``(done, total)`` cells after each chunk of cells.
+    chunk
+        Cells per kernel call (bounds the memory of one call).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``token``, ``cell`` (index in ``cells``), ``cosine_shift``, ``goal_shift``.
+    """
+    from geneattn.attention import subset_cells
+
+    parts = []
+    for c0 in range(0, cells.n_cells, chunk):
+        index = np.arange(c0, min(c0 + chunk, cells.n_cells))
+        sub = subset_cells(cells, index)
+        plan = plan_edits(sub, tokens, mode)
+        original, perturbed = edit_embeddings(model, sub, plan, n_threads=n_threads)
+        shift = 1.0 - _cosine(original, perturbed)
+        if goal is None:
+            goal_shift = np.full(len(shift), np.nan)
+        else:
+            g = np.broadcast_to(goal, original.shape)
+            goal_shift = _cosine(perturbed, g) - _cosine(original, g)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "token": plan.token,
+                    "cell": index[plan.cell],
+                    "cosine_shift": shift,
+                    "goal_shift": goal_shift,
+                }
+            )
+        )
+        if progress is not None:
+            progress(int(index[-1]) + 1, cells.n_cells)
+    if not parts:
+        return pd.DataFrame({"token": [], "cell": [], "cosine_shift": [], "goal_shift": []}).astype(
+            {"token": np.int64, "cell": np.int64}
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def frequency_bins(presence: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Quantile bin (0 .. n_bins - 1) of each gene's number of expressing cells."""
+    ranks = pd.Series(presence).rank(method="first").to_numpy()
+    return np.minimum(((ranks - 1) * n_bins / max(len(presence), 1)).astype(np.int64), n_bins - 1)
+
+
+def choose_null_tokens(
+    candidates: np.ndarray,
+    presence: np.ndarray,
+    exclude: Sequence[int],
+    *,
+    per_bin: int,
+    n_bins: int = 10,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Random expressed tokens, ``per_bin`` from each expression-frequency bin.
+
+    Parameters
+    ----------
+    candidates
+        Tokens that may be drawn (expressed in enough cells).
+    presence
+        Number of expressing cells of each candidate.
+    exclude
+        Tokens never drawn (the perturbed genes).
+    per_bin
+        Tokens drawn per bin (all of a smaller bin).
+    n_bins
+        Quantile bins of ``presence``.
+    seed
+        Seed of the draw.
+
+    Returns
+    -------
+    tuple
+        The drawn tokens (sorted) and the bin of every candidate token.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    bins = frequency_bins(np.asarray(presence), n_bins)
+    bin_of = dict(zip(candidates.tolist(), bins.tolist(), strict=True))
+    skip = set(int(t) for t in exclude)
+    rng = np.random.default_rng(seed)
+    drawn: list[int] = []
+    for b in range(n_bins):
+        pool = [t for t in candidates[bins == b].tolist() if t not in skip]
+        if pool:
+            k = min(per_bin, len(pool))
+            drawn.extend(rng.choice(pool, size=k, replace=False).tolist())
+    return np.array(sorted(drawn), dtype=np.int64), bin_of
+
+
+def goal_statistics(
+    shifts: pd.DataFrame,
+    targets: Sequence[int],
+    null_tokens: Sequence[int],
+    bin_of: dict[int, int],
+    *,
+    column: str = "goal_shift",
+) -> pd.DataFrame:
+    """Per target token: its shifts against the null tokens of its frequency bin.
+
+    Two-sided Wilcoxon rank-sum test (``scipy.stats.mannwhitneyu``) of the target's
+    ``column`` values over cells against those of the null tokens in the same bin (all
+    null tokens when the bin has none), then Benjamini-Hochberg FDR over the targets.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``token``, ``n_cells``, ``mean_cosine_shift``, ``mean_goal_shift``, ``statistic``
+        (the rank-biserial effect ``2U / (n1 n2) - 1``), ``p_value``, ``fdr``.
+    """
+    from scipy.stats import mannwhitneyu
+
+    null_set = set(int(t) for t in null_tokens)
+    by_token = {int(t): g for t, g in shifts.groupby("token")}
+    null_by_bin: dict[int, list[np.ndarray]] = {}
+    for t in null_set:
+        if t in by_token:
+            null_by_bin.setdefault(bin_of.get(t, -1), []).append(by_token[t][column].to_numpy())
+    all_null = [v for vs in null_by_bin.values() for v in vs]
+    rows = []
+    for t in targets:
+        t = int(t)
+        g = by_token.get(t)
+        values = np.array([]) if g is None else g[column].to_numpy()
+        values = values[np.isfinite(values)]
+        ref_parts = null_by_bin.get(bin_of.get(t, -2)) or all_null
+        ref = np.concatenate(ref_parts) if ref_parts else np.array([])
+        ref = ref[np.isfinite(ref)]
+        if values.size and ref.size:
+            res = mannwhitneyu(values, ref, alternative="two-sided", method="asymptotic")
+            stat = 2.0 * float(res.statistic) / (values.size * ref.size) - 1.0
+            p = float(res.pvalue)
+        else:
+            stat = p = float("nan")
+        rows.append(
+            {
+                "token": t,
+                "n_cells": 0 if g is None else len(g),
+                "mean_cosine_shift": float("nan") if g is None else g["cosine_shift"].mean(),
+                "mean_goal_shift": float("nan") if g is None else g["goal_shift"].mean(),
+                "statistic": stat,
+                "p_value": p,
+            }
+        )
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "token",
+            "n_cells",
+            "mean_cosine_shift",
+            "mean_goal_shift",
+            "statistic",
+            "p_value",
+        ],
+    )
+    table["fdr"] = bh_fdr(table["p_value"].to_numpy(dtype=np.float64))
+    return table

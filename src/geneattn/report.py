@@ -1,0 +1,754 @@
+"""One self-contained HTML report of a study.
+
+The report gathers the outputs of the workflow into one file that opens offline: the config
+and package versions, QC, a UMAP of the cell embeddings, the module network, the enrichment,
+differential and evaluation tables, and (when given) the in-silico perturbation ranking.
+Figures are embedded PNGs (:mod:`geneattn.report_plots`), tables are HTML, and nothing
+refers to an external resource. The report carries no date, and building it twice from the
+same inputs gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata
+import io
+import json
+import platform
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geneattn.atomic import write_text
+from geneattn.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Packages whose versions the report lists (distribution name, shown name).
+PACKAGES = (
+    ("geneattn", "geneattn"),
+    ("numpy", "numpy"),
+    ("scipy", "scipy"),
+    ("pandas", "pandas"),
+    ("scanpy", "scanpy"),
+    ("anndata", "anndata"),
+    ("umap-learn", "umap-learn"),
+    ("matplotlib", "matplotlib"),
+    ("networkx", "networkx"),
+    ("igraph", "igraph"),
+    ("leidenalg", "leidenalg"),
+    ("snakemake", "snakemake"),
+)
+
+#: Columns of ``perturbation.tsv`` (written by the perturbation stage).
+PERTURBATION_COLUMNS = (
+    "gene",
+    "ensembl_id",
+    "module",
+    "mode",
+    "n_cells",
+    "mean_cosine_shift",
+    "mean_goal_shift",
+    "statistic",
+    "p_value",
+    "fdr",
+)
+
+_QC_PANELS = (
+    ("n_genes_by_counts", "detected genes per cell", "min_genes"),
+    ("total_counts", "total counts per cell", "max_counts"),
+    ("pct_counts_mt", "% counts in mitochondrial genes", "max_pct_mito"),
+)
+_QC_SUMMARY_KEYS = (
+    "condition_column",
+    "keep",
+    "cell_filters",
+    "gene_filters",
+    "cells_before",
+    "cells_after",
+    "genes_before",
+    "genes_after",
+)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """The workflow outputs the report reads (``perturbation`` is optional)."""
+
+    qc_summary: Path
+    qc: Path
+    embeddings: Path
+    modules: Path
+    module_graph: Path
+    enrichment: Path
+    differential: Path
+    evaluation: Path
+    perturbation: Path | None = None
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How much the report shows, and the seeds of its layouts.
+
+    ``neighbors_method`` is passed to :func:`scanpy.pp.neighbors`: ``"umap"`` (the default,
+    UMAP's fuzzy simplicial set) or ``"gauss"`` (a Gaussian kernel; no numba compilation,
+    which the tests use to stay fast).
+    """
+
+    fdr: float = 0.05
+    top_enrichment: int = 5
+    hubs_per_module: int = 25
+    hub_labels: int = 3
+    perturbation_rows: int = 25
+    volcano_labels: int = 12
+    n_neighbors: int = 15
+    neighbors_method: str = "umap"
+    seed: int = 0
+
+
+def build_report(
+    inputs: ReportInputs,
+    *,
+    study: str,
+    config_text: str | None = None,
+    options: ReportOptions | None = None,
+) -> str:
+    """Build the HTML report.
+
+    Parameters
+    ----------
+    inputs
+        Paths of the workflow outputs.
+    study
+        The study name shown in the title.
+    config_text
+        The resolved config as YAML (shown as given, after checking that it is a mapping);
+        None leaves the config out.
+    options
+        What to show (defaults: :class:`ReportOptions`).
+
+    Returns
+    -------
+    str
+        The complete HTML document.
+
+    Raises
+    ------
+    InputError
+        An input is missing, unreadable or lacks a column or key the report needs.
+    """
+    opts = options or ReportOptions()
+    summary = read_qc_summary(inputs.qc_summary)
+    modules = read_tsv(
+        inputs.modules,
+        ("gene", "gene_id", "module", "intramodular_connectivity", "hub_rank"),
+        numeric=("module", "intramodular_connectivity", "hub_rank"),
+    )
+    enrichment = read_tsv(
+        inputs.enrichment,
+        ("module", "collection", "gene_set", "overlap", "set_size", "p_value", "fdr", "genes"),
+        numeric=("module", "overlap", "set_size", "p_value", "fdr"),
+    )
+    differential = read_tsv(
+        inputs.differential,
+        ("module", "size", "case_mean", "control_mean", "diff", "p_value", "fdr"),
+        numeric=("module", "size", "case_mean", "control_mean", "diff", "p_value", "fdr"),
+    )
+    evaluation_notes, evaluation = read_evaluation(inputs.evaluation)
+    perturbation = None if inputs.perturbation is None else read_perturbation(inputs.perturbation)
+    sections = [
+        ("qc", "Quality control", _qc_section(inputs.qc, summary)),
+        ("embeddings", "Cell embeddings", _embedding_section(inputs.embeddings, summary, opts)),
+        (
+            "modules",
+            "Gene modules",
+            _module_section(inputs.module_graph, modules, enrichment, differential, opts),
+        ),
+        (
+            "enrichment",
+            "Enrichment, differential attention, evaluation",
+            _tables_section(enrichment, differential, evaluation_notes, evaluation, opts),
+        ),
+        ("perturbation", "In-silico perturbation", _perturbation_section(perturbation, opts)),
+    ]
+    return _document(study, _header(study, summary, config_text), sections)
+
+
+def write_report(
+    path: str | Path,
+    inputs: ReportInputs,
+    *,
+    study: str,
+    config_text: str | None = None,
+    options: ReportOptions | None = None,
+) -> None:
+    """Build the report (:func:`build_report`) and write it to ``path`` atomically."""
+    text = build_report(inputs, study=study, config_text=config_text, options=options)
+    write_text(path, text)
+
+
+# -- inputs -------------------------------------------------------------------------------
+
+
+def read_tsv(
+    path: str | Path, columns: Iterable[str], *, numeric: Iterable[str] = ()
+) -> pd.DataFrame:
+    """Read a TSV table and check that it has ``columns`` and that ``numeric`` ones are numbers.
+
+    Lines starting with ``#`` before the header are skipped. Empty cells and ``NA`` are
+    missing values.
+    """
+    return _parse_tsv(_read_text(path), path, columns, numeric)[1]
+
+
+def read_evaluation(path: str | Path) -> tuple[list[str], pd.DataFrame]:
+    """Read ``evaluation.tsv``: its leading ``#`` summary lines and its program table."""
+    notes, table = _parse_tsv(
+        _read_text(path),
+        path,
+        ("program", "genes", "in_network", "together", "module", "p_value"),
+        ("genes", "in_network", "together", "p_value"),
+    )
+    return notes, table
+
+
+def read_perturbation(path: str | Path) -> pd.DataFrame:
+    """Read and check ``perturbation.tsv`` (columns :data:`PERTURBATION_COLUMNS`)."""
+    from geneattn.report_plots import MODES
+
+    table = read_tsv(
+        path,
+        PERTURBATION_COLUMNS,
+        numeric=(
+            "module",
+            "n_cells",
+            "mean_cosine_shift",
+            "mean_goal_shift",
+            "statistic",
+            "p_value",
+            "fdr",
+        ),
+    )
+    modes = table["mode"].astype(str)
+    if bad := sorted(set(modes) - set(MODES)):
+        raise InputError(f"unknown mode {bad[0]!r} (expected one of {', '.join(MODES)})", path)
+    fdr = table["fdr"].to_numpy(dtype=np.float64)
+    if np.any((fdr < 0) | (fdr > 1)):
+        raise InputError("column 'fdr' has values outside [0, 1]", path)
+    return table
+
+
+def read_qc_summary(path: str | Path) -> dict[str, Any]:
+    """Read ``qc_summary.json`` and check the keys the report uses."""
+    try:
+        summary = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise InputError(f"not JSON ({err})", path) from None
+    if not isinstance(summary, dict):
+        raise InputError("not a JSON object", path)
+    if missing := [k for k in _QC_SUMMARY_KEYS if k not in summary]:
+        raise InputError(f"missing keys {missing}", path)
+    step_keys = {"filter", "threshold", "removed", "remaining"}
+    for key in ("cell_filters", "gene_filters"):
+        steps = summary[key]
+        if not isinstance(steps, list) or not all(
+            isinstance(s, dict) and step_keys <= s.keys() for s in steps
+        ):
+            raise InputError(f"{key!r} is not a list of {sorted(step_keys)} records", path)
+    if not isinstance(summary["keep"], list) or not summary["keep"]:
+        raise InputError("'keep' is not a list of condition labels", path)
+    return summary
+
+
+def read_config_text(text: str, source: str | Path) -> str:
+    """Check that ``text`` is a YAML mapping; returns it unchanged."""
+    import yaml
+
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(f"not YAML ({' '.join(str(err).split())})", source) from None
+    if not isinstance(parsed, dict):
+        raise InputError("the config is not a YAML mapping", source)
+    return text
+
+
+def package_versions() -> list[tuple[str, str]]:
+    """Versions of Python and of :data:`PACKAGES` (``not installed`` when missing)."""
+    rows = [("python", platform.python_version())]
+    for dist, shown in PACKAGES:
+        try:
+            rows.append((shown, importlib.metadata.version(dist)))
+        except importlib.metadata.PackageNotFoundError:
+            rows.append((shown, "not installed"))
+    return rows
+
+
+def umap_coordinates(
+    x: np.ndarray, *, n_neighbors: int = 15, seed: int = 0, method: str = "umap"
+) -> np.ndarray:
+    """2-D UMAP of the rows of ``x`` with scanpy, seeded (same input, same coordinates).
+
+    ``sc.pp.neighbors`` (``n_neighbors`` capped at the number of rows minus one,
+    ``random_state=seed``, ``method``) then ``sc.tl.umap(random_state=seed)``.
+    """
+    import anndata as ad
+    import pandas as pd
+    import scanpy as sc
+
+    n = x.shape[0]
+    data = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n)]))
+    data.obsm["X_rep"] = np.ascontiguousarray(x, dtype=np.float32)
+    sc.pp.neighbors(
+        data,
+        use_rep="X_rep",
+        n_neighbors=max(2, min(n_neighbors, n - 1)),
+        random_state=seed,
+        method=method,
+    )
+    sc.tl.umap(data, random_state=seed)
+    return np.asarray(data.obsm["X_umap"], dtype=np.float64)
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path) from None
+
+
+def _parse_tsv(
+    text: str, path: str | Path, columns: Iterable[str], numeric: Iterable[str]
+) -> tuple[list[str], pd.DataFrame]:
+    import pandas as pd
+
+    lines = text.splitlines(keepends=True)
+    n_notes = 0
+    while n_notes < len(lines) and lines[n_notes].startswith("#"):
+        n_notes += 1
+    notes = [line.lstrip("#").strip() for line in lines[:n_notes]]
+    try:
+        table = pd.read_csv(
+            io.StringIO("".join(lines[n_notes:])),
+            sep="\t",
+            keep_default_na=False,
+            na_values=["", "NA", "NaN", "nan"],
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"not a TSV table ({' '.join(str(err).split())})", path) from None
+    if missing := [c for c in columns if c not in table.columns]:
+        raise InputError(f"missing columns {missing}", path)
+    for column in numeric:
+        values = table[column]
+        if table.empty:  # a header-only table reads as text columns
+            table[column] = values.astype(np.float64)
+        elif not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            converted = pd.to_numeric(values, errors="coerce")
+            bad = values[converted.isna() & values.notna()]
+            first = bad.iloc[0] if len(bad) else values.iloc[0]
+            raise InputError(f"column {column!r} is not numeric (value {first!r})", path)
+    return notes, table
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+def _header(study: str, summary: dict[str, Any], config_text: str | None) -> str:
+    keep = [str(k) for k in summary["keep"]]
+    per = summary.get("cells_per_condition", {})
+    cells = ", ".join(f"{_e(k)}: {_e(per.get(k, '?'))}" for k in keep)
+    design = (
+        f"Case vs control: <b>{_e(' vs '.join(keep))}</b>"
+        if len(keep) > 1
+        else f"Single-condition study (label <b>{_e(keep[0])}</b>)"
+    )
+    lead = (
+        f"<p>{design} (column <code>{_e(summary['condition_column'])}</code>). After QC: "
+        f"{_e(summary['cells_after'])} cells ({cells}) x {_e(summary['genes_after'])} genes.</p>"
+    )
+    config = (
+        "<p>No config given.</p>"
+        if config_text is None
+        else f"<details open><summary>Resolved config (YAML)</summary><pre>{_e(config_text)}</pre>"
+        "</details>"
+    )
+    versions = _html_table(["package", "version"], package_versions())
+    return (
+        f"{lead}<div class='cols'><div>{config}</div><div><h3>Package versions</h3>{versions}"
+        "</div></div>"
+    )
+
+
+def _qc_section(qc_path: Path, summary: dict[str, Any]) -> str:
+    from geneattn.readers import read_stage_h5ad
+    from geneattn.report_plots import qc_violins
+
+    column = str(summary["condition_column"])
+    keep = [str(k) for k in summary["keep"]]
+    before = summary.get("cells_per_condition_before", {})
+    after = summary.get("cells_per_condition", {})
+    counts = _html_table(
+        ["", "before", "after"],
+        [
+            ("cells", summary["cells_before"], summary["cells_after"]),
+            ("genes", summary["genes_before"], summary["genes_after"]),
+            *((f"cells: {k}", before.get(k, "NA"), after.get(k, "NA")) for k in keep),
+        ],
+    )
+    steps = [("cells", s) for s in summary["cell_filters"]] + [
+        ("genes", s) for s in summary["gene_filters"]
+    ]
+    filters = _html_table(
+        ["on", "filter", "threshold", "removed", "remaining"],
+        [
+            (on, s["filter"], _threshold(s["threshold"]), s["removed"], s["remaining"])
+            for on, s in steps
+        ],
+    )
+    thresholds = {s["filter"]: s["threshold"] for _, s in steps}
+
+    adata = read_stage_h5ad(qc_path, backed=True)
+    try:
+        cells = adata.uns["qc_cells"] if "qc_cells" in adata.uns else adata.obs
+        cells = cells.copy()
+    finally:
+        adata.file.close()
+    needed = [column, *(metric for metric, _, _ in _QC_PANELS)]
+    if missing := [c for c in needed if c not in cells.columns]:
+        raise InputError(f"per-cell QC table (uns['qc_cells'] or obs) lacks {missing}", qc_path)
+    panels = []
+    for metric, title, name in _QC_PANELS:
+        value = thresholds.get(name)
+        panels.append((metric, title, float(value) if isinstance(value, int | float) else None))
+    image = qc_violins(cells, column, keep, panels)
+    mito = summary.get("mito", {})
+    mito_note = (
+        f"{_e(mito.get('n_genes'))} mitochondrial genes (prefix {_e(mito.get('prefix'))})"
+        if mito.get("prefix")
+        else "no mitochondrial genes found, so % mito is 0 for every cell"
+    )
+    return (
+        f"<div class='cols'><div><h3>Counts</h3>{counts}</div><div><h3>Filters, in order</h3>"
+        f"{filters}</div></div>"
+        f"<p>Per-cell metrics of the {_e(' and '.join(keep))} cells before the cell filters "
+        f"(dashed: threshold; bar: median); {mito_note}.</p>"
+        f"{_img(image, 'QC metrics per condition')}"
+    )
+
+
+def _embedding_section(path: Path, summary: dict[str, Any], opts: ReportOptions) -> str:
+    from geneattn.readers import read_stage_h5ad
+    from geneattn.report_plots import embedding_scatter
+
+    column = str(summary["condition_column"])
+    keep = [str(k) for k in summary["keep"]]
+    adata = read_stage_h5ad(path)
+    if "X_geneattn" not in adata.obsm:
+        raise InputError("no obsm['X_geneattn'] (cell embeddings)", path)
+    if column not in adata.obs.columns:
+        raise InputError(f"no condition column {column!r} in obs", path)
+    x = np.asarray(adata.obsm["X_geneattn"], dtype=np.float64)
+    if x.ndim != 2 or not np.all(np.isfinite(x)):
+        raise InputError("obsm['X_geneattn'] is not a finite 2-D array", path)
+    labels = adata.obs[column].astype(str).to_numpy()
+    if x.shape[0] < 4:
+        return f"<p>Only {x.shape[0]} cells: too few for a UMAP.</p>"
+    coords = umap_coordinates(
+        x, n_neighbors=opts.n_neighbors, seed=opts.seed, method=opts.neighbors_method
+    )
+    image = embedding_scatter(
+        coords, labels, keep, title=f"UMAP of {x.shape[0]} cell embeddings (X_geneattn)"
+    )
+    return (
+        f"<p>{x.shape[0]} cells, {x.shape[1]}-dimensional embeddings (mean-pooled attention "
+        f"output). scanpy neighbours ({_e(opts.neighbors_method)}, "
+        f"{max(2, min(opts.n_neighbors, x.shape[0] - 1))} neighbours) and UMAP, both with "
+        f"random_state={opts.seed}.</p>{_img(image, 'UMAP of the cell embeddings')}"
+    )
+
+
+def _module_section(
+    graph_path: Path,
+    modules: pd.DataFrame,
+    enrichment: pd.DataFrame,
+    differential: pd.DataFrame,
+    opts: ReportOptions,
+) -> str:
+    from geneattn.report_plots import module_network
+
+    nodes, edges_all = _read_graph(graph_path)
+    if nodes and not nodes & set(modules["gene_id"].astype(str)):
+        raise InputError("no node is a gene_id of the module table", graph_path)
+    assigned = modules[modules["module"] > 0]
+    drawn = assigned[
+        (assigned["hub_rank"] >= 1) & (assigned["hub_rank"] <= opts.hubs_per_module)
+    ].sort_values(["module", "hub_rank"], kind="stable")
+    drawn_ids = set(drawn["gene_id"].astype(str))
+    edges = [(a, b) for a, b in edges_all if a in drawn_ids and b in drawn_ids and a != b]
+    # Genes without an edge among the drawn ones would only float at the margins.
+    linked = {g for edge in edges for g in edge}
+    n_isolated = len(drawn) - int(drawn["gene_id"].astype(str).isin(linked).sum())
+    drawn = drawn[drawn["gene_id"].astype(str).isin(linked)]
+
+    rows = []
+    diff = differential.set_index("module")
+    for module, genes in assigned.groupby("module", sort=True):
+        hubs = genes.sort_values("hub_rank", kind="stable")["gene"].astype(str).tolist()[:5]
+        sets = enrichment[enrichment["module"] == module].sort_values(
+            ["fdr", "p_value", "gene_set"], kind="stable"
+        )
+        best = f"{sets['gene_set'].iloc[0]} (FDR {_num(sets['fdr'].iloc[0])})" if len(sets) else ""
+        d = diff.loc[module] if module in diff.index else None
+        rows.append(
+            (
+                int(module),
+                len(genes),
+                ", ".join(hubs),
+                np.nan if d is None else float(d["diff"]),
+                np.nan if d is None else float(d["fdr"]),
+                best,
+            )
+        )
+    n_unassigned = int((modules["module"] <= 0).sum())
+    overview = _html_table(
+        ["module", "genes", "top hubs", "case - control", "FDR", "best gene set"], rows
+    )
+    if drawn.empty:
+        picture = "<p>No module genes to draw.</p>"
+    else:
+        image = module_network(drawn, edges, n_labels=opts.hub_labels, seed=opts.seed)
+        picture = _img(image, "module network")
+    return (
+        f"<p>{len(rows)} modules over {len(modules)} genes ({n_unassigned} unassigned). "
+        f"The drawing shows the {opts.hubs_per_module} strongest hubs of each module and the "
+        f"{len(edges)} network edges among them (of {len(edges_all)}): {len(drawn)} genes "
+        f"({n_isolated} without an edge among them left out). Spring layout with seed "
+        f"{opts.seed}, node size by hub rank, the top {opts.hub_labels} hubs of each module "
+        f"labelled.</p>{picture}"
+        f"<h3>Modules</h3><p>case - control: mean attention difference within the module, "
+        f"FDR of its permutation test.</p>{overview}"
+    )
+
+
+def _tables_section(
+    enrichment: pd.DataFrame,
+    differential: pd.DataFrame,
+    notes: list[str],
+    evaluation: pd.DataFrame,
+    opts: ReportOptions,
+) -> str:
+    significant = enrichment["fdr"] < opts.fdr
+    ordered = enrichment.assign(_not_sig=~significant).sort_values(
+        ["_not_sig", "module", "fdr", "p_value", "gene_set"], kind="stable"
+    )
+    top = ordered.groupby("module", sort=False).head(opts.top_enrichment)
+    enr_rows = [
+        (
+            r.module,
+            r.collection,
+            r.gene_set,
+            r.overlap,
+            r.set_size,
+            r.p_value,
+            r.fdr,
+            _gene_list(r.genes),
+        )
+        for r in top.itertuples(index=False)
+    ]
+    enr = _html_table(
+        ["module", "collection", "gene set", "overlap", "set size", "p", "FDR", "genes"],
+        enr_rows,
+        marked=[bool(x) for x in (top["fdr"] < opts.fdr)],
+    )
+    diff_columns = [c for c in differential.columns if c != "n_permutations"]
+    diff = (
+        _html_table(
+            diff_columns,
+            differential[diff_columns].itertuples(index=False),
+            marked=[bool(x) for x in (differential["fdr"] < opts.fdr)],
+        )
+        if len(differential)
+        else "<p class='none'>No differential test (no rows: a single-condition study).</p>"
+    )
+    eval_table = _html_table(list(evaluation.columns), evaluation.itertuples(index=False))
+    note_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
+    n_sig = int(significant.sum())
+    return (
+        f"<h3>Gene-set enrichment</h3><p>{n_sig} of {len(enrichment)} module x gene-set tests "
+        f"at FDR &lt; {opts.fdr:g} (bold). Significant rows first, at most "
+        f"{opts.top_enrichment} per module.</p>{enr}"
+        "<h3>Differential attention per module</h3><p>Mean attention within each module, case "
+        f"vs control, permutation p-value and BH FDR (bold: FDR &lt; {opts.fdr:g}).</p>{diff}"
+        f"<h3>Evaluation</h3><ul>{note_html}</ul>{eval_table}"
+    )
+
+
+def _perturbation_section(table: pd.DataFrame | None, opts: ReportOptions) -> str:
+    from geneattn.report_plots import MODES, volcano
+
+    if table is None:
+        return "<p class='none'>No perturbation results: the report was built without them.</p>"
+    if table.empty:
+        return "<p class='none'>No perturbation results: the table has no rows.</p>"
+    modes = table["mode"].astype(str)
+    significant = table["fdr"] < opts.fdr
+    # Without a goal state (single-condition study) the shifts are not directed.
+    goal = bool(table["mean_goal_shift"].notna().any())
+    towards = significant & (table["mean_goal_shift"] > 0)
+    summary_rows = [
+        (
+            mode,
+            int(chosen.sum()),
+            int((chosen & significant).sum()),
+            int((chosen & towards).sum()) if goal else "NA",
+        )
+        for mode in MODES
+        if (chosen := modes == mode).any()
+    ]
+    summary = _html_table(
+        ["mode", "genes tested", f"FDR < {opts.fdr:g}", "of them towards control"], summary_rows
+    )
+    head = table.head(opts.perturbation_rows)
+    ranking = _html_table(
+        ["rank", *PERTURBATION_COLUMNS],
+        [
+            (i + 1, *row)
+            for i, row in enumerate(head[list(PERTURBATION_COLUMNS)].itertuples(index=False))
+        ],
+        marked=significant.head(opts.perturbation_rows).tolist(),
+    )
+    image = volcano(table, fdr=opts.fdr, n_labels=opts.volcano_labels)
+    note = (
+        ""
+        if goal
+        else "<p>No goal state (no control cells): the plot shows the mean cosine shift.</p>"
+    )
+    return (
+        f"{summary}{note}{_img(image, 'perturbation volcano plot')}<h3>Ranking</h3><p>The first "
+        f"{len(head)} of {len(table)} rows, in the order of the table (bold: FDR &lt; "
+        f"{opts.fdr:g}).</p>{ranking}"
+    )
+
+
+def _read_graph(path: Path) -> tuple[set[str], list[tuple[str, str]]]:
+    """Node IDs and edges (each once, in file order) of a GraphML file."""
+    from xml.etree.ElementTree import ParseError
+
+    import networkx as nx
+
+    try:
+        graph = nx.read_graphml(path)
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (ParseError, nx.NetworkXError, ValueError, KeyError, OSError) as err:
+        raise InputError(f"not GraphML ({' '.join(str(err).split())})", path) from None
+    return {str(n) for n in graph.nodes}, [(str(a), str(b)) for a, b in graph.edges()]
+
+
+# -- HTML ---------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 1.5em 3em;
+  color: #222; line-height: 1.4; }
+h1 { margin-bottom: 0.2em; }
+h2 { border-bottom: 2px solid #ccc; padding-top: 0.8em; }
+nav a { margin-right: 1em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; vertical-align: top; }
+th { background: #f2f2f2; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+tr.sig td { font-weight: bold; }
+pre { background: #f7f7f7; padding: 0.6em; font-size: 0.8em; max-height: 28em; overflow: auto; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+.cols { display: flex; flex-wrap: wrap; gap: 2em; }
+.cols > div { flex: 1 1 22em; min-width: 0; }
+p.none { font-style: italic; color: #666; }
+footer { margin-top: 3em; font-size: 0.8em; color: #666; }
+"""
+
+
+def _document(study: str, header: str, sections: Sequence[tuple[str, str, str]]) -> str:
+    from geneattn import __version__
+
+    nav = "".join(f"<a href='#{key}'>{_e(title)}</a>" for key, title, _ in sections)
+    body = "".join(
+        f"<section id='{key}'><h2>{_e(title)}</h2>{content}</section>\n"
+        for key, title, content in sections
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>geneattn report: {_e(study)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>geneattn report: {_e(study)}</h1>\n<nav>{nav}</nav>\n"
+        f"<section id='study'>{header}</section>\n{body}"
+        f"<footer>Written by geneattn {_e(__version__)} (<code>geneattn report</code>). "
+        "Self-contained: figures are embedded, nothing is loaded from elsewhere.</footer>\n"
+        "</body>\n</html>\n"
+    )
+
+
+def _html_table(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], *, marked: Sequence[bool] | None = None
+) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = " class='sig'" if marked is not None and marked[i] else ""
+        cells = "".join(
+            f"<td class='n'>{_num(v)}</td>" if _is_number(v) else f"<td>{_e(_text(v))}</td>"
+            for v in row
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    value = float(value)
+    if not np.isfinite(value):
+        return "NA"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "NA"
+    return str(value)
+
+
+def _threshold(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return _num(value) if _is_number(value) else str(value)
+
+
+def _gene_list(genes: Any, shown: int = 10) -> str:
+    names = [] if not isinstance(genes, str) else [g for g in genes.split(",") if g]
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" ... (+{more})" if more > 0 else "")
+
+
+def _img(uri: str, alt: str) -> str:
+    return f"<img alt='{_e(alt)}' src='{uri}'>"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,186 @@
+"""In-silico perturbation: sequence edits, the O(n d) kernel against brute force, statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geneattn import reference
+from geneattn.perturb import (
+    choose_null_tokens,
+    edit_embeddings,
+    goal_statistics,
+    perturbation_shifts,
+    perturbed_tokens,
+    plan_edits,
+)
+from geneattn.study_model import StudyModel
+from geneattn.tokenize import TokenizedCells
+
+VOCAB = 30
+
+
+def make_model(seed: int, d: int = 8, heads: int = 2, scale: float = 1.0) -> StudyModel:
+    rng = np.random.default_rng(seed)
+    w = [rng.normal(0, 0.5, (d, d)) for _ in range(4)]
+    return StudyModel(rng.normal(0, scale, (VOCAB, d)), *w, n_heads=heads, params={})
+
+
+def make_cells(seed: int, n_cells: int, max_len: int) -> TokenizedCells:
+    rng = np.random.default_rng(seed)
+    per = [rng.permutation(VOCAB)[: rng.integers(1, max_len + 1)] for _ in range(n_cells)]
+    return TokenizedCells(
+        tokens=np.concatenate(per).astype(np.int32),
+        offsets=np.concatenate([[0], np.cumsum([len(p) for p in per])]).astype(np.int64),
+        cell_ids=np.array([f"c{i}" for i in range(n_cells)]),
+        vocabulary=np.array([f"ENSG{i:011d}" for i in range(VOCAB)]),
+    )
+
+
+def brute(model: StudyModel, seq: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+    """Mean over the pooled rows of the full forward pass of ``seq`` (numpy reference)."""
+    x = model.gene_embeddings[seq]
+    heads, _ = reference.multi_head_attention(x, model.w_q, model.w_k, model.w_v, model.n_heads)
+    out = heads @ model.w_o
+    return out[pooled].mean(axis=0) if pooled.any() else np.zeros(model.d_model)
+
+
+def test_perturbed_tokens_modes():
+    seq = np.array([10, 11, 12, 13, 14, 15, 16, 17])
+    np.testing.assert_array_equal(perturbed_tokens(seq, 12, "delete"), [10, 11, 13, 14, 15, 16, 17])
+    np.testing.assert_array_equal(
+        perturbed_tokens(seq, 15, "overexpress"), [15, 10, 11, 12, 13, 14, 16, 17]
+    )
+    np.testing.assert_array_equal(
+        perturbed_tokens(seq, 99, "overexpress"), [99, 10, 11, 12, 13, 14, 15, 16]
+    )
+    # shift 0.25 of 8 tokens = 2 positions
+    np.testing.assert_array_equal(
+        perturbed_tokens(seq, 12, "inhibit"), [10, 11, 13, 14, 12, 15, 16, 17]
+    )
+    np.testing.assert_array_equal(
+        perturbed_tokens(seq, 12, "activate"), [12, 10, 11, 13, 14, 15, 16, 17]
+    )
+    np.testing.assert_array_equal(
+        perturbed_tokens(seq, 16, "inhibit", shift=1.0), [10, 11, 12, 13, 14, 15, 17, 16]
+    )
+    with pytest.raises(ValueError, match="not in the cell"):
+        perturbed_tokens(seq, 99, "delete")
+    with pytest.raises(ValueError, match="unknown perturbation mode"):
+        perturbed_tokens(seq, 12, "knockout")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    mode=st.sampled_from(["delete", "overexpress", "inhibit", "activate"]),
+    scale=st.sampled_from([0.3, 1.0, 4.0, 12.0]),
+)
+def test_kernel_equals_brute_force_forward(seed, mode, scale):
+    model = make_model(seed, scale=scale)
+    cells = make_cells(seed + 1, 4, 12)
+    targets = [3, 7, 21]
+    plan = plan_edits(cells, targets, mode)
+    original, perturbed = edit_embeddings(model, cells, plan, n_threads=2)
+    for e in range(len(plan.cell)):
+        seq = cells.cell(int(plan.cell[e])).astype(np.int64)
+        token = int(plan.token[e])
+        new = perturbed_tokens(seq, token, mode)
+        pooled_orig = seq != token
+        pooled_new = new != token
+        want_o = brute(model, seq, pooled_orig)
+        want_p = brute(model, new, pooled_new)
+        tol = 1e-9 * (1 + np.abs(want_p).max())
+        np.testing.assert_allclose(original[e], want_o, atol=tol, rtol=0)
+        np.testing.assert_allclose(perturbed[e], want_p, atol=tol, rtol=0)
+
+
+def test_shifts_do_not_depend_on_threads_or_chunks():
+    model = make_model(5)
+    cells = make_cells(6, 20, 15)
+    goal = np.ones(model.d_model)
+    a = perturbation_shifts(model, cells, [1, 2, 3], "delete", goal=goal, n_threads=1, chunk=64)
+    b = perturbation_shifts(model, cells, [1, 2, 3], "delete", goal=goal, n_threads=2, chunk=3)
+    pd.testing.assert_frame_equal(a, b, rtol=1e-12, atol=1e-15)
+    assert set(a["token"]) == {1, 2, 3} and a["goal_shift"].notna().all()
+    moved = perturbation_shifts(model, cells, [1], "activate", goal=goal)
+    assert (moved["cosine_shift"].abs() < 1e-12).all()  # order-free attention: no effect
+
+
+def test_statistics_find_a_shifted_gene():
+    rng = np.random.default_rng(0)
+    rows = []
+    for token, mean in [(1, 0.5), (2, 0.0), (10, 0.0), (11, 0.0), (12, 0.0)]:
+        for c in range(40):
+            rows.append((token, c, abs(rng.normal()), rng.normal(mean, 0.2)))
+    shifts = pd.DataFrame(rows, columns=["token", "cell", "cosine_shift", "goal_shift"])
+    bins = {1: 0, 2: 0, 10: 0, 11: 0, 12: 0}
+    table = goal_statistics(shifts, [1, 2], [10, 11, 12], bins)
+    assert table.loc[0, "p_value"] < 1e-10 and table.loc[0, "statistic"] > 0.8
+    assert table.loc[1, "p_value"] > 0.01
+    assert list(table["n_cells"]) == [40, 40]
+
+
+def test_null_tokens_are_matched_by_frequency_and_seeded():
+    candidates = np.arange(100)
+    presence = np.arange(100) + 1
+    drawn, bin_of = choose_null_tokens(candidates, presence, [5, 95], per_bin=2, seed=3)
+    again, _ = choose_null_tokens(candidates, presence, [5, 95], per_bin=2, seed=3)
+    np.testing.assert_array_equal(drawn, again)
+    assert len(drawn) == 20 and not {5, 95} & set(drawn.tolist())
+    assert sorted(bin_of[t] for t in drawn.tolist()) == sorted(list(range(10)) * 2)
+
+
+def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
+    import anndata as ad
+
+    from geneattn.cli import main
+    from geneattn.study_model import save_model
+    from geneattn.tokenize import save_tokens
+
+    cells = make_cells(8, 40, 20)
+    save_tokens(tmp_path / "tokens.npz", cells)
+    save_model(tmp_path / "model.npz", make_model(9))
+    labels = np.where(np.arange(40) % 2 == 0, "Tumor", "NAT")
+    obs = pd.DataFrame({"source": pd.Categorical(labels)}, index=cells.cell_ids)
+    ad.AnnData(np.zeros((40, 1), dtype=np.float32), obs=obs).write_h5ad(tmp_path / "qc.h5ad")
+    names = "".join(f"G{i}\tENSG{i:011d}\n" for i in range(VOCAB))
+    (tmp_path / "names.tsv").write_text("symbol\tgene_id\n" + names)
+    modules = pd.DataFrame(
+        {
+            "gene": [f"G{i}" for i in range(6)],
+            "gene_id": [f"ENSG{i:011d}" for i in range(6)],
+            "module": [1, 1, 1, 2, 2, 2],
+            "hub_rank": [1, 2, 3, 1, 2, 3],
+        }
+    )
+    modules.to_csv(tmp_path / "modules.tsv", sep="\t", index=False)
+    common = ["--model", str(tmp_path / "model.npz"), "--obs", str(tmp_path / "qc.h5ad")]
+    common += ["--condition-column", "source", "--case", "Tumor", "--control", "NAT"]
+    common += ["--gene-names", str(tmp_path / "names.tsv"), "--modules"]
+    common += [str(tmp_path / "modules.tsv"), "--hubs-per-module", "2", "--min-cells", "2"]
+    common += ["--null-per-bin", "1", "--n-shards", "2"]
+    shards = []
+    for s in range(2):
+        out = tmp_path / f"shard{s}.tsv"
+        args = ["perturb", str(tmp_path / "tokens.npz"), *common, "--shard", str(s)]
+        assert main([*args, "--out", str(out)]) == 0, capsys.readouterr().err
+        shards.append(str(out))
+    table_path = tmp_path / "perturbation.tsv"
+    args = ["perturb-stats", *shards, "--gene-names", str(tmp_path / "names.tsv")]
+    args += ["--modules", str(tmp_path / "modules.tsv")]
+    assert main([*args, "--out", str(table_path)]) == 0, capsys.readouterr().err
+    table = pd.read_csv(table_path, sep="\t")
+    assert list(table.columns[:4]) == ["gene", "ensembl_id", "module", "mode"]
+    assert sorted(table["gene"]) == ["G0", "G1", "G3", "G4"]
+    assert table["mean_goal_shift"].is_monotonic_decreasing
+    assert (table["n_cells"] > 0).all() and table["fdr"].between(0, 1).all()
+    # a broken shard: a clear error naming it, and no table
+    (tmp_path / "bad.tsv").write_text("gene_id\trole\nx\ttarget\n")
+    bad_out = tmp_path / "bad_out.tsv"
+    args = ["perturb-stats", str(tmp_path / "bad.tsv"), "--gene-names", str(tmp_path / "names.tsv")]
+    assert main([*args, "--out", str(bad_out)]) == 2
+    assert "bad.tsv" in capsys.readouterr().err and not bad_out.exists()
