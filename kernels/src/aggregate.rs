@@ -386,18 +386,7 @@ pub fn mha_module_cells<T: Real, I: TokenId>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(len: usize, seed: u64, scale: f64) -> Vec<f64> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * scale
-            })
-            .collect()
-    }
+    use crate::testdata::data;
 
     /// Head-averaged weights straight from the formula.
     fn naive_weights(x: &[f64], n: usize, d: usize, h: usize) -> Vec<f64> {

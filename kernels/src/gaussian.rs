@@ -374,6 +374,7 @@ pub fn gaussian_pool_cells<T: Real, I: TokenId>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::data;
 
     /// Gathers the rows `tokens` of `table` into `out` (`n x d`), scaling row `i` by
     /// `1 / (i + 1)` when `rank_scale` (the S-encoder's rank weighting).
@@ -446,18 +447,6 @@ mod tests {
             }
         }
         (o, w)
-    }
-
-    fn data(len: usize, seed: u64, scale: f64) -> Vec<f64> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * scale
-            })
-            .collect()
     }
 
     #[test]

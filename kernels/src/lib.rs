@@ -26,4 +26,7 @@ pub mod real;
 pub mod simd;
 pub mod tokenize;
 
+#[cfg(test)]
+mod testdata;
+
 mod python;

@@ -413,18 +413,7 @@ fn cell_effects<T: Real, I: TokenId>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(len: usize, seed: u64, scale: f64) -> Vec<f64> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * scale
-            })
-            .collect()
-    }
+    use crate::testdata::data;
 
     /// Mean over pooled rows of the concatenated heads of `x`'s tokens, by the formula.
     fn brute(tab: &[f64], toks: &[i64], d: usize, h: usize, pooled: &[bool]) -> Vec<f64> {
