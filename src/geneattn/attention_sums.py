@@ -37,6 +37,7 @@ import numpy as np
 
 from geneattn.atomic import atomic_path
 from geneattn.errors import InputError
+from geneattn.npz import read_npz_arrays
 
 __all__ = [
     "ARRAY_NAMES",
@@ -215,18 +216,7 @@ def load_attention_sums(path: str | Path) -> AttentionSums:
         :func:`check_attention_sums`.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [name for name in ARRAY_NAMES if name not in z.files]
-            if missing:
-                raise InputError(f"not an attention-sums file: missing {', '.join(missing)}", path)
-            arrays = {name: z[name] for name in ARRAY_NAMES}
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (ValueError, OSError, EOFError) as err:
-        if isinstance(err, InputError):
-            raise
-        raise InputError(f"cannot read as .npz ({err})", path) from None
+    arrays = read_npz_arrays(path, ARRAY_NAMES, "an attention-sums file")
     condition = arrays["condition"]
     if condition.shape != () or condition.dtype.kind != "U":
         raise InputError("condition must be a string scalar", path)

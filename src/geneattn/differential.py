@@ -39,6 +39,7 @@ import numpy as np
 
 from geneattn.atomic import atomic_path
 from geneattn.errors import InputError
+from geneattn.npz import read_npz_arrays
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -257,18 +258,7 @@ def load_module_attention(path: str | Path) -> ModuleAttention:
     InputError
         If the file is missing, not an ``.npz``, lacks an array or its arrays disagree.
     """
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [name for name in _ARRAYS if name not in z.files]
-            if missing:
-                raise InputError(f"not a module-attention file: missing {', '.join(missing)}", path)
-            arrays = {name: z[name] for name in _ARRAYS}
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (ValueError, OSError, EOFError) as err:
-        if isinstance(err, InputError):
-            raise
-        raise InputError(f"cannot read as .npz ({err})", path) from None
+    arrays = read_npz_arrays(path, _ARRAYS, "a module-attention file")
     condition = arrays.pop("condition")
     if condition.shape != () or condition.dtype.kind != "U":
         raise InputError("condition must be a string scalar", path)

@@ -34,6 +34,7 @@ from scipy import sparse
 from geneattn.atomic import atomic_path
 from geneattn.attention_sums import AttentionSums
 from geneattn.errors import InputError
+from geneattn.npz import read_npz_arrays
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -337,16 +338,7 @@ def load_network(path: str | Path) -> GeneNetwork:
         If the file is missing, unreadable, or not a consistent network file.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [key for key in _NETWORK_KEYS if key not in z.files]
-            arrays = {key: z[key] for key in _NETWORK_KEYS if key in z.files}
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (ValueError, OSError, EOFError) as err:
-        raise InputError(f"cannot read as .npz ({err})", path) from None
-    if missing:
-        raise InputError(f"not a geneattn network file: missing {', '.join(missing)}", path)
+    arrays = read_npz_arrays(path, _NETWORK_KEYS, "a geneattn network file")
     try:
         n = len(arrays["gene_ids"])
         if tuple(arrays["shape"].tolist()) != (n, n) or arrays["format"].item() != b"csr":

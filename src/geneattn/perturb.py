@@ -40,6 +40,20 @@ from geneattn.tokenize import TokenizedCells
 
 MODES = ("delete", "overexpress", "inhibit", "activate")
 
+#: Columns of ``perturbation.tsv``.
+TABLE_COLUMNS = (
+    "gene",
+    "ensembl_id",
+    "module",
+    "mode",
+    "n_cells",
+    "mean_cosine_shift",
+    "mean_goal_shift",
+    "statistic",
+    "p_value",
+    "fdr",
+)
+
 
 def perturbed_tokens(
     tokens: np.ndarray, token: int, mode: str, *, shift: float = 0.25

@@ -24,6 +24,7 @@ import numpy as np
 
 from geneattn.atomic import write_text
 from geneattn.errors import InputError
+from geneattn.perturb import TABLE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,18 +46,7 @@ PACKAGES = (
 )
 
 #: Columns of ``perturbation.tsv`` (written by the perturbation stage).
-PERTURBATION_COLUMNS = (
-    "gene",
-    "ensembl_id",
-    "module",
-    "mode",
-    "n_cells",
-    "mean_cosine_shift",
-    "mean_goal_shift",
-    "statistic",
-    "p_value",
-    "fdr",
-)
+PERTURBATION_COLUMNS = TABLE_COLUMNS
 
 _QC_PANELS = (
     ("n_genes_by_counts", "detected genes per cell", "min_genes"),

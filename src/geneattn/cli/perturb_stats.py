@@ -10,20 +10,6 @@ HELP = "gather perturbation shards: Wilcoxon tests against frequency-matched nul
 
 log = logging.getLogger(__name__)
 
-#: Columns of perturbation.tsv.
-COLUMNS = [
-    "gene",
-    "ensembl_id",
-    "module",
-    "mode",
-    "n_cells",
-    "mean_cosine_shift",
-    "mean_goal_shift",
-    "statistic",
-    "p_value",
-    "fdr",
-]
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the perturb-stats options."""
@@ -41,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
     from geneattn.network import write_table
-    from geneattn.perturb import goal_statistics
+    from geneattn.perturb import TABLE_COLUMNS, goal_statistics
     from geneattn.resources import load_gene_name_map
 
     need = {"gene_id", "role", "bin", "cell", "mode", "cosine_shift", "goal_shift"}
@@ -105,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         .drop(columns="_effect")
     )
     with atomic_path(args.out) as path:
-        write_table(path, out[COLUMNS])
+        write_table(path, out[list(TABLE_COLUMNS)])
     n_sig = int((out["fdr"] < 0.05).sum())
     log.info("%d genes, %d at FDR < 0.05; wrote %s", len(out), n_sig, args.out)
     return 0
