@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from itertools import pairwise
 
@@ -18,6 +19,7 @@ from geneattn.attention import (
     aggregate_attention,
     choose_universe,
     highly_variable_universe,
+    load_universe,
     shard_bounds,
     subset_cells,
     symbols_for,
@@ -30,6 +32,7 @@ from geneattn.attention_sums import (
 )
 from geneattn.cli import main
 from geneattn.errors import InputError
+from geneattn.shards import n_shards_for, shard_of
 from geneattn.study_model import StudyModel, save_model
 from geneattn.tokenize import TokenizedCells, save_tokens
 
@@ -198,6 +201,21 @@ def test_shard_bounds_cover_without_overlap():
         shard_bounds(10, 3, 3)
 
 
+@pytest.mark.parametrize(("n", "size"), [(0, 5), (1, 5), (10, 5), (11, 5), (99, 7)])
+def test_fixed_size_shards_cover_without_overlap(n, size):
+    n_shards = n_shards_for(n, size)
+    # the rule files count shards as max(1, ceil(n / size)) (workflow/rules/common.smk)
+    assert n_shards == max(1, -(-n // size))
+    bounds = [
+        shard_of(n, argparse.Namespace(shard=i, cells_per_shard=size)) for i in range(n_shards)
+    ]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in pairwise(bounds))
+    assert all(0 <= b - a <= size for a, b in bounds)
+    with pytest.raises(InputError, match="does not exist"):
+        shard_of(n, argparse.Namespace(shard=n_shards, cells_per_shard=size))
+
+
 def test_subset_cells_keeps_tokens():
     cells = make_cells(9, 10, 8)
     sub = subset_cells(cells, np.array([7, 2, 2]))
@@ -290,6 +308,29 @@ def _cli(root, *extra):
         "--gene-names", str(root / "names.tsv"), "--min-cells", "5", "--max-genes", "20",
         *extra,
     ]  # fmt: skip
+
+
+def test_universe_table_is_what_the_attention_stage_would_choose(study, capsys):
+    root, cells, _ = study
+    table = root / "universe.tsv"
+    args = ["universe", str(root / "tokens.npz"), "--obs", str(root / "qc.h5ad")]
+    args += ["--gene-names", str(root / "names.tsv"), "--min-cells", "5", "--max-genes", "20"]
+    assert main([*args, "--out", str(table)]) == 0, capsys.readouterr().err
+    tokens, symbols = load_universe(table, cells.vocabulary)
+    np.testing.assert_array_equal(tokens, choose_universe(cells, min_cells=5, max_genes=20))
+    assert symbols[:2].tolist() == ["SYM0", "SYM1"]
+    chosen, from_table = root / "chosen.npz", root / "from_table.npz"
+    assert main([*_cli(root, "--condition", "NAT", "--out", str(chosen))]) == 0
+    args = _cli(root, "--condition", "NAT", "--universe-table", str(table))
+    assert main([*args, "--out", str(from_table)]) == 0
+    a, b = load_attention_sums(chosen), load_attention_sums(from_table)
+    np.testing.assert_array_equal(a.sums, b.sums)
+    np.testing.assert_array_equal(a.gene_ids, b.gene_ids)
+    # a table of other tokens is refused, naming it
+    other = cells.vocabulary.copy()
+    other[tokens[0]] = "ENSG99999999999"
+    with pytest.raises(InputError, match=r"universe\.tsv"):
+        load_universe(table, other)
 
 
 def test_cli_writes_sums_and_shards_gather(study, capsys, caplog):

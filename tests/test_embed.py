@@ -99,3 +99,28 @@ def test_embed_refuses_cells_missing_from_obs(demo_tokens, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert "small.h5ad" in err[-1] and "not in it" in err[-1]
     assert not (tmp / "bad.h5ad").exists()
+
+
+def test_embed_shards_gather_to_the_whole(demo_tokens, capsys):
+    tmp, gf = demo_tokens
+    assert _model(tmp, gf, tmp / "m.npz") == 0
+    whole = ["embed", str(tmp / "tokens.npz"), "--model", str(tmp / "m.npz")]
+    whole += ["--obs", str(tmp / "qc.h5ad")]
+    assert main([*whole, "--out", str(tmp / "whole.h5ad")]) == 0
+    n_cells = load_tokens(tmp / "tokens.npz").n_cells
+    size = n_cells // 3 + 1  # three shards, the last one shorter
+    shards = [str(tmp / f"s{i}.h5ad") for i in range(3)]
+    for i, path in enumerate(shards):
+        args = [*whole, "--shard", str(i), "--cells-per-shard", str(size), "--threads", "2"]
+        assert main([*args, "--out", path]) == 0, capsys.readouterr().err
+    assert main(["gather-embeddings", *shards, "--out", str(tmp / "gathered.h5ad")]) == 0
+    got, want = ad.read_h5ad(tmp / "gathered.h5ad"), ad.read_h5ad(tmp / "whole.h5ad")
+    assert list(got.obs_names) == list(want.obs_names)
+    np.testing.assert_array_equal(got.obsm["X_geneattn"], want.obsm["X_geneattn"])
+    assert got.obs["source"].dtype == want.obs["source"].dtype
+    assert dict(got.uns["geneattn_model"]) == dict(want.uns["geneattn_model"])
+    # a shard given twice repeats its cells: refused, nothing written
+    capsys.readouterr()
+    out = tmp / "twice.h5ad"
+    assert main(["gather-embeddings", shards[0], shards[0], "--out", str(out)]) == 2
+    assert "more than one shard" in capsys.readouterr().err and not out.exists()

@@ -13,6 +13,7 @@ from geneattn.perturb import (
     choose_null_tokens,
     edit_embeddings,
     goal_statistics,
+    load_plan,
     perturbation_shifts,
     perturbed_tokens,
     plan_edits,
@@ -158,17 +159,40 @@ def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
         }
     )
     modules.to_csv(tmp_path / "modules.tsv", sep="\t", index=False)
-    common = ["--model", str(tmp_path / "model.npz"), "--obs", str(tmp_path / "qc.h5ad")]
-    common += ["--condition-column", "source", "--case", "Tumor", "--control", "NAT"]
-    common += ["--gene-names", str(tmp_path / "names.tsv"), "--modules"]
-    common += [str(tmp_path / "modules.tsv"), "--hubs-per-module", "2", "--min-cells", "2"]
-    common += ["--null-per-bin", "1", "--n-shards", "2"]
+    # the control centroid comes from the embed stage's output
+    emb = ad.AnnData(np.zeros((40, 0), dtype=np.float32), obs=obs)
+    emb.obsm["X_geneattn"] = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    emb.write_h5ad(tmp_path / "embeddings.h5ad")
+    tokens = str(tmp_path / "tokens.npz")
+    where = ["--obs", str(tmp_path / "qc.h5ad"), "--condition-column", "source"]
+    plan_args = ["perturb-plan", tokens, *where, "--case", "Tumor", "--control", "NAT"]
+    plan_args += ["--embeddings", str(tmp_path / "embeddings.h5ad")]
+    plan_args += ["--gene-names", str(tmp_path / "names.tsv"), "--modules"]
+    plan_args += [str(tmp_path / "modules.tsv"), "--hubs-per-module", "2", "--min-cells", "2"]
+    plan_args += ["--null-per-bin", "1", "--out", str(tmp_path / "plan.npz")]
+    assert main(plan_args) == 0, capsys.readouterr().err
+    plan = load_plan(tmp_path / "plan.npz")
+    np.testing.assert_allclose(
+        plan.goal, emb.obsm["X_geneattn"][labels == "NAT"].astype(np.float64).mean(axis=0)
+    )
     shards = []
     for s in range(2):
         out = tmp_path / f"shard{s}.tsv"
-        args = ["perturb", str(tmp_path / "tokens.npz"), *common, "--shard", str(s)]
+        args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where]
+        args += ["--case", "Tumor", "--plan", str(tmp_path / "plan.npz")]
+        args += ["--shard", str(s), "--cells-per-shard", "12"]
         assert main([*args, "--out", str(out)]) == 0, capsys.readouterr().err
         shards.append(str(out))
+    # 20 Tumor cells at 12 per shard make 2 shards: a third does not exist
+    args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
+    args += ["--plan", str(tmp_path / "plan.npz"), "--shard", "2", "--cells-per-shard", "12"]
+    assert main([*args, "--out", str(tmp_path / "shard2.tsv")]) == 2
+    assert "2 shard(s)" in capsys.readouterr().err and not (tmp_path / "shard2.tsv").exists()
+    tumor = cells.cell_ids[labels == "Tumor"].astype(str)
+    for s, path in enumerate(shards):
+        part = pd.read_csv(path, sep="\t", keep_default_na=False)
+        seen = set(part.loc[part["cell"] != "", "cell"])
+        assert seen and seen <= set(tumor[12 * s : 12 * (s + 1)])
     table_path = tmp_path / "perturbation.tsv"
     args = ["perturb-stats", *shards, "--gene-names", str(tmp_path / "names.tsv")]
     args += ["--modules", str(tmp_path / "modules.tsv")]

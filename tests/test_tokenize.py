@@ -223,6 +223,11 @@ def test_cli_writes_both_outputs_or_neither(tmp_path, resources_dir):
     assert main(args) == 0
     assert load_tokens(tmp_path / "tokens.npz").n_cells == 20
     assert json.loads((tmp_path / "summary.json").read_text())["cells_out"] == 20
+    # the workflow counts shards per condition from the summary
+    assert main([*args, "--condition-column", "source"]) == 0
+    counts = json.loads((tmp_path / "summary.json").read_text())["cells_by_label"]
+    assert counts == adata.obs["source"].astype(str).value_counts().to_dict()
+    assert main([*args, "--condition-column", "nope"]) == 2
     bad = [a.replace("qc.h5ad", "missing.h5ad") for a in args]
     bad[-3], bad[-1] = str(tmp_path / "t2.npz"), str(tmp_path / "s2.json")
     assert main(bad) == 2

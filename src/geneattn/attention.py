@@ -15,19 +15,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from geneattn.attention_sums import AttentionSums
 from geneattn.errors import InputError
+from geneattn.shards import shard_bounds
 from geneattn.study_model import StudyModel
 from geneattn.tokenize import TokenizedCells
 
 __all__ = [
     "aggregate_attention",
     "choose_universe",
+    "load_universe",
     "presence_matrix",
+    "save_universe",
     "shard_bounds",
     "subset_cells",
     "symbols_for",
@@ -231,28 +235,6 @@ def subset_cells(cells: TokenizedCells, index: np.ndarray) -> TokenizedCells:
     )
 
 
-def shard_bounds(n_cells: int, shard: int, n_shards: int) -> tuple[int, int]:
-    """Cells ``start:stop`` of shard ``shard`` (0-based) of ``n_shards`` contiguous shards.
-
-    Parameters
-    ----------
-    n_cells
-        Number of cells to split.
-    shard
-        Which shard, ``0 <= shard < n_shards``.
-    n_shards
-        Number of shards; sizes differ by at most one cell.
-
-    Returns
-    -------
-    tuple[int, int]
-        ``(start, stop)``.
-    """
-    if n_shards < 1 or not 0 <= shard < n_shards:
-        raise InputError(f"shard must be in 0..{n_shards - 1} of n_shards >= 1, got {shard}")
-    return n_cells * shard // n_shards, n_cells * (shard + 1) // n_shards
-
-
 def aggregate_attention(
     cells: TokenizedCells,
     model: StudyModel,
@@ -354,3 +336,78 @@ def aggregate_attention(
         n_cells=n,
         condition=condition,
     )
+
+
+#: Columns of the gene universe table (``geneattn universe``).
+UNIVERSE_COLUMNS = ("token", "gene_id", "symbol")
+
+
+def save_universe(path: str | Path, tokens: np.ndarray, gene_ids: np.ndarray, symbols) -> None:
+    """Write the gene universe as a TSV (``token``, ``gene_id``, ``symbol``), atomically."""
+    import pandas as pd
+
+    from geneattn.atomic import atomic_path
+
+    table = pd.DataFrame(
+        {
+            "token": np.asarray(tokens, dtype=np.int64),
+            "gene_id": np.asarray(gene_ids).astype(str),
+            "symbol": np.asarray(symbols).astype(str),
+        }
+    )
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, lineterminator="\n")
+
+
+def load_universe(path: str | Path, vocabulary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens and symbols of a universe table written by :func:`save_universe`.
+
+    Parameters
+    ----------
+    path
+        The table.
+    vocabulary
+        Gene id of each token id of the tokens the universe is used with; every row's
+        ``gene_id`` must be the gene of its ``token`` there.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        int64 tokens and str symbols (``""`` where unknown), in table order.
+
+    Raises
+    ------
+    InputError
+        The file is missing or malformed, empty, repeats a token, or does not match the
+        vocabulary (a table made from other tokens).
+    """
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, sep="\t", dtype={"gene_id": str, "symbol": str})
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise InputError(f"cannot read the universe table ({err})", path) from None
+    missing = [c for c in UNIVERSE_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"not a universe table: missing columns {', '.join(missing)}", path)
+    if table.empty:
+        raise InputError("the gene universe is empty", path)
+    if not pd.api.types.is_integer_dtype(table["token"]):
+        raise InputError("column token must hold integers", path)
+    tokens = table["token"].to_numpy(dtype=np.int64)
+    if len(np.unique(tokens)) != len(tokens):
+        raise InputError("the universe repeats a token", path)
+    vocabulary = np.asarray(vocabulary).astype(str)
+    if tokens.min() < 0 or tokens.max() >= len(vocabulary):
+        raise InputError(f"a token is outside the vocabulary (0..{len(vocabulary) - 1})", path)
+    wrong = np.flatnonzero(vocabulary[tokens] != table["gene_id"].to_numpy().astype(str))
+    if len(wrong):
+        r = int(wrong[0])
+        raise InputError(
+            f"row {r + 2}: token {tokens[r]} is {vocabulary[tokens[r]]} in the tokens file, "
+            f"not {table['gene_id'].iloc[r]} (a universe of other tokens?)",
+            path,
+        )
+    return tokens, table["symbol"].fillna("").to_numpy().astype(str)

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from geneattn.enrichment import bh_fdr
+from geneattn.errors import InputError
 from geneattn.study_model import StudyModel
 from geneattn.tokenize import TokenizedCells
 
@@ -398,3 +400,66 @@ def goal_statistics(
     )
     table["fdr"] = bh_fdr(table["p_value"].to_numpy(dtype=np.float64))
     return table
+
+
+@dataclasses.dataclass(frozen=True)
+class PerturbPlan:
+    """What every perturbation shard perturbs, chosen once from all case cells.
+
+    Attributes
+    ----------
+    tokens
+        int64 tokens perturbed: the targets, then the null genes.
+    roles
+        ``"target"`` or ``"null"`` per token.
+    bins
+        Expression-frequency bin of each token among the case cells (-1: not a candidate).
+    goal
+        float64 goal-state centroid (mean control-cell embedding), empty without controls.
+    """
+
+    tokens: np.ndarray
+    roles: np.ndarray
+    bins: np.ndarray
+    goal: np.ndarray
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Tokens of the genes asked for."""
+        return self.tokens[self.roles == "target"]
+
+
+def save_plan(path: str | Path, plan: PerturbPlan) -> None:
+    """Write ``plan`` atomically (uncompressed ``.npz``, byte-deterministic)."""
+    from geneattn.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            tokens=np.asarray(plan.tokens, dtype=np.int64),
+            roles=np.asarray(plan.roles).astype(str),
+            bins=np.asarray(plan.bins, dtype=np.int64),
+            goal=np.asarray(plan.goal, dtype=np.float64),
+        )
+
+
+def load_plan(path: str | Path) -> PerturbPlan:
+    """Read a plan written by :func:`save_plan`, checking its structure."""
+    from geneattn.npz import read_npz_arrays
+
+    z = read_npz_arrays(path, ("tokens", "roles", "bins", "goal"), "a perturbation plan")
+    plan = PerturbPlan(
+        tokens=z["tokens"], roles=z["roles"].astype(str), bins=z["bins"], goal=z["goal"]
+    )
+    n = len(plan.tokens)
+    if (
+        plan.tokens.dtype != np.int64
+        or plan.tokens.ndim != 1
+        or plan.roles.shape != (n,)
+        or plan.bins.shape != (n,)
+        or plan.goal.ndim != 1
+        or not set(plan.roles.tolist()) <= {"target", "null"}
+        or len(np.unique(plan.tokens)) != n
+    ):
+        raise InputError("not a perturbation plan: inconsistent tokens, roles, bins or goal", path)
+    return plan

@@ -1,5 +1,7 @@
 # Helpers shared by the rule files.
 
+import json
+import math
 import os
 import shlex
 import sys
@@ -31,3 +33,46 @@ ROLES = list(CONDITIONS)
 def opt(flag, value):
     """Render `--flag value` for the command line, or nothing when value is None."""
     return "" if value is None else f"{flag} {shlex.quote(str(value))}"
+
+
+# Sharded stages (embed, attention, module_attention, perturb) take at most
+# CELLS_PER_SHARD cells per job; how many jobs a stage has depends on how many cells the
+# tokenize checkpoint kept, per label (its summary's cells_by_label).
+CELLS_PER_SHARD = config["shards"]["cells"]
+
+
+def tokenized_cells(label=None):
+    """Cells in tokens.npz, all of them or those labelled `label` (after tokenize ran)."""
+    with open(checkpoints.tokenize.get().output.summary) as fh:
+        summary = json.load(fh)
+    if label is None:
+        return summary["cells_out"]
+    return summary["cells_by_label"].get(label, 0)
+
+
+def shard_ids(label=None):
+    """Shard numbers of `label`'s cells (all cells when None), as geneattn.shards counts."""
+    return range(max(1, math.ceil(tokenized_cells(label) / CELLS_PER_SHARD)))
+
+
+def role_shards(pattern, role):
+    """`pattern` (with {role} and {shard}) for every shard of the cells of `role`."""
+    return expand(pattern, role=role, shard=shard_ids(CONDITIONS[role]))
+
+
+def mem_mb(base, per_input_mb=0.0):
+    """A `mem_mb` resource: `base` MB plus `per_input_mb` per MB of input, more per retry."""
+
+    def size(wildcards, input, attempt):
+        return int((base + per_input_mb * input.size_mb) * attempt)
+
+    return size
+
+
+def runtime(base, per_input_mb=0.0):
+    """A `runtime` resource in minutes, sized from the input like `mem_mb`."""
+
+    def minutes(wildcards, input, attempt):
+        return int((base + per_input_mb * input.size_mb) * attempt)
+
+    return minutes

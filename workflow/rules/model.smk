@@ -1,4 +1,4 @@
-# The attention model (study-derived weights) and the cell embeddings.
+# The attention model (study-derived weights) and the cell embeddings (sharded over cells).
 
 
 rule model:
@@ -11,6 +11,10 @@ rule model:
     params:
         gene_id=config["input"]["gene_id"],
         m=config["model"],
+    threads: 2
+    resources:
+        mem_mb=mem_mb(1500, 10),
+        runtime=runtime(10, 0.1),
     log:
         f"{LOGS}/model.log",
     benchmark:
@@ -25,20 +29,43 @@ rule model:
         " --out {output} > {log} 2>&1"
 
 
-rule embed:
+rule embed_shard:
     input:
         tokens=rules.tokenize.output.tokens,
         model=rules.model.output[0],
         h5ad=rules.qc.output.h5ad,
     output:
-        f"{OUT}/embeddings.h5ad",
+        temp(f"{OUT}/embeddings/shard{{shard}}.h5ad"),
+    params:
+        cells=CELLS_PER_SHARD,
     threads: 2
+    resources:
+        mem_mb=mem_mb(1000, 2),
+        runtime=runtime(10, 0.1),
     log:
-        f"{LOGS}/embed.log",
+        f"{LOGS}/embed_{{shard}}.log",
     benchmark:
-        f"{BENCH}/embed.tsv"
+        f"{BENCH}/embed_{{shard}}.tsv"
     conda:
         ENV
     shell:
         "geneattn embed {input.tokens} --model {input.model} --obs {input.h5ad}"
+        " --shard {wildcards.shard} --cells-per-shard {params.cells}"
         " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule embed:
+    input:
+        lambda wildcards: expand(rules.embed_shard.output[0], shard=shard_ids()),
+    output:
+        f"{OUT}/embeddings.h5ad",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000, 3),
+        runtime=runtime(10, 0.05),
+    log:
+        f"{LOGS}/embed.log",
+    conda:
+        ENV
+    shell:
+        "geneattn gather-embeddings {input} --out {output} > {log} 2>&1"

@@ -1,8 +1,6 @@
 # Attention (sharded over cells, gathered per condition) -> gene networks -> Leiden modules
 # -> differential attention of the modules between case and control cells.
 
-SHARDS = range(config["attention"]["shards"])
-
 # Case-vs-control studies test modules by permuting cell labels (module_attention +
 # differential rules), unless `modules.differential: genes` asks for the old gene-set test,
 # which the modules rule runs itself. Single-condition studies get a differential table
@@ -15,20 +13,47 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+rule universe:
+    input:
+        tokens=rules.tokenize.output.tokens,
+        h5ad=rules.qc.output.h5ad,
+        names=rules.fetch_resources.output.names,
+    output:
+        f"{OUT}/universe.tsv",
+    params:
+        a=config["attention"],
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1500, 10),
+        runtime=runtime(10, 0.1),
+    log:
+        f"{LOGS}/universe.log",
+    benchmark:
+        f"{BENCH}/universe.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn universe {input.tokens} --obs {input.h5ad} --gene-names {input.names}"
+        " --universe {params.a[universe]} --min-cells {params.a[universe_min_cells]}"
+        " --max-genes {params.a[universe_max_genes]} --out {output} > {log} 2>&1"
+
+
 rule attention_shard:
     input:
         tokens=rules.tokenize.output.tokens,
         model=rules.model.output[0],
         h5ad=rules.qc.output.h5ad,
-        names=rules.fetch_resources.output.names,
+        universe=rules.universe.output[0],
     output:
         temp(f"{OUT}/attention/{{role}}.shard{{shard}}.npz"),
     params:
         column=CONDITION_COLUMN,
         label=lambda wc: CONDITIONS[wc.role],
-        n_shards=config["attention"]["shards"],
-        a=config["attention"],
+        cells=CELLS_PER_SHARD,
     threads: 2
+    resources:
+        mem_mb=mem_mb(1500, 2),
+        runtime=runtime(10, 0.2),
     log:
         f"{LOGS}/attention_{{role}}_{{shard}}.log",
     benchmark:
@@ -38,17 +63,20 @@ rule attention_shard:
     shell:
         "geneattn attention {input.tokens} --model {input.model} --obs {input.h5ad}"
         " --condition-column {params.column:q} --condition {params.label:q}"
-        " --gene-names {input.names} --shard {wildcards.shard} --n-shards {params.n_shards}"
-        " --universe {params.a[universe]} --min-cells {params.a[universe_min_cells]}"
-        " --max-genes {params.a[universe_max_genes]}"
+        " --universe-table {input.universe}"
+        " --shard {wildcards.shard} --cells-per-shard {params.cells}"
         " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule gather_attention:
     input:
-        expand(f"{OUT}/attention/{{{{role}}}}.shard{{shard}}.npz", shard=SHARDS),
+        lambda wc: role_shards(rules.attention_shard.output[0], wc.role),
     output:
         f"{OUT}/attention/{{role}}.npz",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000, 3),
+        runtime=runtime(10, 0.05),
     log:
         f"{LOGS}/gather_attention_{{role}}.log",
     conda:
@@ -69,6 +97,10 @@ rule network:
     params:
         n=config["network"],
         sym="--symmetrize" if config["network"]["symmetrize"] else "",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000, 4),
+        runtime=runtime(10, 0.1),
     log:
         f"{LOGS}/network_{{role}}.log",
     benchmark:
@@ -113,6 +145,10 @@ rule modules:
             for name in ("differential", "graphml")
             if name in output.keys()
         ),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000, 4),
+        runtime=runtime(20, 0.1),
     log:
         f"{LOGS}/modules.log",
     benchmark:
@@ -142,8 +178,11 @@ if CELL_TEST:
         params:
             column=CONDITION_COLUMN,
             label=lambda wc: CONDITIONS[wc.role],
-            n_shards=config["attention"]["shards"],
+            cells=CELLS_PER_SHARD,
         threads: 2
+        resources:
+            mem_mb=mem_mb(1000, 2),
+            runtime=runtime(10, 0.2),
         log:
             f"{LOGS}/module_attention_{{role}}_{{shard}}.log",
         benchmark:
@@ -153,13 +192,13 @@ if CELL_TEST:
         shell:
             "geneattn module-attention {input.tokens} --model {input.model} --obs {input.h5ad}"
             " --condition-column {params.column:q} --condition {params.label:q}"
-            " --modules {input.modules} --shard {wildcards.shard} --n-shards {params.n_shards}"
+            " --modules {input.modules} --shard {wildcards.shard} --cells-per-shard {params.cells}"
             " --threads {threads} --out {output} > {log} 2>&1"
 
     rule differential:
         input:
-            case=expand(f"{OUT}/module_attention/case.shard{{shard}}.npz", shard=SHARDS),
-            control=expand(f"{OUT}/module_attention/control.shard{{shard}}.npz", shard=SHARDS),
+            case=lambda wc: role_shards(rules.module_attention.output[0], "case"),
+            control=lambda wc: role_shards(rules.module_attention.output[0], "control"),
             modules=rules.modules.output.modules,
             case_network=f"{OUT}/network/case.npz",
             control_network=f"{OUT}/network/control.npz",
@@ -168,6 +207,10 @@ if CELL_TEST:
             graphml=f"{OUT}/modules.graphml",
         params:
             m=config["modules"],
+        threads: 1
+        resources:
+            mem_mb=mem_mb(1000, 3),
+            runtime=runtime(10, 0.1),
         log:
             f"{LOGS}/differential.log",
         benchmark:
@@ -198,6 +241,10 @@ rule evaluate:
             f"--program {shlex.quote(name + '=' + ','.join(genes))}"
             for name, genes in config["evaluation"]["programs"].items()
         ),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000),
+        runtime=runtime(10),
     log:
         f"{LOGS}/evaluate.log",
     conda:

@@ -1,10 +1,46 @@
-# In-silico perturbation of the disease modules' hub genes in the case cells (sharded),
-# then goal-state statistics against frequency-matched random genes.
+# In-silico perturbation: the genes (disease modules' hubs, a list, or the most expressed),
+# null genes and the control centroid are chosen once (perturb_plan); the case cells are
+# perturbed in shards; then goal-state statistics against the frequency-matched null genes.
 
-PERTURB_SHARDS = range(config["perturb"]["shards"])
 # the perturbed cells: the case cells, or every cell of a single-condition study
 PERTURB_CASE = CONDITIONS.get("case", "all")
 PERTURB_CONTROL = opt("--control", CONDITIONS.get("control"))
+
+
+rule perturb_plan:
+    input:
+        tokens=rules.tokenize.output.tokens,
+        h5ad=rules.qc.output.h5ad,
+        embeddings=rules.embed.output[0],
+        names=rules.fetch_resources.output.names,
+        modules=rules.modules.output.modules,
+        differential=DIFFERENTIAL.differential,
+    output:
+        f"{OUT}/perturbation/plan.npz",
+    params:
+        p=config["perturb"],
+        column=CONDITION_COLUMN,
+        case=PERTURB_CASE,
+        control=PERTURB_CONTROL,
+        genes=" ".join(shlex.quote(g) for g in config["perturb"]["genes"]),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000, 3),
+        runtime=runtime(10, 0.05),
+    log:
+        f"{LOGS}/perturb_plan.log",
+    conda:
+        ENV
+    shell:
+        "geneattn perturb-plan {input.tokens} --obs {input.h5ad}"
+        " --condition-column {params.column:q} --case {params.case:q} {params.control}"
+        " --embeddings {input.embeddings} --gene-names {input.names}"
+        " --modules {input.modules} --differential {input.differential}"
+        " --genes-from {params.p[genes_from]} --genes {params.genes}"
+        " --hubs-per-module {params.p[hubs_per_module]} --disease-fdr {params.p[disease_fdr]}"
+        " --max-genes {params.p[max_genes]} --min-cells {params.p[min_cells]}"
+        " --null-per-bin {params.p[null_per_bin]} --seed {params.p[seed]}"
+        " --out {output} > {log} 2>&1"
 
 
 rule perturb_shard:
@@ -12,19 +48,18 @@ rule perturb_shard:
         tokens=rules.tokenize.output.tokens,
         model=rules.model.output[0],
         h5ad=rules.qc.output.h5ad,
-        names=rules.fetch_resources.output.names,
-        modules=rules.modules.output.modules,
-        differential=DIFFERENTIAL.differential,
+        plan=rules.perturb_plan.output[0],
     output:
         temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
     params:
         p=config["perturb"],
         column=CONDITION_COLUMN,
         case=PERTURB_CASE,
-        control=PERTURB_CONTROL,
-        genes=" ".join(shlex.quote(g) for g in config["perturb"]["genes"]),
-        n_shards=config["perturb"]["shards"],
+        cells=CELLS_PER_SHARD,
     threads: 2
+    resources:
+        mem_mb=mem_mb(1000, 2),
+        runtime=runtime(20, 0.5),
     log:
         f"{LOGS}/perturb_{{shard}}.log",
     benchmark:
@@ -33,24 +68,23 @@ rule perturb_shard:
         ENV
     shell:
         "geneattn perturb {input.tokens} --model {input.model} --obs {input.h5ad}"
-        " --condition-column {params.column:q} --case {params.case:q} {params.control}"
-        " --gene-names {input.names} --modules {input.modules}"
-        " --differential {input.differential} --genes-from {params.p[genes_from]}"
-        " --genes {params.genes} --hubs-per-module {params.p[hubs_per_module]}"
-        " --disease-fdr {params.p[disease_fdr]} --max-genes {params.p[max_genes]}"
-        " --min-cells {params.p[min_cells]} --mode {params.p[mode]} --shift {params.p[shift]}"
-        " --null-per-bin {params.p[null_per_bin]} --seed {params.p[seed]}"
-        " --shard {wildcards.shard} --n-shards {params.n_shards} --threads {threads}"
+        " --condition-column {params.column:q} --case {params.case:q} --plan {input.plan}"
+        " --mode {params.p[mode]} --shift {params.p[shift]}"
+        " --shard {wildcards.shard} --cells-per-shard {params.cells} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
 
 rule perturbation:
     input:
-        shards=expand(f"{OUT}/perturbation/shard{{shard}}.tsv", shard=PERTURB_SHARDS),
+        shards=lambda wc: expand(rules.perturb_shard.output[0], shard=shard_ids(PERTURB_CASE)),
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
     output:
         f"{OUT}/perturbation.tsv",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000, 5),
+        runtime=runtime(10, 0.05),
     log:
         f"{LOGS}/perturbation.log",
     conda:

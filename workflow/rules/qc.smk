@@ -21,6 +21,10 @@ rule qc:
         ),
         qc=config["qc"],
         max_counts=opt("--max-counts", config["qc"]["max_counts"]),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1500, 20),
+        runtime=runtime(10, 0.2),
     log:
         f"{LOGS}/qc.log",
     benchmark:

@@ -23,6 +23,10 @@ rule report:
         study=STUDY,
         config=yaml.safe_dump(config, sort_keys=False),
         fdr=config["evaluation"]["fdr"],
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000, 3),
+        runtime=runtime(15, 0.1),
     log:
         f"{LOGS}/report.log",
     conda:

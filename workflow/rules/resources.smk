@@ -24,6 +24,10 @@ rule fetch_resources:
         second=f"{RES}/celltypist_sample_cell_by_gene.csv",
     params:
         dest=lambda wildcards, output: os.path.dirname(output.demo),
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
     log:
         "logs/fetch_resources.log",
     conda:

@@ -1,7 +1,8 @@
-# Geneformer V1 rank-value encoding of the QC'd counts.
+# Geneformer V1 rank-value encoding of the QC'd counts. A checkpoint: the number of cells it
+# keeps per condition decides how many shards the sharded stages run (common.smk).
 
 
-rule tokenize:
+checkpoint tokenize:
     input:
         h5ad=rules.qc.output.h5ad,
         token_dict=rules.fetch_resources.output.tokens,
@@ -14,7 +15,11 @@ rule tokenize:
         gene_id=config["input"]["gene_id"],
         medians=config["tokenize"]["medians"],
         max_len=config["tokenize"]["max_len"],
+        column=CONDITION_COLUMN,
     threads: 2
+    resources:
+        mem_mb=mem_mb(1000, 8),
+        runtime=runtime(10, 0.1),
     log:
         f"{LOGS}/tokenize.log",
     benchmark:
@@ -25,5 +30,6 @@ rule tokenize:
         "geneattn tokenize {input.h5ad} --token-dictionary {input.token_dict}"
         " --medians-file {input.medians} --gene-names {input.names}"
         " --gene-id {params.gene_id} --medians {params.medians} --max-len {params.max_len}"
+        " --condition-column {params.column:q}"
         " --threads {threads} --out {output.tokens} --summary {output.summary}"
         " > {log} 2>&1"

@@ -13,14 +13,25 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the attention options."""
+    from geneattn.shards import add_shard_arguments
+
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
     parser.add_argument("--model", required=True, help="model.npz (gene embeddings, w_q, w_k)")
     parser.add_argument("--obs", required=True, help="qc.h5ad whose obs hold the conditions")
     parser.add_argument("--condition-column", required=True, help="obs column of conditions")
     parser.add_argument("--condition", required=True, help="the condition label to sum over")
-    parser.add_argument("--gene-names", required=True, help="gene_name_id.tsv (for symbols)")
-    parser.add_argument("--shard", type=int, default=0, help="0-based shard of the cells")
-    parser.add_argument("--n-shards", type=int, default=1, help="contiguous shards of the cells")
+    parser.add_argument(
+        "--universe-table", help="universe.tsv of `geneattn universe` (else chosen here)"
+    )
+    add_universe_arguments(parser)
+    add_shard_arguments(parser)
+    parser.add_argument("--threads", type=int, default=1, help="rayon threads")
+    parser.add_argument("--out", required=True, help="attention-sums .npz to write")
+
+
+def add_universe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the gene universe (shared with ``geneattn universe``)."""
+    parser.add_argument("--gene-names", help="gene_name_id.tsv (symbols of the universe genes)")
     parser.add_argument("--min-cells", type=int, default=10, help="universe: min cells per gene")
     parser.add_argument("--max-genes", type=int, default=2000, help="universe: most genes kept")
     parser.add_argument(
@@ -29,46 +40,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="frequent",
         help="universe: the most frequent genes, or the most variable (scanpy HVG on --obs)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="rayon threads")
-    parser.add_argument("--out", required=True, help="attention-sums .npz to write")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Choose the universe from all cells, sum the condition's shard and write it."""
-    import numpy as np
-
-    from geneattn.attention import (
-        aggregate_attention,
-        choose_universe,
-        shard_bounds,
-        symbols_for,
-    )
+    """Take the universe (a table, or chosen from all cells), sum the condition's shard."""
+    from geneattn.attention import aggregate_attention
     from geneattn.attention_sums import save_attention_sums
     from geneattn.errors import InputError
-    from geneattn.resources import load_gene_name_map
+    from geneattn.shards import check_shard_arguments, describe
     from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
+    check_shard_arguments(args)
     cells = load_tokens(args.tokens)
     model = load_model(args.model)
     labels, var_names = _read_obs(args.obs, args.condition_column)
-    shard_bounds(0, args.shard, args.n_shards)  # checks the shard numbers early
-    name_map = load_gene_name_map(args.gene_names)
-
-    if args.universe == "variable":
-        universe = _variable_universe(args, cells, name_map)
-    else:
-        universe = choose_universe(cells, min_cells=args.min_cells, max_genes=args.max_genes)
+    universe, symbols = gene_universe(args, cells, var_names)
     shard, n_chosen = condition_shard(cells, labels, args)
-    gene_ids = np.asarray(cells.vocabulary)[universe].astype(str)
-    symbols = symbols_for(gene_ids, name_map, preferred=set(var_names))
     log.info(
-        "%s: shard %d/%d, %d of %d cells, universe of %d genes",
+        "%s: %s, %d of %d cells, universe of %d genes",
         args.condition,
-        args.shard,
-        args.n_shards,
+        describe(args),
         shard.n_cells,
         n_chosen,
         len(universe),
@@ -91,8 +85,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def gene_universe(args: argparse.Namespace, cells, var_names):
+    """Tokens and symbols of the universe: ``--universe-table``, or chosen from all cells.
+
+    Without a table the universe is the most frequent tokens (``--universe frequent``) or
+    the most variable genes of the counts in ``--obs`` (``variable``); symbols come from
+    ``--gene-names``, preferring the study's own gene names.
+    """
+    import numpy as np
+
+    from geneattn.attention import choose_universe, load_universe, symbols_for
+    from geneattn.errors import InputError
+    from geneattn.resources import load_gene_name_map
+
+    if getattr(args, "universe_table", None) is not None:
+        return load_universe(args.universe_table, cells.vocabulary)
+    if args.gene_names is None:
+        raise InputError("choosing the universe needs --gene-names (or give --universe-table)")
+    name_map = load_gene_name_map(args.gene_names)
+    if args.universe == "variable":
+        universe = _variable_universe(args, cells, name_map)
+    else:
+        universe = choose_universe(cells, min_cells=args.min_cells, max_genes=args.max_genes)
+    gene_ids = np.asarray(cells.vocabulary)[universe].astype(str)
+    return universe, symbols_for(gene_ids, name_map, preferred=set(var_names))
+
+
 def condition_shard(cells, labels, args: argparse.Namespace):
-    """Shard ``args.shard`` of ``args.n_shards`` of the tokenized cells labelled
+    """Shard ``args.shard`` (see :mod:`geneattn.shards`) of the tokenized cells labelled
     ``args.condition``, and how many cells carry that label.
 
     ``labels`` is the obs condition column indexed by cell id (from :func:`_read_obs`);
@@ -101,8 +121,9 @@ def condition_shard(cells, labels, args: argparse.Namespace):
     """
     import numpy as np
 
-    from geneattn.attention import shard_bounds, subset_cells
+    from geneattn.attention import subset_cells
     from geneattn.errors import InputError
+    from geneattn.shards import shard_of
 
     joined = labels.reindex(cells.cell_ids.astype(str))
     cell_labels = joined.to_numpy()
@@ -119,7 +140,7 @@ def condition_shard(cells, labels, args: argparse.Namespace):
             args.obs,
         )
     chosen = np.flatnonzero(cell_labels.astype(object) == args.condition)
-    start, stop = shard_bounds(len(chosen), args.shard, args.n_shards)
+    start, stop = shard_of(len(chosen), args)
     return subset_cells(cells, chosen[start:stop]), len(chosen)
 
 

@@ -13,11 +13,14 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the embed options."""
+    from geneattn.shards import add_shard_arguments
+
     parser.add_argument("tokens", help="tokens.npz")
     parser.add_argument("--model", required=True, help="model.npz")
     parser.add_argument("--obs", required=True, help="qc.h5ad whose obs is carried over")
+    add_shard_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
-    parser.add_argument("--out", required=True, help="embeddings.h5ad to write")
+    parser.add_argument("--out", required=True, help="embeddings.h5ad (of the shard) to write")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,12 +29,18 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from geneattn.atomic import atomic_path
+    from geneattn.attention import subset_cells
     from geneattn.errors import InputError
     from geneattn.readers import read_stage_h5ad
+    from geneattn.shards import check_shard_arguments, describe, shard_of
     from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
+    check_shard_arguments(args)
     cells = load_tokens(args.tokens)
+    n_all = cells.n_cells
+    start, stop = shard_of(n_all, args)
+    cells = subset_cells(cells, np.arange(start, stop))
     model = load_model(args.model)
     obs = read_stage_h5ad(args.obs, backed=True).obs
     missing = np.setdiff1d(cells.cell_ids, obs.index.to_numpy().astype(str))
@@ -47,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
     )
     out.obsm["X_geneattn"] = emb.astype(np.float32)
     out.uns["geneattn_model"] = {k: str(v) for k, v in model.params.items()}
-    log.info("embedded %d cells into %d dimensions", cells.n_cells, emb.shape[1])
+    log.info(
+        "%s: embedded %d of %d cells into %d dimensions",
+        describe(args),
+        cells.n_cells,
+        n_all,
+        emb.shape[1],
+    )
     with atomic_path(args.out) as tmp:
         out.write_h5ad(tmp)
     return 0

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the module-attention options."""
+    from geneattn.shards import add_shard_arguments
+
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
     parser.add_argument("--model", required=True, help="model.npz (gene embeddings, w_q, w_k)")
     parser.add_argument("--obs", required=True, help="qc.h5ad whose obs hold the conditions")
@@ -24,8 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modules", required=True, help="module table .tsv (gene_id, module) of `modules`"
     )
-    parser.add_argument("--shard", type=int, default=0, help="0-based shard of the cells")
-    parser.add_argument("--n-shards", type=int, default=1, help="contiguous shards of the cells")
+    add_shard_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
     parser.add_argument("--out", required=True, help="module-attention .npz to write")
 
@@ -34,16 +35,16 @@ def run(args: argparse.Namespace) -> int:
     """Compute the shard's per-cell module attention and write it."""
     import numpy as np
 
-    from geneattn.attention import shard_bounds
     from geneattn.cli.attention import _read_obs, condition_shard
     from geneattn.differential import module_attention, read_module_labels, save_module_attention
     from geneattn.errors import InputError
+    from geneattn.shards import check_shard_arguments, describe
     from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
-    shard_bounds(0, args.shard, args.n_shards)  # checks the shard numbers early
+    check_shard_arguments(args)
     cells = load_tokens(args.tokens)
     model = load_model(args.model)
     labels, _ = _read_obs(args.obs, args.condition_column)
@@ -66,10 +67,9 @@ def run(args: argparse.Namespace) -> int:
         condition=args.condition,
     )
     log.info(
-        "%s: shard %d/%d, %d of %d cells, %d modules of %d genes",
+        "%s: %s, %d of %d cells, %d modules of %d genes",
         args.condition,
-        args.shard,
-        args.n_shards,
+        describe(args),
         shard.n_cells,
         n_chosen,
         len(result.modules),

@@ -26,6 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
     parser.add_argument("--out", required=True, help="tokens.npz to write")
     parser.add_argument("--summary", required=True, help="JSON summary to write")
+    parser.add_argument(
+        "--condition-column",
+        help="obs column whose labels are counted among the tokenized cells (cells_by_label)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         n_threads=args.threads,
     )
     summary["input"] = str(args.h5ad)
+    if args.condition_column is not None:
+        summary["cells_by_label"] = _cells_by_label(adata.obs, args.condition_column, cells, args)
     log.info(
         "%d of %d cells tokenized, %d genes with tokens, median length %.0f",
         summary["cells_out"],
@@ -79,6 +85,18 @@ def run(args: argparse.Namespace) -> int:
         tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         save_tokens(args.out, cells)
     return 0
+
+
+def _cells_by_label(obs, column: str, cells, args: argparse.Namespace) -> dict[str, int]:
+    """Tokenized cells per label of ``obs[column]`` (what the workflow shards by)."""
+    from geneattn.errors import InputError
+
+    if column not in obs.columns:
+        raise InputError(
+            f"no obs column {column!r} (columns: {', '.join(map(str, obs.columns))})", args.h5ad
+        )
+    labels = obs[column].astype(str).reindex(cells.cell_ids.astype(str))
+    return {str(k): int(v) for k, v in sorted(labels.value_counts().items())}
 
 
 def _looks_ensembl(names) -> bool:
