@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.attention_sums import AttentionSums
+from geneattn.checkpoint_stage import CheckpointStage
 from geneattn.errors import InputError
 from geneattn.shards import shard_bounds
 from geneattn.study_model import StudyModel
@@ -207,6 +208,49 @@ def symbols_for(
     return np.array(out, dtype=str)
 
 
+def _attention_adder(model: StudyModel | CheckpointStage, universe_tokens: np.ndarray):
+    """``add(cells, sums, incoming, n_threads)``: the model's attention among the universe
+    genes of ``cells`` added into the running sums, in Rust."""
+    from geneattn import _kernels
+
+    if isinstance(model, CheckpointStage):
+
+        def add_checkpoint(cells, sums, incoming, n_threads):
+            model.add_attention_sums(cells, universe_tokens, sums, incoming, n_threads=n_threads)
+
+        return add_checkpoint
+
+    table = np.ascontiguousarray(model.gene_embeddings)
+    vocab = table.shape[0]
+    if universe_tokens.max() >= vocab:
+        raise InputError(f"a universe token is outside the model's vocabulary (0..{vocab - 1})")
+    index = np.full(vocab, -1, dtype=np.int64)
+    index[universe_tokens] = np.arange(len(universe_tokens))
+    w_q = np.ascontiguousarray(model.w_q, dtype=table.dtype)
+    w_k = np.ascontiguousarray(model.w_k, dtype=table.dtype)
+
+    def add_study(cells, sums, incoming, n_threads):
+        if len(cells.tokens) and int(cells.tokens.max()) >= vocab:
+            raise InputError(
+                f"token {int(cells.tokens.max())} is outside the model's vocabulary ({vocab} rows)"
+            )
+        _kernels.mha_aggregate_cells(
+            np.ascontiguousarray(cells.tokens, dtype=np.int32),
+            np.ascontiguousarray(cells.offsets, dtype=np.int64),
+            table,
+            w_q,
+            w_k,
+            int(model.n_heads),
+            index,
+            len(universe_tokens),
+            n_threads=n_threads,
+            sums=sums,
+            incoming=incoming,
+        )
+
+    return add_study
+
+
 def subset_cells(cells: TokenizedCells, index: np.ndarray) -> TokenizedCells:
     """The cells at ``index`` (in that order), with their tokens.
 
@@ -237,7 +281,7 @@ def subset_cells(cells: TokenizedCells, index: np.ndarray) -> TokenizedCells:
 
 def aggregate_attention(
     cells: TokenizedCells,
-    model: StudyModel,
+    model: StudyModel | CheckpointStage,
     universe_tokens: np.ndarray,
     *,
     n_threads: int = 1,
@@ -253,7 +297,8 @@ def aggregate_attention(
     cells
         The cells (of one condition, or one shard of it).
     model
-        Single-layer attention weights (``gene_embeddings``, ``w_q``, ``w_k``, ``n_heads``).
+        Single-layer attention weights (``gene_embeddings``, ``w_q``, ``w_k``, ``n_heads``),
+        or a checkpoint (its ``attention_layer``, averaged over ``attention_heads``).
     universe_tokens
         Token ids of the universe genes, unique (from :func:`choose_universe`).
     n_threads
@@ -278,49 +323,26 @@ def aggregate_attention(
         If the universe is empty, repeats a token or names a token outside the model's
         vocabulary, or ``gene_symbols`` does not match it.
     """
-    from geneattn import _kernels
-
     universe_tokens = np.asarray(universe_tokens, dtype=np.int64)
-    table = np.ascontiguousarray(model.gene_embeddings)
-    vocab = table.shape[0]
+    vocab = len(cells.vocabulary)
     g = len(universe_tokens)
     if g == 0 or len(np.unique(universe_tokens)) != g:
         raise InputError("the gene universe must be non-empty without repeated tokens")
     if universe_tokens.min() < 0 or universe_tokens.max() >= vocab:
-        raise InputError(f"a universe token is outside the model's vocabulary (0..{vocab - 1})")
-    if len(cells.tokens) and int(cells.tokens.max()) >= vocab:
-        raise InputError(
-            f"token {int(cells.tokens.max())} is outside the model's vocabulary ({vocab} rows)"
-        )
+        raise InputError(f"a universe token is outside the vocabulary (0..{vocab - 1})")
     if gene_symbols is None:
         gene_symbols = np.full(g, "", dtype=str)
     gene_symbols = np.asarray(gene_symbols).astype(str)
     if gene_symbols.shape != (g,):
         raise InputError(f"gene_symbols has shape {gene_symbols.shape}, expected ({g},)")
-    index = np.full(vocab, -1, dtype=np.int64)
-    index[universe_tokens] = np.arange(g)
-    w_q = np.ascontiguousarray(model.w_q, dtype=table.dtype)
-    w_k = np.ascontiguousarray(model.w_k, dtype=table.dtype)
+    add = _attention_adder(model, universe_tokens)
 
     sums = np.zeros((g, g), dtype=np.float64)
     incoming = np.zeros(g, dtype=np.float64)
     n = cells.n_cells
     bounds = np.unique(np.linspace(0, n, max(1, chunks) + 1).astype(np.int64))
     for c0, c1 in pairwise(bounds):
-        t0, t1 = cells.offsets[c0], cells.offsets[c1]
-        _kernels.mha_aggregate_cells(
-            np.ascontiguousarray(cells.tokens[t0:t1], dtype=np.int32),
-            np.ascontiguousarray(cells.offsets[c0 : c1 + 1] - t0, dtype=np.int64),
-            table,
-            w_q,
-            w_k,
-            int(model.n_heads),
-            index,
-            g,
-            n_threads=int(n_threads),
-            sums=sums,
-            incoming=incoming,
-        )
+        add(subset_cells(cells, np.arange(c0, c1)), sums, incoming, int(n_threads))
         if progress is not None:
             progress(int(c1), n)
 

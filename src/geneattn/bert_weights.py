@@ -307,3 +307,56 @@ def load_weights(directory: str | Path, config: BertConfig) -> BertWeights:
             origin,
         )
     return weights
+
+
+def save_checkpoint(directory: str | Path, config: BertConfig, weights: BertWeights) -> Path:
+    """Write a Hugging Face ``BertForMaskedLM``-style directory readable by :func:`load_weights`.
+
+    ``config.json`` and ``model.safetensors`` (encoder tensors with the ``bert.`` prefix; no
+    masked-LM head, which the encoder does not use; token type embeddings of row 0 only
+    repeated over ``type_vocab_size`` rows). Written with ``safetensors.numpy``, no torch:
+    for test fixtures and for models built or converted in numpy.
+
+    Returns
+    -------
+    Path
+        The directory.
+    """
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    d = config.hidden_size
+    tensors: dict[str, np.ndarray] = {}
+    e = "bert.embeddings."
+    tensors[e + "word_embeddings.weight"] = weights.word
+    tensors[e + "position_embeddings.weight"] = weights.position
+    tensors[e + "token_type_embeddings.weight"] = np.tile(
+        weights.token_type, (config.type_vocab_size, 1)
+    )
+    tensors[e + "LayerNorm.weight"] = weights.emb_ln_w
+    tensors[e + "LayerNorm.bias"] = weights.emb_ln_b
+    for n, lw in enumerate(weights.layers):
+        p = f"bert.encoder.layer.{n}."
+        a = p + "attention."
+        for k, x in enumerate(("query", "key", "value")):
+            tensors[f"{a}self.{x}.weight"] = lw.qkv_w[k * d : (k + 1) * d]
+            tensors[f"{a}self.{x}.bias"] = lw.qkv_b[k * d : (k + 1) * d]
+        tensors[a + "output.dense.weight"] = lw.attn_out_w
+        tensors[a + "output.dense.bias"] = lw.attn_out_b
+        tensors[a + "output.LayerNorm.weight"] = lw.attn_ln_w
+        tensors[a + "output.LayerNorm.bias"] = lw.attn_ln_b
+        tensors[p + "intermediate.dense.weight"] = lw.inter_w
+        tensors[p + "intermediate.dense.bias"] = lw.inter_b
+        tensors[p + "output.dense.weight"] = lw.out_w
+        tensors[p + "output.dense.bias"] = lw.out_b
+        tensors[p + "output.LayerNorm.weight"] = lw.out_ln_w
+        tensors[p + "output.LayerNorm.bias"] = lw.out_ln_b
+    save_file(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+        str(directory / "model.safetensors"),
+    )
+    raw = {"model_type": "bert", "architectures": ["BertForMaskedLM"]}
+    raw.update(dataclasses.asdict(config))
+    (directory / "config.json").write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    return directory

@@ -44,6 +44,7 @@ from geneattn.npz import read_npz_arrays
 if TYPE_CHECKING:
     import pandas as pd
 
+    from geneattn.checkpoint_stage import CheckpointStage
     from geneattn.study_model import StudyModel
     from geneattn.tokenize import TokenizedCells
 
@@ -151,7 +152,7 @@ def read_module_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def module_attention(
     cells: TokenizedCells,
-    model: StudyModel,
+    model: StudyModel | CheckpointStage,
     gene_tokens: np.ndarray,
     gene_modules: np.ndarray,
     *,
@@ -165,7 +166,8 @@ def module_attention(
     cells
         The cells (of one condition, or one shard of it).
     model
-        Single-layer attention weights (``gene_embeddings``, ``w_q``, ``w_k``, ``n_heads``).
+        Single-layer attention weights (``gene_embeddings``, ``w_q``, ``w_k``, ``n_heads``),
+        or a checkpoint (its ``attention_layer``, averaged over ``attention_heads``).
     gene_tokens
         Token ids of the genes of the module table, unique.
     gene_modules
@@ -188,43 +190,48 @@ def module_attention(
         arrays differ in length, or a module number is negative.
     """
     from geneattn import _kernels
+    from geneattn.checkpoint_stage import CheckpointStage
 
     gene_tokens = np.asarray(gene_tokens, dtype=np.int64)
     gene_modules = np.asarray(gene_modules, dtype=np.int64)
-    table = np.ascontiguousarray(model.gene_embeddings)
-    vocab = table.shape[0]
+    vocab = len(cells.vocabulary)
     if gene_tokens.shape != gene_modules.shape or gene_tokens.ndim != 1:
         raise InputError(f"{len(gene_tokens)} gene tokens but {len(gene_modules)} module labels")
     if len(np.unique(gene_tokens)) != len(gene_tokens):
         raise InputError("the module genes repeat a token")
     if len(gene_tokens) and (gene_tokens.min() < 0 or gene_tokens.max() >= vocab):
-        raise InputError(
-            f"a module gene's token is outside the model's vocabulary (0..{vocab - 1})"
-        )
-    if len(cells.tokens) and int(cells.tokens.max()) >= vocab:
-        raise InputError(
-            f"token {int(cells.tokens.max())} is outside the model's vocabulary ({vocab} rows)"
-        )
+        raise InputError(f"a module gene's token is outside the vocabulary (0..{vocab - 1})")
     if np.any(gene_modules < 0):
         raise InputError("module numbers must be non-negative (0 = unassigned)")
     modules, sizes = np.unique(gene_modules[gene_modules > 0], return_counts=True)
     column = np.full(len(gene_tokens), -1, dtype=np.int64)
     assigned = gene_modules > 0
     column[assigned] = np.searchsorted(modules, gene_modules[assigned])
-    index = np.full(vocab, -1, dtype=np.int64)
-    index[gene_tokens] = np.arange(len(gene_tokens))
-    sums, pairs = _kernels.mha_module_cells(
-        np.ascontiguousarray(cells.tokens, dtype=np.int32),
-        np.ascontiguousarray(cells.offsets, dtype=np.int64),
-        table,
-        np.ascontiguousarray(model.w_q, dtype=table.dtype),
-        np.ascontiguousarray(model.w_k, dtype=table.dtype),
-        int(model.n_heads),
-        index,
-        column,
-        len(modules),
-        n_threads=int(n_threads),
-    )
+    if isinstance(model, CheckpointStage):
+        sums, pairs = model.module_sums(
+            cells, gene_tokens, column, len(modules), n_threads=int(n_threads)
+        )
+    else:
+        table = np.ascontiguousarray(model.gene_embeddings)
+        if len(cells.tokens) and int(cells.tokens.max()) >= table.shape[0]:
+            raise InputError(
+                f"token {int(cells.tokens.max())} is outside the model's vocabulary "
+                f"({table.shape[0]} rows)"
+            )
+        index = np.full(table.shape[0], -1, dtype=np.int64)
+        index[gene_tokens] = np.arange(len(gene_tokens))
+        sums, pairs = _kernels.mha_module_cells(
+            np.ascontiguousarray(cells.tokens, dtype=np.int32),
+            np.ascontiguousarray(cells.offsets, dtype=np.int64),
+            table,
+            np.ascontiguousarray(model.w_q, dtype=table.dtype),
+            np.ascontiguousarray(model.w_k, dtype=table.dtype),
+            int(model.n_heads),
+            index,
+            column,
+            len(modules),
+            n_threads=int(n_threads),
+        )
     return ModuleAttention(
         modules=modules.astype(np.int64),
         module_sizes=sizes.astype(np.int64),

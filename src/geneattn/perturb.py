@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from geneattn.checkpoint_stage import CheckpointStage
 from geneattn.enrichment import bh_fdr
 from geneattn.errors import InputError
 from geneattn.study_model import StudyModel
@@ -213,12 +214,13 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def perturbation_shifts(
-    model: StudyModel,
+    model: StudyModel | CheckpointStage,
     cells: TokenizedCells,
     tokens: Sequence[int],
     mode: str,
     *,
     goal: np.ndarray | None,
+    shift: float = 0.25,
     n_threads: int = 1,
     progress: Callable[[int, int], None] | None = None,
     chunk: int = 64,
@@ -228,13 +230,17 @@ def perturbation_shifts(
     Parameters
     ----------
     model
-        The attention model.
+        The study's attention model, or a checkpoint (one forward pass per perturbed
+        sequence, which makes rank shifts matter).
     cells
         The cells perturbed (the case cells of a shard).
     tokens
         Tokens to perturb.
     mode
         One of :data:`MODES`.
+    shift
+        ``inhibit`` / ``activate``: fraction of the sequence the token moves (see
+        :func:`perturbed_tokens`; the study model is order-free, so only checkpoints see it).
     goal
         The goal-state centroid ``(d_model,)``, or None (``goal_shift`` is then NaN).
     n_threads
@@ -256,7 +262,12 @@ def perturbation_shifts(
         index = np.arange(c0, min(c0 + chunk, cells.n_cells))
         sub = subset_cells(cells, index)
         plan = plan_edits(sub, tokens, mode)
-        original, perturbed = edit_embeddings(model, sub, plan, n_threads=n_threads)
+        if isinstance(model, CheckpointStage):
+            original, perturbed = model.edit_embeddings(
+                sub, plan.cell, plan.token, mode, shift=shift, n_threads=n_threads
+            )
+        else:
+            original, perturbed = edit_embeddings(model, sub, plan, n_threads=n_threads)
         shift = 1.0 - _cosine(original, perturbed)
         if goal is None:
             goal_shift = np.full(len(shift), np.nan)

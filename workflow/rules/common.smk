@@ -29,6 +29,16 @@ else:
     CONDITIONS = {"all": "all"}
 ROLES = list(CONDITIONS)
 
+# A pretrained checkpoint (`model.kind: checkpoint`): its weight files, sharded or not.
+if config["model"]["kind"] == "checkpoint":
+    if not config["model"]["path"]:
+        raise ValueError("model.kind: checkpoint needs model.path (a Hugging Face directory)")
+    CHECKPOINT_WEIGHTS = sorted(
+        os.path.join(config["model"]["path"], name)
+        for name in os.listdir(config["model"]["path"])
+        if name.endswith(".safetensors")
+    )
+
 
 def opt(flag, value):
     """Render `--flag value` for the command line, or nothing when value is None."""

@@ -1,32 +1,74 @@
-# The attention model (study-derived weights) and the cell embeddings (sharded over cells).
+# The attention model (study-derived weights, or a pretrained checkpoint's manifest) and the
+# cell embeddings (sharded over cells).
 
 
-rule model:
-    input:
-        h5ad=rules.qc.output.h5ad,
-        token_dict=rules.fetch_resources.output.tokens,
-        names=rules.fetch_resources.output.names,
-    output:
-        f"{OUT}/model.npz",
-    params:
-        gene_id=config["input"]["gene_id"],
-        m=config["model"],
-    threads: 2
-    resources:
-        mem_mb=mem_mb(1500, 10),
-        runtime=runtime(10, 0.1),
-    log:
-        f"{LOGS}/model.log",
-    benchmark:
-        f"{BENCH}/model.tsv"
-    conda:
-        ENV
-    shell:
-        "geneattn model {input.h5ad} --token-dictionary {input.token_dict}"
-        " --gene-names {input.names} --gene-id {params.gene_id}"
-        " --d-model {params.m[d_model]} --n-heads {params.m[n_heads]}"
-        " --temperature {params.m[temperature]} --seed {params.m[seed]}"
-        " --out {output} > {log} 2>&1"
+if config["model"]["kind"] == "checkpoint":
+
+    rule model:
+        input:
+            # the checkpoint's files, so that new weights rerun everything after them
+            config=os.path.join(config["model"]["path"], "config.json"),
+            weights=CHECKPOINT_WEIGHTS,
+        output:
+            f"{OUT}/model.json",
+        params:
+            m=config["model"],
+            path=config["model"]["path"],
+            extra=" ".join(
+                [
+                    opt("--checkpoint-token-dictionary", config["model"]["token_dictionary"]),
+                    opt("--version", config["model"]["version"]),
+                    (
+                        "--attention-heads "
+                        + " ".join(str(h) for h in config["model"]["attention_heads"])
+                        if config["model"]["attention_heads"]
+                        else ""
+                    ),
+                ]
+            ),
+        threads: 1
+        resources:
+            mem_mb=mem_mb(1000, 2),
+            runtime=runtime(10, 0.01),
+        log:
+            f"{LOGS}/model.log",
+        benchmark:
+            f"{BENCH}/model.tsv"
+        conda:
+            ENV
+        shell:
+            "geneattn model --checkpoint {params.path:q} {params.extra}"
+            " --emb-layer {params.m[emb_layer]} --pooling {params.m[pooling]}"
+            " --attention-layer {params.m[attention_layer]} --out {output} > {log} 2>&1"
+
+else:
+
+    rule model:
+        input:
+            h5ad=rules.qc.output.h5ad,
+            token_dict=rules.fetch_resources.output.tokens,
+            names=rules.fetch_resources.output.names,
+        output:
+            f"{OUT}/model.npz",
+        params:
+            gene_id=config["input"]["gene_id"],
+            m=config["model"],
+        threads: 2
+        resources:
+            mem_mb=mem_mb(1500, 10),
+            runtime=runtime(10, 0.1),
+        log:
+            f"{LOGS}/model.log",
+        benchmark:
+            f"{BENCH}/model.tsv"
+        conda:
+            ENV
+        shell:
+            "geneattn model {input.h5ad} --token-dictionary {input.token_dict}"
+            " --gene-names {input.names} --gene-id {params.gene_id}"
+            " --d-model {params.m[d_model]} --n-heads {params.m[n_heads]}"
+            " --temperature {params.m[temperature]} --seed {params.m[seed]}"
+            " --out {output} > {log} 2>&1"
 
 
 rule embed_shard:

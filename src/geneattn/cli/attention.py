@@ -16,7 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from geneattn.shards import add_shard_arguments
 
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
-    parser.add_argument("--model", required=True, help="model.npz (gene embeddings, w_q, w_k)")
+    parser.add_argument(
+        "--model", required=True, help="model.npz, or model.json naming a checkpoint"
+    )
     parser.add_argument("--obs", required=True, help="qc.h5ad whose obs hold the conditions")
     parser.add_argument("--condition-column", required=True, help="obs column of conditions")
     parser.add_argument("--condition", required=True, help="the condition label to sum over")
@@ -46,16 +48,16 @@ def run(args: argparse.Namespace) -> int:
     """Take the universe (a table, or chosen from all cells), sum the condition's shard."""
     from geneattn.attention import aggregate_attention
     from geneattn.attention_sums import save_attention_sums
+    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.errors import InputError
     from geneattn.shards import check_shard_arguments, describe
-    from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     check_shard_arguments(args)
     cells = load_tokens(args.tokens)
-    model = load_model(args.model)
+    model = load_stage_model(args.model)
     labels, var_names = _read_obs(args.obs, args.condition_column)
     universe, symbols = gene_universe(args, cells, var_names)
     shard, n_chosen = condition_shard(cells, labels, args)

@@ -16,11 +16,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from geneattn.shards import add_shard_arguments
 
     parser.add_argument("tokens", help="tokens.npz")
-    parser.add_argument("--model", required=True, help="model.npz")
+    parser.add_argument(
+        "--model", required=True, help="model.npz, or model.json naming a checkpoint"
+    )
     parser.add_argument("--obs", required=True, help="qc.h5ad whose obs is carried over")
     add_shard_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
     parser.add_argument("--out", required=True, help="embeddings.h5ad (of the shard) to write")
+
+
+def embed_cells(model, cells, *, n_threads: int):
+    """Cell embeddings of the study model's interface or of a checkpoint."""
+    from geneattn.checkpoint_stage import CheckpointStage
+
+    if isinstance(model, CheckpointStage):
+        return model.embed(cells, n_threads=n_threads)
+    interface = model.interface(n_threads=n_threads)
+    return interface.encode_batch(cells.tokens, cells.offsets, n_threads=n_threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,10 +42,10 @@ def run(args: argparse.Namespace) -> int:
 
     from geneattn.atomic import atomic_path
     from geneattn.attention import subset_cells
+    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.errors import InputError
     from geneattn.readers import read_stage_h5ad
     from geneattn.shards import check_shard_arguments, describe, shard_of
-    from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
     check_shard_arguments(args)
@@ -41,15 +53,14 @@ def run(args: argparse.Namespace) -> int:
     n_all = cells.n_cells
     start, stop = shard_of(n_all, args)
     cells = subset_cells(cells, np.arange(start, stop))
-    model = load_model(args.model)
+    model = load_stage_model(args.model)
     obs = read_stage_h5ad(args.obs, backed=True).obs
     missing = np.setdiff1d(cells.cell_ids, obs.index.to_numpy().astype(str))
     if missing.size:
         raise InputError(
             f"{missing.size} tokenized cells are not in it, e.g. {missing[0]!r}", args.obs
         )
-    interface = model.interface(n_threads=args.threads)
-    emb = interface.encode_batch(cells.tokens, cells.offsets, n_threads=args.threads)
+    emb = embed_cells(model, cells, n_threads=args.threads)
     out = ad.AnnData(
         X=np.zeros((cells.n_cells, 0), dtype=np.float32),
         obs=obs.loc[cells.cell_ids].copy(),

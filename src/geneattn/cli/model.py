@@ -6,30 +6,53 @@ import argparse
 import logging
 
 NAME = "model"
-HELP = "derive attention weights from the study (PCA gene embeddings) and write model.npz"
+HELP = (
+    "derive attention weights from the study (PCA gene embeddings) into model.npz, or check "
+    "a pretrained checkpoint and write its manifest (model.json)"
+)
 
 log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the model options."""
-    parser.add_argument("h5ad", help="QC'd counts (qc.h5ad)")
-    parser.add_argument("--token-dictionary", required=True, help="token_dictionary.tsv")
+    parser.add_argument("h5ad", nargs="?", help="QC'd counts (qc.h5ad; the study model)")
+    parser.add_argument("--token-dictionary", help="token_dictionary.tsv (the study model)")
     parser.add_argument("--gene-names", help="gene_name_id.tsv (for --gene-id symbol)")
     parser.add_argument("--gene-id", choices=["symbol", "ensembl"], default="symbol")
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", required=True, help="model.npz to write")
+    ckpt = parser.add_argument_group("a pretrained checkpoint instead of the study model")
+    ckpt.add_argument(
+        "--checkpoint", help="Hugging Face model directory (config.json, model.safetensors)"
+    )
+    ckpt.add_argument(
+        "--checkpoint-token-dictionary",
+        help="the checkpoint's token dictionary (.pkl or .tsv); none: our token ids as they are",
+    )
+    ckpt.add_argument("--version", choices=["V1", "V2"], help="Geneformer version (inferred)")
+    ckpt.add_argument("--emb-layer", type=int, default=-1, help="0: last layer, -1: one before")
+    ckpt.add_argument("--pooling", choices=["mean", "cls"], default="mean")
+    ckpt.add_argument("--attention-layer", type=int, default=-1, help="0-based; -1: last")
+    ckpt.add_argument(
+        "--attention-heads", type=int, nargs="*", help="heads averaged (default: all)"
+    )
+    parser.add_argument("--out", required=True, help="model.npz (or model.json) to write")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build and save the model."""
+    """Build and save the study model, or check a checkpoint and write its manifest."""
+    from geneattn.errors import InputError
+
+    if args.checkpoint is not None:
+        return _checkpoint(args)
+    if args.h5ad is None or args.token_dictionary is None:
+        raise InputError("the study model needs the QC'd h5ad and --token-dictionary")
     import numpy as np
     import scipy.sparse as sp
 
-    from geneattn.errors import InputError
     from geneattn.readers import read_stage_h5ad
     from geneattn.resources import load_gene_name_map, load_token_dictionary
     from geneattn.study_model import build_study_model, save_model
@@ -71,4 +94,36 @@ def run(args: argparse.Namespace) -> int:
         model.n_heads,
     )
     save_model(args.out, model)
+    return 0
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    """Load the checkpoint with the chosen layers and heads, and write model.json."""
+    from pathlib import Path
+
+    from geneattn.checkpoint_stage import write_manifest
+    from geneattn.errors import InputError
+
+    if Path(args.out).suffix != ".json":
+        raise InputError("a checkpoint's manifest must be written to a .json file", args.out)
+    stage = write_manifest(
+        args.out,
+        args.checkpoint,
+        token_dictionary=args.checkpoint_token_dictionary,
+        version=args.version,
+        emb_layer=args.emb_layer,
+        pooling=args.pooling,
+        attention_layer=args.attention_layer,
+        attention_heads=args.attention_heads,
+    )
+    m = stage.model
+    log.info(
+        "checkpoint %s: Geneformer %s, %d layers x %d hidden x %d heads, %d positions",
+        args.checkpoint,
+        m.version,
+        m.n_layers,
+        m.hidden_size,
+        m.config.num_attention_heads,
+        m.max_len,
+    )
     return 0

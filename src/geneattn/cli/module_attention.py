@@ -19,7 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from geneattn.shards import add_shard_arguments
 
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
-    parser.add_argument("--model", required=True, help="model.npz (gene embeddings, w_q, w_k)")
+    parser.add_argument(
+        "--model", required=True, help="model.npz, or model.json naming a checkpoint"
+    )
     parser.add_argument("--obs", required=True, help="qc.h5ad whose obs hold the conditions")
     parser.add_argument("--condition-column", required=True, help="obs column of conditions")
     parser.add_argument("--condition", required=True, help="the condition label of the cells")
@@ -35,18 +37,18 @@ def run(args: argparse.Namespace) -> int:
     """Compute the shard's per-cell module attention and write it."""
     import numpy as np
 
+    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.cli.attention import _read_obs, condition_shard
     from geneattn.differential import module_attention, read_module_labels, save_module_attention
     from geneattn.errors import InputError
     from geneattn.shards import check_shard_arguments, describe
-    from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     check_shard_arguments(args)
     cells = load_tokens(args.tokens)
-    model = load_model(args.model)
+    model = load_stage_model(args.model)
     labels, _ = _read_obs(args.obs, args.condition_column)
     gene_ids, modules = read_module_labels(args.modules)
     token_of = {str(g): t for t, g in enumerate(np.asarray(cells.vocabulary).astype(str))}

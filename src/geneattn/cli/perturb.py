@@ -17,7 +17,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from geneattn.shards import add_shard_arguments
 
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
-    parser.add_argument("--model", required=True, help="model.npz")
+    parser.add_argument(
+        "--model", required=True, help="model.npz, or model.json naming a checkpoint"
+    )
     parser.add_argument("--obs", required=True, help="qc.h5ad whose obs hold the conditions")
     parser.add_argument("--condition-column", required=True, help="obs column of conditions")
     parser.add_argument("--case", required=True, help="label of the cells perturbed")
@@ -36,12 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     from geneattn.atomic import atomic_path
     from geneattn.attention import subset_cells
+    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.cli.attention import _read_obs
     from geneattn.errors import InputError
     from geneattn.network import write_table
     from geneattn.perturb import load_plan, perturbation_shifts
     from geneattn.shards import check_shard_arguments, describe, shard_of
-    from geneattn.study_model import load_model
     from geneattn.tokenize import load_tokens
 
     if args.threads < 1:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     check_shard_arguments(args)
     plan = load_plan(args.plan)
     cells = load_tokens(args.tokens)
-    model = load_model(args.model)
+    model = load_stage_model(args.model)
     labels, _ = _read_obs(args.obs, args.condition_column)
     cell_labels = labels.reindex(cells.cell_ids.astype(str)).to_numpy().astype(object)
     case_index = np.flatnonzero(cell_labels == args.case)
@@ -83,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         plan.tokens,
         args.mode,
         goal=goal,
+        shift=args.shift,
         n_threads=args.threads,
         progress=progress,
     )
