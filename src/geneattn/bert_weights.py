@@ -185,7 +185,7 @@ def _read_tensors(directory: Path) -> tuple[dict[str, np.ndarray], Path]:
         from safetensors.numpy import load_file
     except ImportError:  # pragma: no cover - safetensors is a dependency of the venv
         raise InputError(
-            "reading checkpoints needs the safetensors package (pip install 'geneattn[checkpoint]')"
+            "reading checkpoints needs the safetensors package (pip install safetensors)"
         ) from None
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
