@@ -123,4 +123,4 @@ def test_embed_shards_gather_to_the_whole(demo_tokens, capsys):
     capsys.readouterr()
     out = tmp / "twice.h5ad"
     assert main(["gather-embeddings", shards[0], shards[0], "--out", str(out)]) == 2
-    assert "more than one shard" in capsys.readouterr().err and not out.exists()
+    assert "is also in" in capsys.readouterr().err and not out.exists()

@@ -34,10 +34,13 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"made by another model than {args.shards[0]}", path)
         if part.obsm["X_geneattn"].shape[1] != first.obsm["X_geneattn"].shape[1]:
             raise InputError(f"embedding width differs from {args.shards[0]}", path)
+    seen: dict[str, str] = {}
+    for path, part in zip(args.shards, parts, strict=True):
+        for cell in part.obs_names.astype(str):
+            if cell in seen:
+                raise InputError(f"cell {cell!r} is also in {seen[cell]}", path)
+            seen[cell] = path
     out = ad.concat(parts, axis=0, merge="same", uns_merge="first")
-    if out.obs_names.has_duplicates:
-        dup = out.obs_names[out.obs_names.duplicated()][0]
-        raise InputError(f"cell {dup!r} is in more than one shard", args.out)
     log.info("gathered %d cells from %d shards", out.n_obs, len(parts))
     with atomic_path(args.out) as tmp:
         out.write_h5ad(tmp)
