@@ -387,11 +387,8 @@ def _reference_sums(
     """Per-cell ``(n, n)`` attention added into gene x gene sums by the definition."""
     sums, incoming = np.zeros((g, g)), np.zeros(g)
     for c, a in enumerate(attention):
-        u = universe[ids[offsets[c] : offsets[c + 1]]]
-        keep = u >= 0
-        a = np.asarray(a, dtype=np.float64)
-        np.add.at(sums, (u[keep][:, None], u[keep][None, :]), a[np.ix_(keep, keep)])
-        np.add.at(incoming, u[keep], a[:, keep].sum(axis=0))
+        genes = universe[ids[offsets[c] : offsets[c + 1]]]
+        ref.add_attention(sums, incoming, np.asarray(a, dtype=np.float64), genes)
     return sums, incoming
 
 
