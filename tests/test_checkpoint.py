@@ -572,6 +572,7 @@ def test_fused_sums_bad_inputs_get_clear_errors(tiny, golden):
     for kw, message in [
         ({"layer": 2}, "attention layer 2 is out of range"),
         ({"layer": -3}, "attention layer -3 is out of range"),
+        ({"layer": 1.0}, "layer must be an integer, got 1.0"),
         ({"heads": (4,)}, "head 4 is out of range"),
         ({"heads": (0, -4)}, r"distinct heads, got \[0, -4\]"),
         ({"heads": ()}, "distinct heads, got"),
@@ -581,7 +582,12 @@ def test_fused_sums_bad_inputs_get_clear_errors(tiny, golden):
         ({"sums": np.zeros((9, 9)), "incoming": np.zeros(9)}, r"sums must have shape \(10, 10\)"),
         ({"sums": np.zeros((10, 10), dtype=np.float32), "incoming": np.zeros(10)}, "float64"),
         ({"sums": np.zeros((10, 10))}, "give both sums and incoming, or neither"),
-        ({"n_threads": 0}, "n_threads"),
+        ({"n_threads": 0}, "n_threads must be an integer >= 1, got 0"),
+        ({"n_threads": -1}, "n_threads must be an integer >= 1, got -1"),
+        ({"n_universe": -1}, "n_universe must be an integer >= 0, got -1"),
+        ({"heads": (1.5,)}, "a head must be an integer, got 1.5"),
+        ({"heads": (True,)}, "a head must be an integer, got True"),
+        ({"heads": (-5,)}, "head -5 is out of range"),
     ]:
         with pytest.raises(InputError, match=message):
             sums(**kw)
@@ -594,6 +600,8 @@ def test_fused_sums_bad_inputs_get_clear_errors(tiny, golden):
         tiny.module_sums(ids, offsets, universe, modules[:-1], 1)
     with pytest.raises(InputError, match="head 5 is out of range"):
         tiny.module_sums(ids, offsets, universe, modules, 1, heads=[5])
+    with pytest.raises(InputError, match="n_modules must be an integer >= 0, got -1"):
+        tiny.module_sums(ids, offsets, universe, modules, -1)
 
     # the kernels themselves: ValueError/TypeError, never a panic
     emb, layers = tiny.weights.kernel_args()

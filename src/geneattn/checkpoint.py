@@ -20,6 +20,7 @@ output, -1 = the one before, Geneformer's default).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -560,9 +561,9 @@ class CheckpointModel:
             *args,
             layer,
             uni,
-            n_universe,
+            _count("n_universe", n_universe, 0),
             heads=keep,
-            n_threads=self.n_threads if n_threads is None else n_threads,
+            n_threads=self._threads(n_threads),
             sums=sums,
             incoming=incoming,
         )
@@ -627,9 +628,9 @@ class CheckpointModel:
             layer,
             uni,
             _int_array("modules", modules),
-            n_modules,
+            _count("n_modules", n_modules, 0),
             heads=keep,
-            n_threads=self.n_threads if n_threads is None else n_threads,
+            n_threads=self._threads(n_threads),
         )
 
     def _aggregate_args(
@@ -647,11 +648,11 @@ class CheckpointModel:
         None).
         """
         ids, offsets = self._inputs(ids, offsets)
-        layer = self._layer(layer, self.n_layers, "attention layer")
+        layer = self._layer(_integer("layer", layer), self.n_layers, "attention layer")
         n_heads = self.config.num_attention_heads
         keep = None
         if heads is not None:
-            keep = [self._head(int(h), n_heads) for h in heads]
+            keep = [self._head(_integer("a head", h), n_heads) for h in heads]
             if not keep or len(set(keep)) != len(keep):
                 raise InputError(
                     f"heads must name distinct heads, got {list(heads)} (heads "
@@ -668,6 +669,10 @@ class CheckpointModel:
         args = (ids, offsets, emb, layers, c.num_attention_heads, c.hidden_act, c.layer_norm_eps)
         return args, layer, uni, keep
 
+    def _threads(self, n_threads: int | None) -> int:
+        """``n_threads``, or the model's default for None."""
+        return _count("n_threads", self.n_threads if n_threads is None else n_threads, 1)
+
     @staticmethod
     def _head(h: int, n_heads: int) -> int:
         if not -n_heads <= h < n_heads:
@@ -683,6 +688,24 @@ def _kernel_call(
         return fn(*args, **kwargs)
     except (TypeError, ValueError) as err:
         raise InputError(str(err)) from err
+
+
+def _integer(name: str, value: int) -> int:
+    """``value`` as an int, refusing floats, bools and the like."""
+    try:
+        if not isinstance(value, bool | np.bool_):
+            return operator.index(value)
+    except TypeError:
+        pass
+    raise InputError(f"{name} must be an integer, got {value!r}")
+
+
+def _count(name: str, value: int, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``."""
+    v = _integer(name, value)
+    if v < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
 
 
 def _int_array(name: str, values: np.ndarray) -> np.ndarray:
