@@ -6,6 +6,10 @@ weights are read with ``safetensors.numpy`` (no torch), checked against the conf
 encoder runs in Rust (:func:`geneattn._kernels.bert_forward`): float32, cells of different
 lengths in one call without padding, on a rayon pool of ``n_threads`` threads.
 
+:meth:`CheckpointModel.attention_sums` and :meth:`CheckpointModel.module_sums` aggregate one
+layer's attention over a gene universe in Rust (:func:`geneattn._kernels.bert_aggregate_cells`,
+:func:`geneattn._kernels.bert_module_cells`), so no per-cell ``n x n`` matrix reaches Python.
+
 Geneformer V1 (6 layers x 256 hidden x 4 heads, 2,048 tokens, ReLU) takes gene tokens only;
 V2 (e.g. 12 x 768 x 12, 4,096 tokens) adds ``<cls>`` first and ``<eos>`` last. Build model
 inputs from our tokens with :meth:`CheckpointModel.input_ids`. The masked-LM head
@@ -13,7 +17,8 @@ inputs from our tokens with :meth:`CheckpointModel.input_ids`. The masked-LM hea
 
 Layer numbers: :meth:`CheckpointModel.hidden_states` uses Hugging Face's ``hidden_states``
 indices (0 = embedding output, ``L`` = last layer; negative counts from the end);
-:meth:`CheckpointModel.attention` uses 0-based layer indices (-1 = last layer);
+:meth:`CheckpointModel.attention`, :meth:`~CheckpointModel.attention_sums` and
+:meth:`~CheckpointModel.module_sums` use 0-based layer indices (-1 = last layer);
 :meth:`CheckpointModel.encode_batch` uses Geneformer's ``emb_layer`` (0 = last layer's
 output, -1 = the one before, Geneformer's default).
 """
