@@ -376,3 +376,265 @@ def test_bad_calls_get_clear_errors(tiny, golden):
         _kernels.bert_forward(*args, hidden_layers=[0], n_threads=0)
     with pytest.raises(TypeError, match="tokens must be a 1-D numpy array of dtype int32 or int64"):
         _kernels.bert_forward(ids.astype(np.float32), *args[1:])
+
+
+# --- fused attention -> gene-pair aggregation ----------------------------------------------
+
+
+def _reference_sums(
+    attention: list[np.ndarray], ids: np.ndarray, offsets: np.ndarray, universe: np.ndarray, g: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell ``(n, n)`` attention added into gene x gene sums by the definition."""
+    sums, incoming = np.zeros((g, g)), np.zeros(g)
+    for c, a in enumerate(attention):
+        genes = universe[ids[offsets[c] : offsets[c + 1]]]
+        ref.add_attention(sums, incoming, np.asarray(a, dtype=np.float64), genes)
+    return sums, incoming
+
+
+def _reference_modules(
+    attention: list[np.ndarray],
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    universe: np.ndarray,
+    modules: np.ndarray,
+    n_modules: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell and module: attention between distinct module genes, ordered pairs of them."""
+    sums = np.zeros((len(attention), n_modules))
+    pairs = np.zeros((len(attention), n_modules), dtype=np.int64)
+    for c, a in enumerate(attention):
+        u = universe[ids[offsets[c] : offsets[c + 1]]]
+        mod = np.full(u.size, -1)
+        mod[u >= 0] = modules[u[u >= 0]]
+        for k in range(n_modules):
+            both = (mod[:, None] == k) & (mod[None, :] == k) & (u[:, None] != u[None, :])
+            sums[c, k] = a[both].sum(dtype=np.float64)
+            n = np.unique(u[mod == k]).size
+            pairs[c, k] = n * (n - 1)
+    return sums, pairs
+
+
+def _reference_attention(
+    model: CheckpointModel, ids: np.ndarray, offsets: np.ndarray, layer: int, heads: list[int]
+) -> list[np.ndarray]:
+    """Per cell, the numpy reference's attention of ``layer`` averaged over ``heads``."""
+    out = []
+    for c in range(offsets.size - 1):
+        cell = ids[offsets[c] : offsets[c + 1]]
+        _, att = ref.forward(cell, model.weights, model.config, n_layers=layer + 1)
+        out.append(att[layer][heads].mean(axis=0) if cell.size else np.zeros((0, 0)))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    layers=st.integers(1, 3),
+    heads=st.integers(1, 4),
+    dh=st.integers(1, 6),
+    lengths=st.lists(st.integers(0, 30), min_size=0, max_size=4),
+    in_universe=st.floats(0.0, 1.0),
+    n_modules=st.integers(1, 3),
+    data=st.data(),
+)
+def test_fused_sums_match_numpy_reference(layers, heads, dh, lengths, in_universe, n_modules, data):
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    config = _config(layers, heads, dh, 8, data.draw(st.sampled_from(ACTS)), vocab=12)
+    model = CheckpointModel(config, BertWeights.random(config, seed), version="V1")
+    rng = np.random.default_rng(seed)
+    ids, offsets = _cells(rng, lengths, config.vocab_size)  # 12 tokens: repeats are common
+    layer = data.draw(st.integers(-layers, layers - 1), label="layer")
+    first_heads = st.permutations(range(heads)).flatmap(
+        lambda p: st.integers(1, heads).map(lambda k: p[:k])
+    )
+    chosen = data.draw(st.none() | first_heads, label="heads")
+    # heads may be given from the end
+    given_heads = None if chosen is None else [h - heads if h % 2 else h for h in chosen]
+    members = rng.permutation(config.vocab_size)[: int(in_universe * config.vocab_size)]
+    g = members.size
+    universe = np.full(config.vocab_size, -1, dtype=np.int64)
+    universe[members] = rng.permutation(g)
+    modules = rng.integers(-1, n_modules, size=g)
+
+    attention = _reference_attention(
+        model, ids, offsets, layer % layers, list(range(heads)) if chosen is None else chosen
+    )
+    sums, incoming = model.attention_sums(
+        ids, offsets, universe, g, layer=layer, heads=given_heads, n_threads=2
+    )
+    want_sums, want_in = _reference_sums(attention, ids, offsets, universe, g)
+    assert sums.dtype == incoming.dtype == np.float64
+    np.testing.assert_allclose(sums, want_sums, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(incoming, want_in, rtol=1e-4, atol=1e-5)
+
+    got = model.module_sums(
+        ids, offsets, universe, modules, n_modules, layer=layer, heads=given_heads, n_threads=2
+    )
+    want = _reference_modules(attention, ids, offsets, universe, modules, n_modules)
+    assert got[0].shape == got[1].shape == (len(lengths), n_modules)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def _long_cells_model() -> tuple[CheckpointModel, np.ndarray, np.ndarray, np.ndarray, int]:
+    """A 2-layer model with 400 positions, cells past one block of query rows, a universe."""
+    config = _config(2, 4, 8, 48, "gelu", vocab=50)
+    config = BertConfig(**{**config.__dict__, "max_position_embeddings": 400})
+    model = CheckpointModel(config, BertWeights.random(config, 3), version="V1")
+    rng = np.random.default_rng(1)
+    ids, offsets = _cells(rng, [300, 0, 7, 260, 1, 64, 129], config.vocab_size)
+    universe = np.full(config.vocab_size, -1, dtype=np.int64)
+    universe[rng.permutation(config.vocab_size)[:30]] = np.arange(30)
+    return model, ids, offsets, universe, 30
+
+
+def test_fused_sums_are_bit_identical_across_threads_and_calls():
+    model, ids, offsets, universe, g = _long_cells_model()
+    one = model.attention_sums(ids, offsets, universe, g, layer=0, heads=[3, 1], n_threads=1)
+    two = model.attention_sums(ids, offsets, universe, g, layer=0, heads=[3, 1], n_threads=2)
+    sums, incoming = np.zeros((g, g)), np.zeros(g)
+    split = 3
+    for c0, c1 in ((0, split), (split, offsets.size - 1)):
+        lo, hi = offsets[c0], offsets[c1]
+        out = model.attention_sums(
+            ids[lo:hi], offsets[c0 : c1 + 1] - lo, universe, g, layer=0, heads=[3, 1],
+            n_threads=2, sums=sums, incoming=incoming,
+        )  # fmt: skip
+        assert out[0] is sums and out[1] is incoming
+    for a, b, c in zip(one, two, (sums, incoming), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert one[0].sum() > 0
+    modules = np.arange(g) % 4 - 1
+    m1 = model.module_sums(ids, offsets, universe, modules, 3, n_threads=1)
+    m2 = model.module_sums(ids, offsets, universe, modules, 3, n_threads=2)
+    for a, b in zip(m1, m2, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fused_sums_equal_summed_attention_matrices():
+    model, ids, offsets, universe, g = _long_cells_model()
+    for layer, heads in ((-1, None), (0, (2,)), (1, (0, -1))):
+        att = model.attention(ids, offsets, layers=(layer,), heads=heads)[layer]
+        want = _reference_sums(att, ids, offsets, universe, g)
+        got = model.attention_sums(ids, offsets, universe, g, layer=layer, heads=heads)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # V2 inputs: <cls> and <eos> take part in the attention, outside the universe
+    v2 = _v2()
+    tokens = np.array([1, 2, 3, 20, 4, 5, 1, 7, 2], dtype=np.int32)
+    vocabulary = np.array([f"ENSG{i + 40:011d}" for i in range(25)])
+    ids, offsets = v2.input_ids(tokens, np.array([0, 4, 6, 9]), vocabulary)
+    universe = np.full(v2.config.vocab_size, -1, dtype=np.int64)
+    universe[40:50] = np.arange(10)
+    att = v2.attention(ids, offsets, layers=(1,))[1]
+    want = _reference_sums(att, ids, offsets, universe, 10)
+    got = v2.attention_sums(ids, offsets, universe, 10, layer=1)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="not framed by <cls>"):
+        v2.attention_sums(np.array([41, 42]), np.array([0, 2]), universe, 10)
+
+
+def test_fused_sums_match_pytorch(tiny, golden):
+    ids, offsets = _batch(golden)
+    universe = np.full(tiny.config.vocab_size, -1, dtype=np.int64)
+    universe[::3] = np.arange(34)[::-1]
+    for layer in (0, 1):
+        att = [golden[f"relu_attention_{layer}_{i}"].mean(axis=0) for i in range(2)]
+        att.append(golden[f"relu_attention_mean_{layer}_2"])
+        want = _reference_sums(att, ids, offsets, universe, 34)
+        got = tiny.attention_sums(ids, offsets, universe, 34, layer=layer)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        # heads 1 and 3 of the first two cells, which have per-head golden attention
+        two = offsets[2]
+        att = [golden[f"relu_attention_{layer}_{i}"][[1, 3]].mean(axis=0) for i in range(2)]
+        want = _reference_sums(att, ids, offsets, universe, 34)
+        got = tiny.attention_sums(ids[:two], offsets[:3], universe, 34, layer=layer, heads=[1, 3])
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        assert got[0].sum() > 0
+
+
+def test_fused_sums_bad_inputs_get_clear_errors(tiny, golden):
+    ids, offsets = _batch(golden)
+    universe = np.full(100, -1, dtype=np.int64)
+    universe[:10] = np.arange(10)
+    modules = np.zeros(10, dtype=np.int64)
+
+    def sums(**kw):
+        args = {"universe": universe, "n_universe": 10} | kw
+        return tiny.attention_sums(
+            ids, offsets, args.pop("universe"), args.pop("n_universe"), **args
+        )
+
+    for kw, message in [
+        ({"layer": 2}, "attention layer 2 is out of range"),
+        ({"layer": -3}, "attention layer -3 is out of range"),
+        ({"layer": 1.0}, "layer must be an integer, got 1.0"),
+        ({"heads": (4,)}, "head 4 is out of range"),
+        ({"heads": (0, -4)}, r"distinct heads, got \[0, -4\]"),
+        ({"heads": ()}, "distinct heads, got"),
+        ({"universe": universe[:-1]}, r"one entry per model token id \(100\), got 99"),
+        ({"universe": universe.astype(np.float64)}, "universe must be a 1-D integer array"),
+        ({"n_universe": 9}, "universe.* = 9 is neither -1 nor a universe index in 0..9"),
+        ({"sums": np.zeros((9, 9)), "incoming": np.zeros(9)}, r"sums must have shape \(10, 10\)"),
+        ({"sums": np.zeros((10, 10), dtype=np.float32), "incoming": np.zeros(10)}, "float64"),
+        ({"sums": np.zeros((10, 10))}, "give both sums and incoming, or neither"),
+        ({"n_threads": 0}, "n_threads must be an integer >= 1, got 0"),
+        ({"n_threads": -1}, "n_threads must be an integer >= 1, got -1"),
+        ({"n_universe": -1}, "n_universe must be an integer >= 0, got -1"),
+        ({"heads": (1.5,)}, "a head must be an integer, got 1.5"),
+        ({"heads": (True,)}, "a head must be an integer, got True"),
+        ({"heads": (-5,)}, "head -5 is out of range"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            sums(**kw)
+    with pytest.raises(InputError, match="token 100 is outside"):
+        tiny.attention_sums(np.array([1, 100]), np.array([0, 2]), universe, 10)
+    with pytest.raises(InputError, match=r"modules\[3\] = 2 is neither -1 nor a module in 0..2"):
+        tiny.module_sums(ids, offsets, universe, np.where(np.arange(10) == 3, 2, 0), 2)
+    # the universe has len(modules) genes
+    with pytest.raises(InputError, match=r"universe\[9\] = 9 is neither -1 nor .* in 0..9"):
+        tiny.module_sums(ids, offsets, universe, modules[:-1], 1)
+    with pytest.raises(InputError, match="head 5 is out of range"):
+        tiny.module_sums(ids, offsets, universe, modules, 1, heads=[5])
+    with pytest.raises(InputError, match="n_modules must be an integer >= 0, got -1"):
+        tiny.module_sums(ids, offsets, universe, modules, -1)
+
+    # the kernels themselves: ValueError/TypeError, never a panic
+    emb, layers = tiny.weights.kernel_args()
+    model = (emb, layers, 4, "relu", 1e-12)
+    with pytest.raises(ValueError, match="layer must be a 0-based index >= 0, got -1"):
+        _kernels.bert_aggregate_cells(ids, offsets, *model, -1, universe, 10)
+    with pytest.raises(ValueError, match="attention layer 2 does not exist"):
+        _kernels.bert_aggregate_cells(ids, offsets, *model, 2, universe, 10)
+    with pytest.raises(ValueError, match="head 4 does not exist"):
+        _kernels.bert_aggregate_cells(ids, offsets, *model, 0, universe, 10, heads=[0, 4])
+    with pytest.raises(ValueError, match="heads must be distinct"):
+        _kernels.bert_module_cells(ids, offsets, *model, 0, universe, modules, 1, heads=[1, 1])
+    with pytest.raises(ValueError, match=r"one entry per row of the word embeddings \(100\)"):
+        _kernels.bert_aggregate_cells(ids, offsets, *model, 0, universe[:50], 10)
+    with pytest.raises(TypeError, match="universe must be a 1-D numpy array of dtype int64"):
+        _kernels.bert_aggregate_cells(ids, offsets, *model, 0, universe.astype(np.int32), 10)
+    with pytest.raises(TypeError, match="tokens must be a 1-D numpy array of dtype int32 or int64"):
+        _kernels.bert_aggregate_cells(ids.astype(np.float32), offsets, *model, 0, universe, 10)
+    with pytest.raises(TypeError, match="modules must be a 1-D numpy array of dtype int64"):
+        _kernels.bert_module_cells(ids, offsets, *model, 0, universe, modules * 1.0, 1)
+    with pytest.raises(TypeError, match="word_embeddings must be a numpy array of dtype float32"):
+        bad = [emb[0].astype(np.float64), *emb[1:]]
+        _kernels.bert_aggregate_cells(ids, offsets, bad, *model[1:], 0, universe, 10)
+    with pytest.raises(ValueError, match="unsupported hidden_act"):
+        _kernels.bert_aggregate_cells(ids, offsets, emb, layers, 4, "elu", 1e-12, 0, universe, 10)
+
+
+def test_fused_sums_of_nothing():
+    model, ids, offsets, universe, _ = _long_cells_model()
+    sums, incoming = model.attention_sums(ids, offsets, np.full_like(universe, -1), 0)
+    assert sums.shape == (0, 0) and incoming.shape == (0,)
+    none = np.array([], dtype=np.int32), np.array([0])
+    sums, incoming = model.attention_sums(*none, universe, 30)
+    assert not sums.any() and not incoming.any()
+    s, p = model.module_sums(*none, universe, np.zeros(30, dtype=np.int64), 1)
+    assert s.shape == p.shape == (0, 1)

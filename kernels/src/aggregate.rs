@@ -1,11 +1,17 @@
-//! Multi-head attention of many cells, fused with its aggregation into gene x gene sums.
+//! Attention of many cells, fused with its aggregation into gene x gene sums.
 //!
-//! For each cell (rows `cells.cell(c)` of `table`) the head-averaged attention `A` (`n x n`,
-//! the formula of [`crate::multihead`]) is computed block by block and only the columns of
-//! *universe* tokens are kept. With `u(t)` the universe index of token `t` (or none):
+//! For each cell the head-averaged attention `A` (`n x n`) is computed block by block of
+//! query rows and only the columns of *universe* tokens are kept. With `u(t)` the universe
+//! index of token `t` (or none):
 //!
 //! - `sums[u_i, u_j] += A[i, j]` for every pair of universe tokens `i`, `j` of the cell;
 //! - `incoming[u_j] += sum_i A[i, j]` over *all* query rows `i` of the cell.
+//!
+//! Where the attention comes from is a [`CellScores`]: the single-layer multi-head
+//! attention of a study model ([`mha_aggregate_cells`], the formula of
+//! [`crate::multihead`]) or one layer of a BERT checkpoint ([`bert_aggregate_cells`], see
+//! [`bert`]). Everything after the raw scores `q_h k_h^T` (softmax, head average, keeping
+//! the universe columns, adding into the sums) is the same code for both.
 //!
 //! No `n x n` matrix is kept: per cell, a block of query rows at a time, and the
 //! `m x m` universe part (`m` universe tokens) until it is added.
@@ -18,17 +24,21 @@
 //! adding cells in several calls (passing the running sums back) equals one call.
 //! Memory is `O(G^2 + n_threads * m^2)`, flat in the number of cells.
 //!
-//! [`mha_module_cells`] keeps the same attention per cell but, instead of gene x gene sums,
-//! returns per cell and per gene module the summed attention among the module's genes of
-//! the cell, and the number of such gene pairs: the per-cell statistics of a permutation
-//! test over cell labels.
+//! [`mha_module_cells`] and [`bert_module_cells`] keep the same attention per cell but,
+//! instead of gene x gene sums, return per cell and per gene module the summed attention
+//! among the module's genes of the cell, and the number of such gene pairs: the per-cell
+//! statistics of a permutation test over cell labels.
+
+mod bert;
 
 use rayon::prelude::*;
 
+pub use bert::{bert_aggregate_cells, bert_module_cells, LayerHeads};
+
 use crate::error::KernelResult;
 use crate::kerr;
-use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
-use crate::multihead::Heads;
+use crate::matrix::{Mat, Ragged, TokenId};
+use crate::multihead::{score_block, score_scale, Heads};
 use crate::projected::ProjectedRows;
 use crate::real::Real;
 use crate::simd::softmax_row;
@@ -50,11 +60,12 @@ pub struct Universe<'a> {
 }
 
 impl Universe<'_> {
-    /// Checks that there is one entry per table row and every entry is `-1` or in `0..n`.
-    pub fn validate(&self, vocab: usize) -> KernelResult<()> {
+    /// Checks that there is one entry per token id (`vocab` of them, the rows of `rows`)
+    /// and every entry is `-1` or in `0..n`.
+    pub fn validate(&self, vocab: usize, rows: &str) -> KernelResult<()> {
         if self.index.len() != vocab {
             return Err(kerr!(
-                "universe must have one entry per table row ({vocab}), got {}",
+                "universe must have one entry per {rows} ({vocab}), got {}",
                 self.index.len()
             ));
         }
@@ -85,6 +96,36 @@ pub struct SumsMut<'a> {
     pub incoming: &'a mut [f64],
 }
 
+/// Per-cell, per-module outputs of the `*_module_cells` kernels: `n_cells x n_modules`,
+/// row-major.
+#[derive(Debug)]
+pub struct ModuleSumsMut<'a> {
+    /// Summed head-averaged attention among distinct genes of a module present in the cell.
+    pub sums: &'a mut [f64],
+    /// Number of ordered pairs of distinct genes of a module present in the cell.
+    pub pairs: &'a mut [i64],
+}
+
+/// The raw attention scores of one cell at a time, one head and block of query rows at a
+/// time: what differs between the attention models the sums are taken over.
+pub trait CellScores<T>: Sync {
+    /// Per-thread buffers of a cell.
+    type Scratch: Default + Send;
+
+    /// The heads averaged, in the order they are added.
+    fn heads(&self) -> &[usize];
+
+    /// Factor of the scores inside the softmax.
+    fn scale(&self) -> T;
+
+    /// Prepares the cell of `tokens` (only called for cells with a kept token).
+    fn prepare<I: TokenId>(&self, tokens: &[I], s: &mut Self::Scratch);
+
+    /// Raw scores `q_h k_h^T` of head `h` for query rows `r0..r1` of the prepared cell
+    /// into `out` (`(r1 - r0) x n`, `n` the cell's length).
+    fn scores(&self, s: &Self::Scratch, h: usize, r0: usize, r1: usize, out: &mut [T]);
+}
+
 /// One cell's contribution, universe tokens sorted by (universe index, position).
 #[derive(Debug, Default)]
 struct CellPart {
@@ -96,10 +137,11 @@ struct CellPart {
     incoming: Vec<f64>,
 }
 
+/// Per-thread buffers of [`cell_part`].
 #[derive(Debug, Default)]
-struct Scratch<T> {
-    q: Vec<T>,
-    k: Vec<T>,
+struct Scratch<T, S> {
+    /// The source's own buffers.
+    source: S,
     scores: Vec<T>,
     acc: Vec<f64>,
     /// Positions of the kept tokens in the cell, in the order of `CellPart::genes`.
@@ -108,18 +150,16 @@ struct Scratch<T> {
     row_of: Vec<usize>,
 }
 
-/// Computes one cell's contribution into `part` (buffers reused).
-fn cell_part<T: Real, I: TokenId>(
+/// Computes one cell's contribution into `part` (buffers reused): the attention of `src`
+/// averaged over its heads, softmax rows a block at a time, universe columns kept.
+fn cell_part<T: Real, I: TokenId, S: CellScores<T>>(
     tokens: &[I],
-    qk: &ProjectedRows<T>,
-    heads: &Heads<'_, T>,
+    src: &S,
     universe: &Universe<'_>,
-    dh: usize,
-    s: &mut Scratch<T>,
+    s: &mut Scratch<T, S::Scratch>,
     part: &mut CellPart,
 ) {
     let n = tokens.len();
-    let d = heads.w_q.cols;
     // kept tokens, sorted by universe index then position
     let mut kept: Vec<(u32, usize)> = tokens
         .iter()
@@ -145,27 +185,17 @@ fn cell_part<T: Real, I: TokenId>(
         return;
     }
 
-    qk.gather(0, tokens, false, &mut s.q);
-    qk.gather(1, tokens, false, &mut s.k);
-    let scale = T::ONE / T::from_f64((dh as f64).sqrt());
-    let inv_heads = 1.0 / heads.n_heads as f64;
+    src.prepare(tokens, &mut s.source);
+    let scale = src.scale();
+    let inv_heads = 1.0 / src.heads().len() as f64;
     for r0 in (0..n).step_by(BLOCK_ROWS) {
         let r1 = (r0 + BLOCK_ROWS).min(n);
         let rows = r1 - r0;
         s.scores.resize(rows * n, T::ZERO);
         s.acc.clear();
         s.acc.resize(rows * m, 0.0);
-        for h in 0..heads.n_heads {
-            let (c0, c1) = (h * dh, (h + 1) * dh);
-            let qh = View::rowmajor(&s.q, n, d).rows(r0, r1).cols(c0, c1);
-            let kh = View::rowmajor(&s.k, n, d).cols(c0, c1);
-            gemm(
-                T::ONE,
-                qh,
-                kh.t(),
-                T::ZERO,
-                ViewMut::rowmajor(&mut s.scores, rows, n),
-            );
+        for &h in src.heads() {
+            src.scores(&s.source, h, r0, r1, &mut s.scores[..rows * n]);
             for (row, acc) in s.scores.chunks_exact_mut(n).zip(s.acc.chunks_exact_mut(m)) {
                 softmax_row(row, scale);
                 for (a, &j) in acc.iter_mut().zip(&s.cols) {
@@ -204,22 +234,8 @@ fn add_parts(parts: &[CellPart], g0: usize, rows: &mut [f64], incoming: &mut [f6
     }
 }
 
-/// Adds the head-averaged multi-head attention of every cell into `out` (see the module
-/// docs). `heads.w_v` is ignored. Cells run on `n_threads` threads; the result does not
-/// depend on it.
-pub fn mha_aggregate_cells<T: Real, I: TokenId>(
-    cells: Ragged<'_, I>,
-    table: Mat<'_, T>,
-    heads: Heads<'_, T>,
-    universe: Universe<'_>,
-    out: SumsMut<'_>,
-    n_threads: usize,
-) -> KernelResult<()> {
-    cells.validate(table.rows)?;
-    let dh = heads.validate(table.cols)?;
-    table.check_finite("table")?;
-    universe.validate(table.rows)?;
-    let g = universe.n;
+/// Checks that the sums fit a universe of `g` genes.
+fn check_sums(g: usize, out: &SumsMut<'_>) -> KernelResult<()> {
     if g.checked_mul(g) != Some(out.sums.len()) || out.incoming.len() != g {
         return Err(kerr!(
             "sums must be {g} x {g} and incoming must have {g} entries, got {} and {}",
@@ -227,40 +243,89 @@ pub fn mha_aggregate_cells<T: Real, I: TokenId>(
             out.incoming.len()
         ));
     }
-    if g == 0 {
-        return Ok(());
-    }
-    let batch = CELLS_PER_THREAD * n_threads;
-    let mut parts: Vec<CellPart> = (0..batch).map(|_| CellPart::default()).collect();
-    let SumsMut { sums, incoming } = out;
-    crate::pool::install(n_threads, || {
-        let qk = ProjectedRows::new(&cells, &table, &[&heads.w_q, &heads.w_k]);
-        for c0 in (0..cells.n_cells()).step_by(batch) {
-            let c1 = (c0 + batch).min(cells.n_cells());
-            let parts = &mut parts[..c1 - c0];
-            parts
-                .par_iter_mut()
-                .enumerate()
-                .for_each_init(Scratch::default, |s, (i, part)| {
-                    cell_part(cells.cell(c0 + i), &qk, &heads, &universe, dh, s, part)
-                });
-            let parts = &*parts;
-            sums.par_chunks_mut(SUM_ROWS * g)
-                .zip(incoming.par_chunks_mut(SUM_ROWS))
-                .enumerate()
-                .for_each(|(b, (rows, inc))| add_parts(parts, b * SUM_ROWS, rows, inc, g));
-        }
-    })?;
     Ok(())
 }
 
-/// Per-cell, per-module outputs of [`mha_module_cells`]: `n_cells x n_modules`, row-major.
-#[derive(Debug)]
-pub struct ModuleSumsMut<'a> {
-    /// Summed head-averaged attention among distinct genes of a module present in the cell.
-    pub sums: &'a mut [f64],
-    /// Number of ordered pairs of distinct genes of a module present in the cell.
-    pub pairs: &'a mut [i64],
+/// Adds the attention of every cell into `out` in batches (see the module docs); call
+/// inside the pool of `n_threads` threads, with validated inputs. `source` is only called
+/// when there is something to compute.
+fn aggregate_in_pool<T: Real, I: TokenId, S: CellScores<T>>(
+    cells: &Ragged<'_, I>,
+    source: impl FnOnce() -> S,
+    universe: &Universe<'_>,
+    out: SumsMut<'_>,
+    n_threads: usize,
+) {
+    let g = universe.n;
+    if g == 0 || cells.n_cells() == 0 {
+        return;
+    }
+    let src = &source();
+    let batch = CELLS_PER_THREAD * n_threads;
+    let mut parts: Vec<CellPart> = (0..batch).map(|_| CellPart::default()).collect();
+    let SumsMut { sums, incoming } = out;
+    for c0 in (0..cells.n_cells()).step_by(batch) {
+        let c1 = (c0 + batch).min(cells.n_cells());
+        let parts = &mut parts[..c1 - c0];
+        parts
+            .par_iter_mut()
+            .enumerate()
+            .for_each_init(Scratch::default, |s, (i, part)| {
+                cell_part(cells.cell(c0 + i), src, universe, s, part)
+            });
+        let parts = &*parts;
+        sums.par_chunks_mut(SUM_ROWS * g)
+            .zip(incoming.par_chunks_mut(SUM_ROWS))
+            .enumerate()
+            .for_each(|(b, (rows, inc))| add_parts(parts, b * SUM_ROWS, rows, inc, g));
+    }
+}
+
+/// Checks a gene -> module assignment and the outputs for `n_cells` cells; returns the
+/// universe restricted to module genes (only they need attention columns).
+fn check_modules(
+    universe: &Universe<'_>,
+    module: &[i64],
+    n_modules: usize,
+    n_cells: usize,
+    out: &ModuleSumsMut<'_>,
+) -> KernelResult<Vec<i64>> {
+    if module.len() != universe.n {
+        return Err(kerr!(
+            "modules must have one entry per universe gene ({}), got {}",
+            universe.n,
+            module.len()
+        ));
+    }
+    let k_max = n_modules as i64;
+    if let Some((u, &k)) = module
+        .iter()
+        .enumerate()
+        .find(|(_, &k)| k < -1 || k >= k_max)
+    {
+        return Err(kerr!(
+            "modules[{u}] = {k} is neither -1 nor a module in 0..{n_modules}"
+        ));
+    }
+    let size = n_cells.checked_mul(n_modules);
+    if size != Some(out.sums.len()) || size != Some(out.pairs.len()) {
+        return Err(kerr!(
+            "sums and pairs must be {n_cells} x {n_modules}, got {} and {} entries",
+            out.sums.len(),
+            out.pairs.len()
+        ));
+    }
+    Ok(universe
+        .index
+        .iter()
+        .map(|&u| {
+            if u >= 0 && module[u as usize] >= 0 {
+                u
+            } else {
+                -1
+            }
+        })
+        .collect())
 }
 
 /// Adds one cell's within-module attention and pair counts to `sums` and `pairs` (one
@@ -294,6 +359,115 @@ fn add_module_part(part: &CellPart, module: &[i64], sums: &mut [f64], pairs: &mu
     }
 }
 
+/// Overwrites `out` with every cell's within-module attention; call inside the pool, with
+/// inputs checked by [`check_modules`] (`kept` is what it returned). `source` is only
+/// called when there is something to compute.
+fn modules_in_pool<T: Real, I: TokenId, S: CellScores<T>>(
+    cells: &Ragged<'_, I>,
+    source: impl FnOnce() -> S,
+    kept: &Universe<'_>,
+    module: &[i64],
+    n_modules: usize,
+    out: ModuleSumsMut<'_>,
+) {
+    let ModuleSumsMut { sums, pairs } = out;
+    sums.fill(0.0);
+    pairs.fill(0);
+    if n_modules == 0 || cells.n_cells() == 0 {
+        return;
+    }
+    let src = &source();
+    sums.par_chunks_mut(n_modules)
+        .zip(pairs.par_chunks_mut(n_modules))
+        .enumerate()
+        .for_each_init(
+            || (Scratch::default(), CellPart::default()),
+            |(s, part), (c, (sum, pair))| {
+                cell_part(cells.cell(c), src, kept, s, part);
+                add_module_part(part, module, sum, pair);
+            },
+        );
+}
+
+/// The multi-head attention of a study model: token-table rows projected by `W_Q` and
+/// `W_K` once per call, gathered per cell.
+struct MhaScores<T> {
+    qk: ProjectedRows<T>,
+    heads: Vec<usize>,
+    d: usize,
+    dh: usize,
+}
+
+impl<T: Real> MhaScores<T> {
+    /// Projects the rows `cells` use (call inside the pool, inputs validated).
+    fn new<I: TokenId>(cells: &Ragged<'_, I>, table: &Mat<'_, T>, heads: &Heads<'_, T>) -> Self {
+        let d = table.cols;
+        Self {
+            qk: ProjectedRows::new(cells, table, &[&heads.w_q, &heads.w_k]),
+            heads: (0..heads.n_heads).collect(),
+            d,
+            dh: d / heads.n_heads,
+        }
+    }
+}
+
+impl<T: Real> CellScores<T> for MhaScores<T> {
+    /// Queries and keys of the cell, `n x d` each.
+    type Scratch = (Vec<T>, Vec<T>);
+
+    fn heads(&self) -> &[usize] {
+        &self.heads
+    }
+
+    fn scale(&self) -> T {
+        score_scale(self.dh)
+    }
+
+    fn prepare<I: TokenId>(&self, tokens: &[I], (q, k): &mut Self::Scratch) {
+        self.qk.gather(0, tokens, false, q);
+        self.qk.gather(1, tokens, false, k);
+    }
+
+    fn scores(&self, (q, k): &Self::Scratch, h: usize, r0: usize, r1: usize, out: &mut [T]) {
+        let n = q.len() / self.d;
+        score_block(q, k, n, self.d, self.dh, h, r0, r1, out);
+    }
+}
+
+/// Checks cells, table and heads of the study-model kernels; returns the heads' width.
+fn check_mha<T: Real, I: TokenId>(
+    cells: &Ragged<'_, I>,
+    table: &Mat<'_, T>,
+    heads: &Heads<'_, T>,
+    universe: &Universe<'_>,
+) -> KernelResult<usize> {
+    cells.validate(table.rows)?;
+    let dh = heads.validate(table.cols)?;
+    table.check_finite("table")?;
+    universe.validate(table.rows, "table row")?;
+    Ok(dh)
+}
+
+/// Adds the head-averaged multi-head attention of every cell (rows `cells.cell(c)` of
+/// `table`, the formula of [`crate::multihead`]) into `out` (see the module docs).
+/// `heads.w_v` is ignored. Cells run on `n_threads` threads; the result does not depend
+/// on it.
+pub fn mha_aggregate_cells<T: Real, I: TokenId>(
+    cells: Ragged<'_, I>,
+    table: Mat<'_, T>,
+    heads: Heads<'_, T>,
+    universe: Universe<'_>,
+    out: SumsMut<'_>,
+    n_threads: usize,
+) -> KernelResult<()> {
+    check_mha(&cells, &table, &heads, &universe)?;
+    check_sums(universe.n, &out)?;
+    let source = || MhaScores::new(&cells, &table, &heads);
+    crate::pool::install(n_threads, || {
+        aggregate_in_pool(&cells, source, &universe, out, n_threads)
+    })
+}
+
 /// Within-module attention of every cell: for cell `c` and module `k`,
 /// `sums[c, k] = sum A[i, j]` over positions `i`, `j` of the cell whose tokens are distinct
 /// universe genes both of module `k` (`A` the head-averaged attention, as in
@@ -315,72 +489,16 @@ pub fn mha_module_cells<T: Real, I: TokenId>(
     out: ModuleSumsMut<'_>,
     n_threads: usize,
 ) -> KernelResult<()> {
-    cells.validate(table.rows)?;
-    let dh = heads.validate(table.cols)?;
-    table.check_finite("table")?;
-    universe.validate(table.rows)?;
-    if module.len() != universe.n {
-        return Err(kerr!(
-            "modules must have one entry per universe gene ({}), got {}",
-            universe.n,
-            module.len()
-        ));
-    }
-    let k_max = n_modules as i64;
-    if let Some((u, &k)) = module
-        .iter()
-        .enumerate()
-        .find(|(_, &k)| k < -1 || k >= k_max)
-    {
-        return Err(kerr!(
-            "modules[{u}] = {k} is neither -1 nor a module in 0..{n_modules}"
-        ));
-    }
-    let n_cells = cells.n_cells();
-    let size = n_cells.checked_mul(n_modules);
-    if size != Some(out.sums.len()) || size != Some(out.pairs.len()) {
-        return Err(kerr!(
-            "sums and pairs must be {n_cells} x {n_modules}, got {} and {} entries",
-            out.sums.len(),
-            out.pairs.len()
-        ));
-    }
-    let ModuleSumsMut { sums, pairs } = out;
-    sums.fill(0.0);
-    pairs.fill(0);
-    if n_modules == 0 || n_cells == 0 {
-        return Ok(());
-    }
-    // only module genes need attention columns
-    let index: Vec<i64> = universe
-        .index
-        .iter()
-        .map(|&u| {
-            if u >= 0 && module[u as usize] >= 0 {
-                u
-            } else {
-                -1
-            }
-        })
-        .collect();
+    check_mha(&cells, &table, &heads, &universe)?;
+    let index = check_modules(&universe, module, n_modules, cells.n_cells(), &out)?;
     let kept = Universe {
         index: &index,
         n: universe.n,
     };
+    let source = || MhaScores::new(&cells, &table, &heads);
     crate::pool::install(n_threads, || {
-        let qk = ProjectedRows::new(&cells, &table, &[&heads.w_q, &heads.w_k]);
-        sums.par_chunks_mut(n_modules)
-            .zip(pairs.par_chunks_mut(n_modules))
-            .enumerate()
-            .for_each_init(
-                || (Scratch::default(), CellPart::default()),
-                |(s, part), (c, (sum, pair))| {
-                    cell_part(cells.cell(c), &qk, &heads, &kept, dh, s, part);
-                    add_module_part(part, module, sum, pair);
-                },
-            );
-    })?;
-    Ok(())
+        modules_in_pool(&cells, source, &kept, module, n_modules, out)
+    })
 }
 
 #[cfg(test)]
@@ -411,6 +529,73 @@ mod tests {
             }
         }
         avg
+    }
+
+    /// Head-averaged weights of one cell of the test case.
+    fn naive_cell(c: &Case, toks: &[i32]) -> Vec<f64> {
+        let x: Vec<f64> = toks
+            .iter()
+            .flat_map(|&t| c.table[t as usize * c.d..(t as usize + 1) * c.d].to_vec())
+            .collect();
+        naive_weights(&x, toks.len(), c.d, c.h)
+    }
+
+    /// Adds one cell's attention `a` (`n x n`) to gene x gene sums by the definition.
+    pub(super) fn naive_add<I: TokenId>(
+        a: &[f64],
+        toks: &[I],
+        index: &[i64],
+        g: usize,
+        sums: &mut [f64],
+        incoming: &mut [f64],
+    ) {
+        let n = toks.len();
+        for i in 0..n {
+            for j in 0..n {
+                let uj = index[toks[j].get() as usize];
+                if uj < 0 {
+                    continue;
+                }
+                incoming[uj as usize] += a[i * n + j];
+                let ui = index[toks[i].get() as usize];
+                if ui >= 0 {
+                    sums[ui as usize * g + uj as usize] += a[i * n + j];
+                }
+            }
+        }
+    }
+
+    /// One cell's within-module sums and ordered pairs of distinct genes, by the definition.
+    pub(super) fn naive_modules<I: TokenId>(
+        a: &[f64],
+        toks: &[I],
+        index: &[i64],
+        module: &[i64],
+        k: usize,
+    ) -> (Vec<f64>, Vec<i64>) {
+        let n = toks.len();
+        let mut sums = vec![0.0; k];
+        let mut genes: Vec<Vec<i64>> = vec![Vec::new(); k];
+        for i in 0..n {
+            let ui = index[toks[i].get() as usize];
+            if ui < 0 || module[ui as usize] < 0 {
+                continue;
+            }
+            let mi = module[ui as usize] as usize;
+            if !genes[mi].contains(&ui) {
+                genes[mi].push(ui);
+            }
+            for j in 0..n {
+                let uj = index[toks[j].get() as usize];
+                if uj >= 0 && uj != ui && module[uj as usize] == mi as i64 {
+                    sums[mi] += a[i * n + j];
+                }
+            }
+        }
+        let pairs = genes
+            .iter()
+            .map(|g| (g.len() * g.len().saturating_sub(1)) as i64);
+        (sums, pairs.collect())
     }
 
     fn eye(d: usize) -> Vec<f64> {
@@ -500,25 +685,8 @@ mod tests {
         let (mut want, mut want_inc) = (vec![0.0; c.g * c.g], vec![0.0; c.g]);
         for cell in 0..4 {
             let toks = &c.tokens[c.offsets[cell] as usize..c.offsets[cell + 1] as usize];
-            let n = toks.len();
-            let x: Vec<f64> = toks
-                .iter()
-                .flat_map(|&t| c.table[t as usize * c.d..(t as usize + 1) * c.d].to_vec())
-                .collect();
-            let a = naive_weights(&x, n, c.d, c.h);
-            for i in 0..n {
-                for j in 0..n {
-                    let uj = c.index[toks[j] as usize];
-                    if uj < 0 {
-                        continue;
-                    }
-                    want_inc[uj as usize] += a[i * n + j];
-                    let ui = c.index[toks[i] as usize];
-                    if ui >= 0 {
-                        want[ui as usize * c.g + uj as usize] += a[i * n + j];
-                    }
-                }
-            }
+            let a = naive_cell(&c, toks);
+            naive_add(&a, toks, &c.index, c.g, &mut want, &mut want_inc);
         }
         for (a, b) in sums.iter().zip(&want).chain(inc.iter().zip(&want_inc)) {
             assert!((a - b).abs() < 1e-12, "{a} vs {b}");
@@ -596,7 +764,7 @@ mod tests {
     }
 
     /// Modules of the test universe: gene `u` in module `u % 3`, every fifth gene in none.
-    fn modules_of(g: usize) -> Vec<i64> {
+    pub(super) fn modules_of(g: usize) -> Vec<i64> {
         (0..g)
             .map(|u| if u % 5 == 4 { -1 } else { (u % 3) as i64 })
             .collect()
@@ -641,36 +809,13 @@ mod tests {
         let (sums, pairs) = run_modules(&c, 2, &module, k);
         for cell in 0..c.offsets.len() - 1 {
             let toks = &c.tokens[c.offsets[cell] as usize..c.offsets[cell + 1] as usize];
-            let n = toks.len();
-            let x: Vec<f64> = toks
-                .iter()
-                .flat_map(|&t| c.table[t as usize * c.d..(t as usize + 1) * c.d].to_vec())
-                .collect();
-            let a = naive_weights(&x, n, c.d, c.h);
-            let mut want = vec![0.0; k];
-            let mut genes: Vec<Vec<i64>> = vec![Vec::new(); k];
-            for i in 0..n {
-                let ui = c.index[toks[i] as usize];
-                if ui < 0 || module[ui as usize] < 0 {
-                    continue;
-                }
-                let mi = module[ui as usize] as usize;
-                if !genes[mi].contains(&ui) {
-                    genes[mi].push(ui);
-                }
-                for j in 0..n {
-                    let uj = c.index[toks[j] as usize];
-                    if uj >= 0 && uj != ui && module[uj as usize] == mi as i64 {
-                        want[mi] += a[i * n + j];
-                    }
-                }
-            }
+            let a = naive_cell(&c, toks);
+            let (want, want_pairs) = naive_modules(&a, toks, &c.index, &module, k);
             for m in 0..k {
                 let got = sums[cell * k + m];
                 assert!((got - want[m]).abs() < 1e-12, "cell {cell} module {m}");
-                let n_m = genes[m].len() as i64;
-                assert_eq!(pairs[cell * k + m], n_m * (n_m - 1));
             }
+            assert_eq!(pairs[cell * k..(cell + 1) * k], want_pairs);
         }
         assert!(sums.iter().any(|&v| v > 0.0));
         assert!(pairs.iter().any(|&v| v > 0));

@@ -24,6 +24,9 @@
 //! [`LONG_CELL`] tokens when there are fewer of them than threads: those run one after
 //! another with their blocks in parallel. Either way a cell's arithmetic is the same, so a
 //! batch gives bit-identical results to cells one at a time.
+//!
+//! [`CellScratch::queries_keys`] and [`CellScratch::scores`] run one cell only as far as one
+//! layer's attention scores, for the aggregation kernels of [`crate::aggregate`].
 
 mod activation;
 
@@ -228,6 +231,23 @@ impl Bert<'_> {
         }
         Ok(inter)
     }
+
+    /// Checks cells against the vocabulary (rows of the word embeddings) and the number of
+    /// positions.
+    pub fn check_cells<I: TokenId>(&self, cells: &Ragged<'_, I>) -> KernelResult<()> {
+        let e = &self.embeddings;
+        cells.validate(e.word.rows)?;
+        let positions = e.position.rows;
+        if let Some((c, n)) = (0..cells.n_cells())
+            .map(|c| (c, cells.cell(c).len()))
+            .find(|&(_, n)| n > positions)
+        {
+            return Err(kerr!(
+                "cell {c} has {n} tokens but the model has only {positions} positions"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How a cell embedding is pooled from one hidden state.
@@ -328,6 +348,55 @@ pub struct CellScratch {
     x: Vec<f32>,
     qkv: Vec<f32>,
     ctx: Vec<f32>,
+}
+
+impl CellScratch {
+    /// Runs the embeddings and layers `0 .. layer` of one cell (tokens checked as for
+    /// [`forward_cell`], `layer` a layer of the model), then only the query and key
+    /// projections of layer `layer`: its attention scores are then read block by block
+    /// with [`CellScratch::scores`]. Nothing of layer `layer` past its scores is computed.
+    pub fn queries_keys<I: TokenId>(&mut self, model: &Bert<'_>, tokens: &[I], layer: usize) {
+        let none = CellOut {
+            hidden: Vec::new(),
+            pooled: None,
+            attention: Vec::new(),
+        };
+        forward_cell(model, tokens, &Wanted::default(), layer, false, self, none);
+        let d = model.d();
+        let qkv = &model.layers[layer].qkv;
+        // the first 2d rows of the stacked weight are the query and key projections
+        let qk = Linear {
+            w: Mat {
+                data: &qkv.w.data[..2 * d * d],
+                rows: 2 * d,
+                cols: d,
+            },
+            b: &qkv.b[..2 * d],
+        };
+        self.qkv.resize(tokens.len() * 2 * d, 0.0);
+        project(&qk, &self.x, &mut self.qkv, false);
+    }
+
+    /// Raw scores `q_h k_h^T` (before scaling and softmax) of head `h` for query rows
+    /// `r0..r1` of the cell of the last [`CellScratch::queries_keys`] into `out`
+    /// (`(r1 - r0) x n`).
+    pub fn scores(&self, model: &Bert<'_>, h: usize, r0: usize, r1: usize, out: &mut [f32]) {
+        let d = model.d();
+        let head = HeadBlock {
+            qkv: &self.qkv,
+            width: 2 * d,
+            n: self.qkv.len() / (2 * d),
+            d,
+            dh: d / model.n_heads,
+            scale: score_scale(model),
+        };
+        head.scores(h, r0, r1, out);
+    }
+}
+
+/// The attention's score scale `1 / sqrt(dh)`.
+pub fn score_scale(model: &Bert<'_>) -> f32 {
+    1.0 / ((model.d() / model.n_heads) as f32).sqrt()
 }
 
 /// Runs `f` on every item, in parallel on the current rayon pool or in order; `init`
@@ -439,6 +508,16 @@ fn emit(k: usize, x: &[f32], n: usize, d: usize, wanted: &Wanted, out: &mut Cell
     }
 }
 
+/// `out = x w^T + b` (`Linear::apply`) block by block of [`DENSE_ROWS`] rows.
+fn project(lin: &Linear<'_>, x: &[f32], out: &mut [f32], parallel: bool) {
+    let (o, i) = (lin.w.rows, lin.w.cols);
+    let blocks: Vec<_> = x
+        .chunks(DENSE_ROWS * i)
+        .zip(out.chunks_mut(DENSE_ROWS * o))
+        .collect();
+    for_blocks(parallel, blocks, || (), |_, (xb, ob)| lin.apply(xb, ob));
+}
+
 /// Self-attention of one layer: `s.qkv` from `s.x`, then `s.ctx` (`n x d`, heads side by
 /// side); the weights go to `att` (`heads x n x n`, or `n x n` head-averaged) when given.
 fn attention(
@@ -454,16 +533,7 @@ fn attention(
     let h_count = model.n_heads;
     let dh = d / h_count;
     s.qkv.resize(n * 3 * d, 0.0);
-    let blocks: Vec<_> =
-        s.x.chunks(DENSE_ROWS * d)
-            .zip(s.qkv.chunks_mut(DENSE_ROWS * 3 * d))
-            .collect();
-    for_blocks(
-        parallel,
-        blocks,
-        || (),
-        |_, (xb, qb)| layer.qkv.apply(xb, qb),
-    );
+    project(&layer.qkv, &s.x, &mut s.qkv, parallel);
 
     s.ctx.resize(n * d, 0.0);
     let per_head = per_head && att.is_some();
@@ -483,10 +553,11 @@ fn attention(
         .enumerate()
         .collect();
     let qkv = &s.qkv[..];
-    let scale = 1.0 / (dh as f32).sqrt();
+    let scale = score_scale(model);
     let inv_heads = 1.0 / h_count as f32;
     let head = HeadBlock {
         qkv,
+        width: 3 * d,
         n,
         d,
         dh,
@@ -526,8 +597,9 @@ fn attention(
 
 /// One head of one block of query rows.
 struct HeadBlock<'a> {
-    /// `n x 3d`: queries, keys, values side by side.
+    /// `n x width`: queries, keys (and values when `width` is `3d`) side by side.
     qkv: &'a [f32],
+    width: usize,
     n: usize,
     d: usize,
     dh: usize,
@@ -535,19 +607,27 @@ struct HeadBlock<'a> {
 }
 
 impl HeadBlock<'_> {
+    /// Raw scores `q_h k_h^T` of head `h` for query rows `r0..r1` into `w` (`(r1 - r0) x n`).
+    fn scores(&self, h: usize, r0: usize, r1: usize, w: &mut [f32]) {
+        let (n, d, dh) = (self.n, self.d, self.dh);
+        let c = h * dh;
+        let all = View::rowmajor(self.qkv, n, self.width);
+        let q = all.rows(r0, r1).cols(c, c + dh);
+        let k = all.cols(d + c, d + c + dh);
+        gemm(1.0, q, k.t(), 0.0, ViewMut::rowmajor(w, r1 - r0, n));
+    }
+
     /// Weights of head `h` for query rows `r0..r1` into `w` (`(r1 - r0) x n`), and their
     /// product with the values into the head's columns of `ctx` (`(r1 - r0) x d`).
     fn run(&self, h: usize, r0: usize, r1: usize, w: &mut [f32], ctx: &mut [f32]) {
         let (n, d, dh) = (self.n, self.d, self.dh);
         let rows = r1 - r0;
         let c = h * dh;
-        let all = View::rowmajor(self.qkv, n, 3 * d);
-        let q = all.rows(r0, r1).cols(c, c + dh);
-        let k = all.cols(d + c, d + c + dh);
-        gemm(1.0, q, k.t(), 0.0, ViewMut::rowmajor(w, rows, n));
+        self.scores(h, r0, r1, w);
         for row in w.chunks_exact_mut(n) {
             softmax_row(row, self.scale);
         }
+        let all = View::rowmajor(self.qkv, n, self.width);
         let v = all.cols(2 * d + c, 2 * d + c + dh);
         let o = ViewMut::cols_of(ctx, rows, d, c, c + dh);
         gemm(1.0, View::rowmajor(w, rows, n), v, 0.0, o);
@@ -650,16 +730,9 @@ pub fn bert_forward<I: TokenId>(
     n_threads: usize,
 ) -> KernelResult<BatchOutput> {
     model.validate()?;
-    let e = &model.embeddings;
-    cells.validate(e.word.rows)?;
+    model.check_cells(&cells)?;
     let n_cells = cells.n_cells();
     let lens: Vec<usize> = (0..n_cells).map(|c| cells.cell(c).len()).collect();
-    if let Some((c, &n)) = lens.iter().enumerate().find(|(_, &n)| n > e.position.rows) {
-        return Err(kerr!(
-            "cell {c} has {n} tokens but the model has only {} positions",
-            e.position.rows
-        ));
-    }
     let n_run = wanted.layers_to_run(model.layers.len())?;
     let d = model.d();
     let total = cells.tokens.len();
@@ -741,4 +814,4 @@ pub fn bert_forward<I: TokenId>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

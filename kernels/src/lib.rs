@@ -9,6 +9,8 @@
 //! - [`gaussian`]: Gaussian attention (scKGBERT), single input and mean-pooled over cells.
 //! - [`multihead`]: multi-head scaled dot-product attention (Geneformer), likewise.
 //! - [`bert`]: a whole BERT encoder (pretrained Geneformer checkpoints) over ragged cells.
+//! - [`aggregate`]: the attention of many cells (a study model's, or one layer of a
+//!   checkpoint's) summed into gene x gene arrays or per-cell module sums, fused.
 //! - [`knowledge`]: the K-encoder's prior-graph neighbourhood embeddings.
 //! - [`matrix`], [`real`], [`simd`]: matrices and GEMM, the f32/f64 trait, vector dispatch.
 

@@ -70,7 +70,7 @@ impl<T: Real> Heads<'_, T> {
 
 /// Raw scores `Q_h K_h^T` of head `h` for query rows `r0..r1` into `out` (`(r1 - r0) x n`).
 #[allow(clippy::too_many_arguments)]
-fn score_block<T: Real>(
+pub(crate) fn score_block<T: Real>(
     q: &[T],
     k: &[T],
     n: usize,
@@ -94,7 +94,7 @@ fn score_block<T: Real>(
 }
 
 /// `1 / sqrt(dh)`.
-fn score_scale<T: Real>(dh: usize) -> T {
+pub(crate) fn score_scale<T: Real>(dh: usize) -> T {
     T::ONE / T::from_f64((dh as f64).sqrt())
 }
 

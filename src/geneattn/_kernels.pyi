@@ -237,3 +237,113 @@ def mha_module_cells(
     cell ``c`` holding distinct genes of module ``k``, ``pairs[c, k]`` the number of ordered
     pairs of distinct module-``k`` genes in the cell. Bit-identical for any ``n_threads``.
     """
+
+def bert_aggregate_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    embeddings: list[np.ndarray],
+    layers: list[list[np.ndarray]],
+    n_heads: int,
+    activation: str,
+    layer_norm_eps: float,
+    layer: int,
+    universe: np.ndarray,
+    n_universe: int,
+    *,
+    heads: list[int] | None = ...,
+    n_threads: int = ...,
+    sums: np.ndarray | None = ...,
+    incoming: np.ndarray | None = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One layer's attention of a BERT checkpoint, summed into gene x gene arrays.
+
+    Parameters
+    ----------
+    tokens, offsets
+        int32/int64 input ids and int64 offsets (``n_cells + 1``): cell ``c`` is
+        ``tokens[offsets[c]:offsets[c + 1]]``, at most as long as the position table.
+    embeddings, layers, n_heads, activation, layer_norm_eps
+        The checkpoint, as :func:`bert_forward` takes it (float32 arrays).
+    layer
+        0-based encoder layer whose attention is aggregated; only the layers up to it are
+        run, and of it only the query and key projections.
+    universe
+        int64, one entry per row of the word embeddings: the universe index of each token
+        id in ``0 .. n_universe - 1``, or -1.
+    n_universe
+        Number of universe genes ``G``.
+    heads
+        Distinct heads averaged, 0-based; None for all of them.
+    n_threads
+        Rayon threads, one cell per thread.
+    sums, incoming
+        Running float64 ``(G, G)`` and ``(G,)`` arrays (writeable, C-contiguous) to add
+        into in place, both or neither.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        ``(sums, incoming)`` float64, as :func:`mha_aggregate_cells` with ``A`` the softmax
+        attention of ``layer`` averaged over ``heads``: ``sums[u_i, u_j] += A[i, j]`` for
+        pairs of universe tokens, ``incoming[u_j] += sum_i A[i, j]`` over all query rows.
+        Bit-identical for any ``n_threads`` and any split of the cells into calls.
+
+    Raises
+    ------
+    ValueError
+        A layer or head out of range, repeated or no heads, a universe of the wrong length
+        or with entries outside ``-1 .. n_universe - 1``, sums of the wrong shape, or bad
+        weights, tokens or offsets.
+    TypeError
+        An argument of the wrong dtype.
+    """
+
+def bert_module_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    embeddings: list[np.ndarray],
+    layers: list[list[np.ndarray]],
+    n_heads: int,
+    activation: str,
+    layer_norm_eps: float,
+    layer: int,
+    universe: np.ndarray,
+    modules: np.ndarray,
+    n_modules: int,
+    *,
+    heads: list[int] | None = ...,
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Within-module attention of every cell, from one layer of a BERT checkpoint.
+
+    Parameters
+    ----------
+    tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, heads
+        As :func:`bert_aggregate_cells`.
+    universe
+        int64, one entry per row of the word embeddings: the universe index of each token
+        id in ``0 .. len(modules) - 1``, or -1.
+    modules
+        int64, the module of each universe gene in ``0 .. n_modules - 1``, or -1.
+    n_modules
+        Number of modules.
+    n_threads
+        Rayon threads, one cell per thread.
+
+    Returns
+    -------
+    tuple[np.ndarray, np.ndarray]
+        ``(sums, pairs)``, ``(n_cells, n_modules)`` float64 and int64, as
+        :func:`mha_module_cells` with the checkpoint's attention: ``sums[c, k]`` is
+        ``A[i, j]`` summed over positions ``i``, ``j`` of cell ``c`` holding distinct genes
+        of module ``k``, ``pairs[c, k]`` the number of ordered pairs of distinct module-``k``
+        genes in the cell. Bit-identical for any ``n_threads``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`bert_aggregate_cells`, and for modules of the wrong length or with
+        entries outside ``-1 .. n_modules - 1``.
+    TypeError
+        An argument of the wrong dtype.
+    """

@@ -3,7 +3,8 @@
 This is Hugging Face's ``BertModel`` forward pass written out with numpy, line by line:
 the tests compare the Rust encoder (:func:`geneattn._kernels.bert_forward`) with it, and
 ``geneattn bench checkpoint`` times it as the baseline. It reads the same
-:class:`~geneattn.bert_weights.BertWeights` as the kernel.
+:class:`~geneattn.bert_weights.BertWeights` as the kernel. :func:`add_attention` is the
+matching reference of the fused aggregation (:func:`geneattn._kernels.bert_aggregate_cells`).
 """
 
 from __future__ import annotations
@@ -114,3 +115,28 @@ def mean_pool(hidden: np.ndarray, skip_first: int = 0, skip_last: int = 0) -> np
     """Mean over the rows ``skip_first .. n - skip_last`` (zeros when there are none)."""
     rows = hidden[skip_first : hidden.shape[0] - skip_last]
     return rows.mean(axis=0) if rows.shape[0] else np.zeros(hidden.shape[1], hidden.dtype)
+
+
+def add_attention(
+    sums: np.ndarray, incoming: np.ndarray, attention: np.ndarray, genes: np.ndarray
+) -> None:
+    """Add one cell's attention to gene x gene sums, in place, by the definition.
+
+    Parameters
+    ----------
+    sums, incoming
+        float64 ``(G, G)`` and ``(G,)`` running sums.
+    attention
+        ``(n, n)`` attention of the cell (rows are queries).
+    genes
+        ``(n,)`` universe index of each position, -1 outside the universe.
+
+    Notes
+    -----
+    ``sums[u_i, u_j] += attention[i, j]`` for positions ``i``, ``j`` of universe genes and
+    ``incoming[u_j] += sum_i attention[i, j]`` over all query rows; repeated genes add up.
+    """
+    keep = np.flatnonzero(genes >= 0)
+    u = genes[keep]
+    np.add.at(sums, (u[:, None], u[None, :]), attention[np.ix_(keep, keep)])
+    np.add.at(incoming, u, attention[:, keep].sum(axis=0, dtype=np.float64))

@@ -6,6 +6,10 @@ weights are read with ``safetensors.numpy`` (no torch), checked against the conf
 encoder runs in Rust (:func:`geneattn._kernels.bert_forward`): float32, cells of different
 lengths in one call without padding, on a rayon pool of ``n_threads`` threads.
 
+:meth:`CheckpointModel.attention_sums` and :meth:`CheckpointModel.module_sums` aggregate one
+layer's attention over a gene universe in Rust (:func:`geneattn._kernels.bert_aggregate_cells`,
+:func:`geneattn._kernels.bert_module_cells`), so no per-cell ``n x n`` matrix reaches Python.
+
 Geneformer V1 (6 layers x 256 hidden x 4 heads, 2,048 tokens, ReLU) takes gene tokens only;
 V2 (e.g. 12 x 768 x 12, 4,096 tokens) adds ``<cls>`` first and ``<eos>`` last. Build model
 inputs from our tokens with :meth:`CheckpointModel.input_ids`. The masked-LM head
@@ -13,14 +17,16 @@ inputs from our tokens with :meth:`CheckpointModel.input_ids`. The masked-LM hea
 
 Layer numbers: :meth:`CheckpointModel.hidden_states` uses Hugging Face's ``hidden_states``
 indices (0 = embedding output, ``L`` = last layer; negative counts from the end);
-:meth:`CheckpointModel.attention` uses 0-based layer indices (-1 = last layer);
+:meth:`CheckpointModel.attention`, :meth:`~CheckpointModel.attention_sums` and
+:meth:`~CheckpointModel.module_sums` use 0-based layer indices (-1 = last layer);
 :meth:`CheckpointModel.encode_batch` uses Geneformer's ``emb_layer`` (0 = last layer's
 output, -1 = the one before, Geneformer's default).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -499,8 +505,217 @@ class CheckpointModel:
             for i, a in enumerate(part):
                 yield c0 + i, a
 
+    def attention_sums(
+        self,
+        ids: np.ndarray,
+        offsets: np.ndarray,
+        universe: np.ndarray,
+        n_universe: int,
+        *,
+        layer: int = -1,
+        heads: Sequence[int] | None = None,
+        n_threads: int | None = None,
+        sums: np.ndarray | None = None,
+        incoming: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One layer's attention of every cell, summed into gene x gene arrays in Rust.
+
+        The sums :func:`geneattn._kernels.mha_aggregate_cells` takes over a study model,
+        with this checkpoint's attention: per cell, ``A`` is the softmax attention of
+        ``layer`` averaged over ``heads``, and ``sums[u_i, u_j] += A[i, j]`` for positions
+        ``i``, ``j`` holding universe tokens, ``incoming[u_j] += sum_i A[i, j]`` over all
+        query rows (V2's ``<cls>`` and ``<eos>`` included). No per-cell matrix reaches
+        Python, and only the layers up to ``layer`` are run.
+
+        Parameters
+        ----------
+        ids, offsets
+            Model input ids (see :meth:`input_ids`).
+        universe
+            Integer array with one entry per model token id (``vocab_size``): its universe
+            index in ``0 .. n_universe - 1``, or -1 for tokens outside the universe.
+        n_universe
+            Number of universe genes ``G``.
+        layer
+            0-based layer; -1 (default) is the last.
+        heads
+            Heads averaged, distinct (negative count from the end); None: all heads.
+        n_threads
+            Rayon threads; None uses ``self.n_threads``. The result is bit-identical for
+            any value.
+        sums, incoming
+            Running float64 ``(G, G)`` and ``(G,)`` arrays (writeable, C-contiguous) to add
+            into in place, both or neither: adding cells in several calls equals one call.
+
+        Returns
+        -------
+        tuple[np.ndarray, np.ndarray]
+            ``(sums, incoming)``, float64: the given arrays when passed, else new ones.
+
+        Raises
+        ------
+        InputError
+            A layer or head out of range, repeated heads, a universe of the wrong length
+            or with entries outside ``-1 .. n_universe - 1``, or malformed inputs or sums.
+        """
+        from geneattn import _kernels
+
+        args, layer, uni, keep = self._aggregate_args(ids, offsets, universe, layer, heads)
+        return _kernel_call(
+            _kernels.bert_aggregate_cells,
+            *args,
+            layer,
+            uni,
+            _count("n_universe", n_universe, 0),
+            heads=keep,
+            n_threads=self._threads(n_threads),
+            sums=sums,
+            incoming=incoming,
+        )
+
+    def module_sums(
+        self,
+        ids: np.ndarray,
+        offsets: np.ndarray,
+        universe: np.ndarray,
+        modules: np.ndarray,
+        n_modules: int,
+        *,
+        layer: int = -1,
+        heads: Sequence[int] | None = None,
+        n_threads: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell and gene module, one layer's attention among the module's genes, in Rust.
+
+        :func:`geneattn._kernels.mha_module_cells` with this checkpoint's attention (``A``
+        as in :meth:`attention_sums`).
+
+        Parameters
+        ----------
+        ids, offsets
+            Model input ids (see :meth:`input_ids`).
+        universe
+            Integer array with one entry per model token id: its universe index in
+            ``0 .. len(modules) - 1``, or -1.
+        modules
+            Integer array with one entry per universe gene: its module in
+            ``0 .. n_modules - 1``, or -1.
+        n_modules
+            Number of modules.
+        layer
+            0-based layer; -1 (default) is the last.
+        heads
+            Heads averaged, distinct (negative count from the end); None: all heads.
+        n_threads
+            Rayon threads; None uses ``self.n_threads``. The result is bit-identical for
+            any value.
+
+        Returns
+        -------
+        tuple[np.ndarray, np.ndarray]
+            ``(sums, pairs)``, ``(n_cells, n_modules)`` float64 and int64: ``sums[c, k]``
+            is ``A[i, j]`` summed over positions ``i``, ``j`` of cell ``c`` holding distinct
+            genes of module ``k``, ``pairs[c, k]`` the number of ordered pairs of distinct
+            module-``k`` genes in the cell.
+
+        Raises
+        ------
+        InputError
+            As :meth:`attention_sums`, and for modules of the wrong length or with entries
+            outside ``-1 .. n_modules - 1``.
+        """
+        from geneattn import _kernels
+
+        args, layer, uni, keep = self._aggregate_args(ids, offsets, universe, layer, heads)
+        return _kernel_call(
+            _kernels.bert_module_cells,
+            *args,
+            layer,
+            uni,
+            _int_array("modules", modules),
+            _count("n_modules", n_modules, 0),
+            heads=keep,
+            n_threads=self._threads(n_threads),
+        )
+
+    def _aggregate_args(
+        self,
+        ids: np.ndarray,
+        offsets: np.ndarray,
+        universe: np.ndarray,
+        layer: int,
+        heads: Sequence[int] | None,
+    ) -> tuple[tuple[object, ...], int, np.ndarray, list[int] | None]:
+        """Checked arguments of the aggregation kernels.
+
+        Returns ``(ids, offsets, embeddings, layers, n_heads, activation, eps)``, the
+        non-negative layer, the universe as int64 and the non-negative distinct heads (or
+        None).
+        """
+        ids, offsets = self._inputs(ids, offsets)
+        layer = self._layer(_integer("layer", layer), self.n_layers, "attention layer")
+        n_heads = self.config.num_attention_heads
+        keep = None
+        if heads is not None:
+            keep = [self._head(_integer("a head", h), n_heads) for h in heads]
+            if not keep or len(set(keep)) != len(keep):
+                raise InputError(
+                    f"heads must name distinct heads, got {list(heads)} (heads "
+                    f"{sorted(keep)} of 0 .. {n_heads - 1})"
+                )
+        uni = _int_array("universe", universe)
+        if uni.size != self.config.vocab_size:
+            raise InputError(
+                f"universe must have one entry per model token id ({self.config.vocab_size}), "
+                f"got {uni.size}"
+            )
+        emb, layers = self.weights.kernel_args()
+        c = self.config
+        args = (ids, offsets, emb, layers, c.num_attention_heads, c.hidden_act, c.layer_norm_eps)
+        return args, layer, uni, keep
+
+    def _threads(self, n_threads: int | None) -> int:
+        """``n_threads``, or the model's default for None."""
+        return _count("n_threads", self.n_threads if n_threads is None else n_threads, 1)
+
     @staticmethod
     def _head(h: int, n_heads: int) -> int:
         if not -n_heads <= h < n_heads:
             raise InputError(f"head {h} is out of range for a model with {n_heads} heads")
         return h % n_heads
+
+
+def _kernel_call(
+    fn: Callable[..., tuple[np.ndarray, np.ndarray]], *args: object, **kwargs: object
+) -> tuple[np.ndarray, np.ndarray]:
+    """``fn(*args, **kwargs)`` with the kernel's argument errors as :class:`InputError`."""
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err)) from err
+
+
+def _integer(name: str, value: int) -> int:
+    """``value`` as an int, refusing floats, bools and the like."""
+    try:
+        if not isinstance(value, bool | np.bool_):
+            return operator.index(value)
+    except TypeError:
+        pass
+    raise InputError(f"{name} must be an integer, got {value!r}")
+
+
+def _count(name: str, value: int, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``."""
+    v = _integer(name, value)
+    if v < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def _int_array(name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as a C-contiguous 1-D int64 array, refusing non-integer input."""
+    a = np.asarray(values)
+    if a.ndim != 1 or not (a.size == 0 or np.issubdtype(a.dtype, np.integer)):
+        raise InputError(f"{name} must be a 1-D integer array, got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.int64)

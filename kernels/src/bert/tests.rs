@@ -15,19 +15,19 @@ fn data(len: usize, seed: u64, scale: f64) -> Vec<f32> {
 }
 
 /// Owned weights of a random model (`nn.Linear` layout, qkv stacked).
-struct Owned {
-    vocab: usize,
+pub(crate) struct Owned {
+    pub vocab: usize,
     max_pos: usize,
-    d: usize,
+    pub d: usize,
     inter: usize,
-    heads: usize,
+    pub heads: usize,
     act: Activation,
     emb: [Vec<f32>; 5],
     layers: Vec<[Vec<f32>; 12]>,
 }
 
 impl Owned {
-    fn new(
+    pub fn new(
         seed: u64,
         n_layers: usize,
         d: usize,
@@ -80,7 +80,7 @@ impl Owned {
         }
     }
 
-    fn model(&self) -> Bert<'_> {
+    pub fn model(&self) -> Bert<'_> {
         fn lin<'a>(w: &'a [f32], b: &'a [f32], rows: usize, cols: usize) -> Linear<'a> {
             Linear {
                 w: Mat::new("w", w, rows, cols).unwrap(),
@@ -160,7 +160,7 @@ fn act64(a: Activation, x: f64) -> f64 {
 }
 
 /// Hidden states 0..=L and per-layer per-head attention `(H, n, n)` of one cell, in f64.
-fn naive(m: &Owned, tokens: &[i64]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+pub(crate) fn naive(m: &Owned, tokens: &[i64]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let (n, d, h) = (tokens.len(), m.d, m.heads);
     let dh = d / h;
     let mut x = vec![0.0; n * d];
@@ -228,7 +228,7 @@ fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     }
 }
 
-fn cells_of(lens: &[usize], vocab: usize, seed: u64) -> (Vec<i64>, Vec<i64>) {
+pub(crate) fn cells_of(lens: &[usize], vocab: usize, seed: u64) -> (Vec<i64>, Vec<i64>) {
     let mut tokens = Vec::new();
     let mut offsets = vec![0i64];
     let r = data(lens.iter().sum(), seed, 1.0);

@@ -1,5 +1,6 @@
 //! Python bindings of the fused attention -> gene x gene aggregation, and of the per-cell
-//! within-module attention.
+//! within-module attention, over a study model's attention (`mha_*`) or one layer of a BERT
+//! checkpoint (`bert_*`).
 //!
 //! Arrays are read in place; the running sums may be passed in and are then updated in
 //! place (so cells can be added in several calls with the same result as one call).
@@ -12,8 +13,13 @@ use numpy::{
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use super::bert::Weights;
 use super::{array1, describe, has_dtype, slice1, threads};
-use crate::aggregate::{mha_aggregate_cells, mha_module_cells, ModuleSumsMut, SumsMut, Universe};
+use crate::aggregate::{
+    bert_aggregate_cells, bert_module_cells, mha_aggregate_cells, mha_module_cells, LayerHeads,
+    ModuleSumsMut, SumsMut, Universe,
+};
+use crate::bert::Bert;
 use crate::matrix::{Mat, Ragged, TokenId};
 use crate::multihead::Heads;
 use crate::real::Real;
@@ -157,7 +163,20 @@ fn mha_aggregate_cells_py<'py>(
         },
         n_threads,
     };
-    let g = n_universe;
+    running_sums(py, n_universe, sums, incoming, |out| {
+        dispatch(py, args, out)
+    })
+}
+
+/// Runs `add` on the running sums over a universe of `g` genes: `sums` and `incoming` when
+/// given (checked, added into in place and returned), else new zeroed arrays.
+fn running_sums<'py>(
+    py: Python<'py>,
+    g: usize,
+    sums: Option<&Bound<'py, PyAny>>,
+    incoming: Option<&Bound<'py, PyAny>>,
+    add: impl FnOnce(SumsMut<'_>) -> PyResult<()>,
+) -> PyResult<SumsPair<'py>> {
     match (sums, incoming) {
         (Some(s), Some(i)) => {
             let mut sa: PyReadwriteArray2<'py, f64> = writeable("sums", "2-D", s)?;
@@ -169,11 +188,10 @@ fn mha_aggregate_cells_py<'py>(
                     ia.shape()
                 )));
             }
-            let out = SumsMut {
+            add(SumsMut {
                 sums: contiguous("sums", sa.as_slice_mut())?,
                 incoming: contiguous("incoming", ia.as_slice_mut())?,
-            };
-            dispatch(py, args, out)?;
+            })?;
             Ok((s.clone(), i.clone()))
         }
         (None, None) => {
@@ -181,13 +199,11 @@ fn mha_aggregate_cells_py<'py>(
                 .checked_mul(g)
                 .ok_or_else(|| PyValueError::new_err("n_universe is too large"))?;
             let (mut s, mut i) = (vec![0.0f64; size], vec![0.0f64; g]);
-            let out = SumsMut {
+            add(SumsMut {
                 sums: &mut s,
                 incoming: &mut i,
-            };
-            dispatch(py, args, out)?;
-            let s = Array2::from_shape_vec((g, g), s)
-                .map_err(|e| PyValueError::new_err(format!("internal shape error: {e}")))?;
+            })?;
+            let s = Array2::from_shape_vec((g, g), s).map_err(shape_error)?;
             Ok((
                 s.into_pyarray(py).into_any(),
                 Array1::from_vec(i).into_pyarray(py).into_any(),
@@ -197,6 +213,30 @@ fn mha_aggregate_cells_py<'py>(
             "give both sums and incoming, or neither",
         )),
     }
+}
+
+fn shape_error(e: numpy::ndarray::ShapeError) -> PyErr {
+    PyValueError::new_err(format!("internal shape error: {e}"))
+}
+
+/// New `(n_cells, n_modules)` float64 sums and int64 pairs, filled by `fill`.
+fn module_arrays<'py>(
+    py: Python<'py>,
+    n_cells: usize,
+    n_modules: usize,
+    fill: impl FnOnce(ModuleSumsMut<'_>) -> PyResult<()>,
+) -> PyResult<ModuleArrays<'py>> {
+    let size = n_cells
+        .checked_mul(n_modules)
+        .ok_or_else(|| PyValueError::new_err("n_modules is too large"))?;
+    let (mut s, mut p) = (vec![0.0f64; size], vec![0i64; size]);
+    fill(ModuleSumsMut {
+        sums: &mut s,
+        pairs: &mut p,
+    })?;
+    let s = Array2::from_shape_vec((n_cells, n_modules), s).map_err(shape_error)?;
+    let p = Array2::from_shape_vec((n_cells, n_modules), p).map_err(shape_error)?;
+    Ok((s.into_pyarray(py).into_any(), p.into_pyarray(py).into_any()))
 }
 
 fn run_modules<T: Real + Element, I: TokenId + Element>(
@@ -277,30 +317,224 @@ fn mha_module_cells_py<'py>(
         n_threads,
     };
     let n_cells = offsets.len().saturating_sub(1);
-    let size = n_cells
-        .checked_mul(n_modules)
-        .ok_or_else(|| PyValueError::new_err("n_modules is too large"))?;
-    let (mut s, mut p) = (vec![0.0f64; size], vec![0i64; size]);
-    let out = ModuleSumsMut {
-        sums: &mut s,
-        pairs: &mut p,
-    };
-    match (has_dtype::<f32>(args.table), has_dtype::<i64>(args.tokens)) {
-        (true, false) => run_modules::<f32, i32>(py, args, module, n_modules, out),
-        (true, true) => run_modules::<f32, i64>(py, args, module, n_modules, out),
-        (false, false) => run_modules::<f64, i32>(py, args, module, n_modules, out),
-        (false, true) => run_modules::<f64, i64>(py, args, module, n_modules, out),
-    }?;
-    let shape_err =
-        |e: numpy::ndarray::ShapeError| PyValueError::new_err(format!("internal shape error: {e}"));
-    let s = Array2::from_shape_vec((n_cells, n_modules), s).map_err(shape_err)?;
-    let p = Array2::from_shape_vec((n_cells, n_modules), p).map_err(shape_err)?;
-    Ok((s.into_pyarray(py).into_any(), p.into_pyarray(py).into_any()))
+    module_arrays(py, n_cells, n_modules, |out| {
+        match (has_dtype::<f32>(args.table), has_dtype::<i64>(args.tokens)) {
+            (true, false) => run_modules::<f32, i32>(py, args, module, n_modules, out),
+            (true, true) => run_modules::<f32, i64>(py, args, module, n_modules, out),
+            (false, false) => run_modules::<f64, i32>(py, args, module, n_modules, out),
+            (false, true) => run_modules::<f64, i64>(py, args, module, n_modules, out),
+        }
+    })
+}
+
+/// The arguments of the checkpoint kernels once the weights are borrowed.
+struct BertArgs<'a, 'py> {
+    tokens: &'a Bound<'py, PyAny>,
+    offsets: &'a [i64],
+    model: &'a Bert<'a>,
+    which: LayerHeads<'a>,
+    universe: Universe<'a>,
+    n_threads: usize,
+}
+
+/// A 0-based index argument.
+fn index_arg(name: &str, v: i64) -> PyResult<usize> {
+    usize::try_from(v).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a 0-based index >= 0, got {v} (CheckpointModel takes negative ones)"
+        ))
+    })
+}
+
+/// Runs `f` with the borrowed checkpoint, layer, heads and universe of a call.
+#[allow(clippy::too_many_arguments)]
+fn with_bert_args<'py, R>(
+    tokens: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    embeddings: &[Bound<'py, PyAny>],
+    layers: &[Vec<Bound<'py, PyAny>>],
+    (n_heads, activation, layer_norm_eps): (usize, &str, f64),
+    (layer, heads): (i64, Option<Vec<i64>>),
+    (universe, n_universe): (&Bound<'py, PyAny>, usize),
+    n_threads: usize,
+    f: impl FnOnce(BertArgs<'_, 'py>) -> PyResult<R>,
+) -> PyResult<R> {
+    let n_threads = threads(n_threads)?;
+    let layer = index_arg("layer", layer)?;
+    let heads: Option<Vec<usize>> = heads
+        .map(|hs| hs.into_iter().map(|h| index_arg("heads", h)).collect())
+        .transpose()?;
+    let w = Weights::borrow(embeddings, layers)?;
+    let model = w.model(n_heads, activation, layer_norm_eps)?;
+    let offs = array1::<i64>("offsets", "int64", offsets)?;
+    let uni: PyReadonlyArray1<'py, i64> = array1::<i64>("universe", "int64", universe)?;
+    f(BertArgs {
+        tokens,
+        offsets: slice1("offsets", &offs)?,
+        model: &model,
+        which: LayerHeads {
+            layer,
+            heads: heads.as_deref(),
+        },
+        universe: Universe {
+            index: slice1("universe", &uni)?,
+            n: n_universe,
+        },
+        n_threads,
+    })
+}
+
+/// Token ids of either dtype as ragged cells.
+fn bert_cells<'a, I: TokenId + Element>(
+    toks: &'a PyReadonlyArray1<'_, I>,
+    offsets: &'a [i64],
+) -> PyResult<Ragged<'a, I>> {
+    Ok(Ragged {
+        tokens: slice1("tokens", toks)?,
+        offsets,
+    })
+}
+
+fn bert_sums<I: TokenId + Element>(
+    py: Python<'_>,
+    a: &BertArgs<'_, '_>,
+    out: SumsMut<'_>,
+) -> PyResult<()> {
+    let toks = array1::<I>("tokens", "int32 or int64", a.tokens)?;
+    let cells = bert_cells(&toks, a.offsets)?;
+    let (model, which, universe, n_threads) = (a.model, a.which, a.universe, a.n_threads);
+    py.detach(|| bert_aggregate_cells(cells, model, which, universe, out, n_threads))?;
+    Ok(())
+}
+
+fn bert_modules<I: TokenId + Element>(
+    py: Python<'_>,
+    a: &BertArgs<'_, '_>,
+    (module, n_modules): (&[i64], usize),
+    out: ModuleSumsMut<'_>,
+) -> PyResult<()> {
+    let toks = array1::<I>("tokens", "int32 or int64", a.tokens)?;
+    let cells = bert_cells(&toks, a.offsets)?;
+    let (model, which, universe, n_threads) = (a.model, a.which, a.universe, a.n_threads);
+    py.detach(|| {
+        bert_module_cells(
+            cells, model, which, universe, module, n_modules, out, n_threads,
+        )
+    })?;
+    Ok(())
+}
+
+/// bert_aggregate_cells(tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe, n_universe, *, heads=None, n_threads=1, sums=None, incoming=None)
+///
+/// The attention of encoder layer `layer` (0-based) of a BERT checkpoint (weights as for
+/// bert_forward), averaged over `heads` (None: all), of every cell (input ids
+/// tokens[offsets[c]:offsets[c+1]]), aggregated over the universe exactly as
+/// mha_aggregate_cells does. Only the layers up to `layer` are run. Returns (sums (G, G)
+/// float64, incoming (G,) float64), added into in place when given. Bit-identical for any
+/// n_threads and any split of the cells into calls.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (
+    tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe,
+    n_universe, *, heads = None, n_threads = 1, sums = None, incoming = None
+))]
+#[pyo3(name = "bert_aggregate_cells")]
+fn bert_aggregate_cells_py<'py>(
+    py: Python<'py>,
+    tokens: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    embeddings: Vec<Bound<'py, PyAny>>,
+    layers: Vec<Vec<Bound<'py, PyAny>>>,
+    n_heads: usize,
+    activation: &str,
+    layer_norm_eps: f64,
+    layer: i64,
+    universe: &Bound<'py, PyAny>,
+    n_universe: usize,
+    heads: Option<Vec<i64>>,
+    n_threads: usize,
+    sums: Option<&Bound<'py, PyAny>>,
+    incoming: Option<&Bound<'py, PyAny>>,
+) -> PyResult<SumsPair<'py>> {
+    with_bert_args(
+        tokens,
+        offsets,
+        &embeddings,
+        &layers,
+        (n_heads, activation, layer_norm_eps),
+        (layer, heads),
+        (universe, n_universe),
+        n_threads,
+        |args| {
+            running_sums(py, n_universe, sums, incoming, |out| {
+                if has_dtype::<i64>(tokens) {
+                    bert_sums::<i64>(py, &args, out)
+                } else {
+                    bert_sums::<i32>(py, &args, out)
+                }
+            })
+        },
+    )
+}
+
+/// bert_module_cells(tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe, modules, n_modules, *, heads=None, n_threads=1)
+///
+/// Within-module attention of every cell, as mha_module_cells, with the attention of encoder
+/// layer `layer` of a BERT checkpoint averaged over `heads` (None: all). Returns (sums
+/// (n_cells, n_modules) float64, pairs (n_cells, n_modules) int64). Bit-identical for any
+/// n_threads.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (
+    tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe,
+    modules, n_modules, *, heads = None, n_threads = 1
+))]
+#[pyo3(name = "bert_module_cells")]
+fn bert_module_cells_py<'py>(
+    py: Python<'py>,
+    tokens: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    embeddings: Vec<Bound<'py, PyAny>>,
+    layers: Vec<Vec<Bound<'py, PyAny>>>,
+    n_heads: usize,
+    activation: &str,
+    layer_norm_eps: f64,
+    layer: i64,
+    universe: &Bound<'py, PyAny>,
+    modules: &Bound<'py, PyAny>,
+    n_modules: usize,
+    heads: Option<Vec<i64>>,
+    n_threads: usize,
+) -> PyResult<ModuleArrays<'py>> {
+    let mods: PyReadonlyArray1<'py, i64> = array1::<i64>("modules", "int64", modules)?;
+    let module = slice1("modules", &mods)?;
+    with_bert_args(
+        tokens,
+        offsets,
+        &embeddings,
+        &layers,
+        (n_heads, activation, layer_norm_eps),
+        (layer, heads),
+        (universe, module.len()),
+        n_threads,
+        |args| {
+            let n_cells = args.offsets.len().saturating_sub(1);
+            module_arrays(py, n_cells, n_modules, |out| {
+                if has_dtype::<i64>(tokens) {
+                    bert_modules::<i64>(py, &args, (module, n_modules), out)
+                } else {
+                    bert_modules::<i32>(py, &args, (module, n_modules), out)
+                }
+            })
+        },
+    )
 }
 
 /// Adds the functions of this file to the module.
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mha_aggregate_cells_py, m)?)?;
     m.add_function(wrap_pyfunction!(mha_module_cells_py, m)?)?;
+    m.add_function(wrap_pyfunction!(bert_aggregate_cells_py, m)?)?;
+    m.add_function(wrap_pyfunction!(bert_module_cells_py, m)?)?;
     Ok(())
 }

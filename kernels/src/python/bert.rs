@@ -120,6 +120,35 @@ fn norm<'a>(
     })
 }
 
+/// The weight arrays of a model, borrowed from the `embeddings` and `layers` lists.
+pub(super) struct Weights<'py> {
+    emb: Vec<PyReadonlyArrayDyn<'py, f32>>,
+    layers: Vec<Vec<PyReadonlyArrayDyn<'py, f32>>>,
+}
+
+impl<'py> Weights<'py> {
+    /// Borrows every array, checking dtype, dimensions and layout.
+    pub(super) fn borrow(
+        embeddings: &[Bound<'py, PyAny>],
+        layers: &[Vec<Bound<'py, PyAny>>],
+    ) -> PyResult<Self> {
+        Ok(Self {
+            emb: weights("embeddings", &EMBEDDING_NAMES, embeddings)?,
+            layers: layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| weights(&format!("layers[{i}]"), &LAYER_NAMES, l))
+                .collect::<PyResult<Vec<_>>>()?,
+        })
+    }
+
+    /// The model over these arrays (shapes and values are checked by the kernels).
+    pub(super) fn model(&self, n_heads: usize, activation: &str, eps: f64) -> PyResult<Bert<'_>> {
+        let act = Activation::from_name(activation)?;
+        model(&self.emb, &self.layers, n_heads, act, eps as f32)
+    }
+}
+
 /// The model over borrowed arrays.
 fn model<'a>(
     emb: &'a [PyReadonlyArrayDyn<'_, f32>],
@@ -231,20 +260,14 @@ fn bert_forward_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
     let n_threads = threads(n_threads)?;
-    let act = Activation::from_name(activation)?;
     let wanted = Wanted {
         hidden: hidden_layers,
         pool: pool_arg(pool, pool_layer, skip_first, skip_last)?,
         attention: attention_layers,
         per_head,
     };
-    let emb = weights("embeddings", &EMBEDDING_NAMES, &embeddings)?;
-    let lay = layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| weights(&format!("layers[{i}]"), &LAYER_NAMES, l))
-        .collect::<PyResult<Vec<_>>>()?;
-    let m = model(&emb, &lay, n_heads, act, layer_norm_eps as f32)?;
+    let w = Weights::borrow(&embeddings, &layers)?;
+    let m = w.model(n_heads, activation, layer_norm_eps)?;
     let offs: PyReadonlyArray1<'py, i64> = array1::<i64>("offsets", "int64", offsets)?;
     let offs = slice1("offsets", &offs)?;
     let out = if tokens.extract::<PyReadonlyArray1<'py, i32>>().is_ok() {
