@@ -146,6 +146,26 @@ def condition_shard(cells, labels, args: argparse.Namespace):
     return subset_cells(cells, chosen[start:stop]), len(chosen)
 
 
+def labelled_cells(cells, path: str, column: str, label: str):
+    """Positions of the tokenized cells whose ``column`` in the obs of ``path`` is ``label``.
+
+    Raises
+    ------
+    InputError
+        No tokenized cell carries the label (naming ``path``).
+    """
+    import numpy as np
+
+    from geneattn.errors import InputError
+
+    labels, _ = _read_obs(path, column)
+    cell_labels = labels.reindex(cells.cell_ids.astype(str)).to_numpy().astype(object)
+    index = np.flatnonzero(cell_labels == label)
+    if len(index) == 0:
+        raise InputError(f"no cell labelled {label!r} in {column!r}", path)
+    return index
+
+
 def _variable_universe(args: argparse.Namespace, cells, name_map):
     """:func:`geneattn.attention.highly_variable_universe` of the counts in ``--obs``."""
     from geneattn.attention import highly_variable_universe

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.atomic import atomic_path
     from geneattn.attention import subset_cells
     from geneattn.checkpoint_stage import load_stage_model
-    from geneattn.cli.attention import _read_obs
+    from geneattn.cli.attention import labelled_cells
     from geneattn.errors import InputError
     from geneattn.network import write_table
     from geneattn.perturb import load_plan, perturbation_shifts
@@ -54,11 +54,7 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     cells = load_tokens(args.tokens)
     model = load_stage_model(args.model)
-    labels, _ = _read_obs(args.obs, args.condition_column)
-    cell_labels = labels.reindex(cells.cell_ids.astype(str)).to_numpy().astype(object)
-    case_index = np.flatnonzero(cell_labels == args.case)
-    if len(case_index) == 0:
-        raise InputError(f"no cell labelled {args.case!r} in {args.condition_column!r}", args.obs)
+    case_index = labelled_cells(cells, args.obs, args.condition_column, args.case)
     vocabulary = np.asarray(cells.vocabulary).astype(str)
     if len(plan.tokens) and plan.tokens.max() >= len(vocabulary):
         raise InputError(f"a token is outside the vocabulary of {args.tokens}", args.plan)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Count each gene's case cells, choose targets and null genes, average the controls."""
     import numpy as np
 
-    from geneattn.cli.attention import _read_obs
+    from geneattn.cli.attention import labelled_cells
     from geneattn.errors import InputError
     from geneattn.perturb import PerturbPlan, choose_null_tokens, save_plan
     from geneattn.resources import load_gene_name_map
@@ -67,11 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.control is not None and args.embeddings is None:
         raise InputError("--control needs --embeddings (the control cells' centroid)")
     cells = load_tokens(args.tokens)
-    labels, _ = _read_obs(args.obs, args.condition_column)
-    cell_labels = labels.reindex(cells.cell_ids.astype(str)).to_numpy().astype(object)
-    case_index = np.flatnonzero(cell_labels == args.case)
-    if len(case_index) == 0:
-        raise InputError(f"no cell labelled {args.case!r} in {args.condition_column!r}", args.obs)
+    case_index = labelled_cells(cells, args.obs, args.condition_column, args.case)
     vocabulary = np.asarray(cells.vocabulary).astype(str)
     token_of = {g: t for t, g in enumerate(vocabulary)}
     # cells of the case label expressing each token (a token occurs once per cell)
