@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -44,3 +47,91 @@ def read_npz_arrays(path: str | Path, names: Sequence[str], what: str) -> dict[s
         if isinstance(err, InputError):
             raise
         raise InputError(f"cannot read as .npz ({err})", path) from None
+
+
+def map_npz_arrays(path: str | Path, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of an ``.npz`` file, mapped read-only without reading their data.
+
+    A member stored uncompressed (``np.savez``, not ``np.savez_compressed``) is an ``.npy``
+    file inside the zip at a fixed offset, so it is returned as a read-only
+    :class:`numpy.memmap`: slicing it reads only the pages of the slice. A compressed member,
+    or one that cannot be mapped (an empty array), is read into memory instead, so any
+    ``.npz`` works; only the memory differs.
+
+    Parameters
+    ----------
+    path
+        The file.
+    names
+        Arrays that must all be present.
+    what
+        What the file should be, for the error (e.g. ``"a geneattn tokens file"``).
+
+    Returns
+    -------
+    dict
+        ``{name: array}``, memory-mapped where possible.
+
+    Raises
+    ------
+    InputError
+        The file is missing, not a readable ``.npz``, lacks one of ``names``, or holds an
+        object array.
+    """
+    try:
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+            members = {info.filename: info for info in zf.infolist()}
+            missing = [name for name in names if f"{name}.npy" not in members]
+            if missing:
+                raise InputError(f"not {what}: missing {', '.join(missing)}", path)
+            out = {}
+            for name in names:
+                info = members[f"{name}.npy"]
+                mapped = None
+                if info.compress_type == zipfile.ZIP_STORED:
+                    mapped = _map_stored_member(path, fh, info)
+                if mapped is None:
+                    with zf.open(info) as member:
+                        mapped = np.lib.format.read_array(member, allow_pickle=False)
+                out[name] = mapped
+            return out
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"cannot read as .npz ({err})", path) from None
+
+
+def _map_stored_member(path: str | Path, fh: BinaryIO, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """Memory-map the ``.npy`` member ``info`` stored uncompressed in the open zip ``fh``.
+
+    Returns None when the member cannot be mapped (an empty array, or an ``.npy`` header
+    version this does not read), so the caller reads it instead.
+    """
+    fmt = np.lib.format
+    fh.seek(info.header_offset)
+    local = fh.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise ValueError(f"bad zip local header of {info.filename}")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    fh.seek(start)
+    version = fmt.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+    else:
+        return None
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename} holds Python objects; not read without pickles")
+    offset = fh.tell()
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if offset - start + nbytes != info.file_size:
+        raise ValueError(f"{info.filename}: .npy header and zip entry sizes disagree")
+    if nbytes == 0:
+        return None
+    return np.memmap(
+        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+    )

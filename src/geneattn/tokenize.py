@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
+from geneattn.npz import map_npz_arrays
 
 log = logging.getLogger(__name__)
 
@@ -391,8 +392,98 @@ def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
         )
 
 
-def load_tokens(path: str | Path) -> TokenizedCells:
-    """Read tokens written by :func:`save_tokens`, checking their structure.
+#: Arrays of a tokens file (``lengths`` is written too, for readers that want it).
+TOKEN_ARRAYS = ("tokens", "offsets", "cell_ids", "vocabulary")
+
+CellSelection = slice | Sequence[int] | np.ndarray | None
+
+
+def load_tokens(path: str | Path, cells: CellSelection = None) -> TokenizedCells:
+    """Read tokens written by :func:`save_tokens`, all cells or only some.
+
+    Parameters
+    ----------
+    path
+        A ``tokens.npz``.
+    cells
+        None reads every cell. A slice (``slice(start, stop)``, any step) or an array of
+        cell positions reads only those cells, in that order (repeats allowed): the file's
+        arrays are memory-mapped (:func:`geneattn.npz.map_npz_arrays`) and only the chosen
+        cells' tokens, offsets and ids are read, so the memory needed follows the cells
+        chosen, not the file. A contiguous slice reads three byte ranges. Files whose
+        arrays are compressed are read whole and then subset (same result).
+
+    Returns
+    -------
+    TokenizedCells
+        The cells (offsets start at 0), with the full vocabulary.
+
+    Raises
+    ------
+    InputError
+        The file is missing or not a consistent tokens file.
+    IndexError
+        A cell position is outside ``0 .. n_cells - 1``.
+
+    Notes
+    -----
+    With ``cells`` given, the structure checks cover what is read: dtypes and shapes of
+    every array, the first and last offsets, and the chosen cells' offsets; offsets of
+    cells not chosen are not read.
+    """
+    path = Path(path)
+    if cells is None:
+        return _load_all_tokens(path)
+    arrays = map_npz_arrays(path, TOKEN_ARRAYS, "a geneattn tokens file")
+    tokens, offsets, cell_ids = arrays["tokens"], arrays["offsets"], arrays["cell_ids"]
+    if (
+        tokens.dtype != np.int32
+        or offsets.dtype != np.int64
+        or tokens.ndim != 1
+        or offsets.ndim != 1
+        or len(offsets) < 1
+        or len(cell_ids) != len(offsets) - 1
+        or offsets[0] != 0
+        or offsets[-1] != len(tokens)
+    ):
+        raise InputError("inconsistent tokens/offsets/cell_ids", path)
+    n_cells = len(offsets) - 1
+    if isinstance(cells, slice) and cells.indices(n_cells)[2] == 1:
+        start, stop, _ = cells.indices(n_cells)
+        stop = max(start, stop)
+        off = np.array(offsets[start : stop + 1], dtype=np.int64)
+        if np.any(np.diff(off) < 0):
+            raise InputError("inconsistent tokens/offsets/cell_ids", path)
+        chosen = TokenizedCells(
+            tokens=np.array(tokens[off[0] : off[-1]], dtype=np.int32),
+            offsets=off - off[0],
+            cell_ids=np.array(cell_ids[start:stop]),
+            vocabulary=np.array(arrays["vocabulary"]),
+        )
+        return chosen
+    index = np.arange(n_cells)[cells] if isinstance(cells, slice) else np.asarray(cells)
+    if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+        raise IndexError("cells must be a slice or a 1-d array of integer cell positions")
+    index = index.astype(np.int64)
+    if index.size and (index.min() < 0 or index.max() >= n_cells):
+        raise IndexError(f"cell positions must be in 0 .. {n_cells - 1}")
+    starts = np.array(offsets[index], dtype=np.int64)
+    ends = np.array(offsets[index + 1], dtype=np.int64)
+    lengths = ends - starts
+    if np.any(lengths < 0) or np.any(ends > len(tokens)):
+        raise InputError("inconsistent tokens/offsets/cell_ids", path)
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    take = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
+    return TokenizedCells(
+        tokens=np.array(tokens[take], dtype=np.int32),
+        offsets=new_offsets,
+        cell_ids=np.array(cell_ids[index]),
+        vocabulary=np.array(arrays["vocabulary"]),
+    )
+
+
+def load_cell_ids(path: str | Path) -> np.ndarray:
+    """The cell ids of a tokens file, without reading its tokens.
 
     Parameters
     ----------
@@ -401,10 +492,17 @@ def load_tokens(path: str | Path) -> TokenizedCells:
 
     Returns
     -------
-    TokenizedCells
-        The cells.
+    np.ndarray
+        Cell names, one per cell, in file order (positions for ``load_tokens(cells=...)``).
     """
-    path = Path(path)
+    arrays = map_npz_arrays(path, ("offsets", "cell_ids"), "a geneattn tokens file")
+    if len(arrays["cell_ids"]) != len(arrays["offsets"]) - 1:
+        raise InputError("inconsistent offsets/cell_ids", path)
+    return np.array(arrays["cell_ids"])
+
+
+def _load_all_tokens(path: Path) -> TokenizedCells:
+    """Every cell of a tokens file, with the full structure check."""
     try:
         with np.load(path, allow_pickle=False) as z:
             cells = TokenizedCells(
