@@ -8,6 +8,8 @@ the whole file; the file format stays the same bytes.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -174,7 +176,7 @@ def test_real_demo_tokens_in_shards(tmp_path, resources_dir):
     save_tokens(path, cells)
     full = load_tokens(path)
     bounds = np.linspace(0, full.n_cells, 8).astype(int)
-    parts = [load_tokens(path, cells=slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    parts = [load_tokens(path, cells=slice(a, b)) for a, b in itertools.pairwise(bounds)]
     np.testing.assert_array_equal(np.concatenate([p.tokens for p in parts]), full.tokens)
     np.testing.assert_array_equal(np.concatenate([p.cell_ids for p in parts]), full.cell_ids)
     tumor = np.flatnonzero(adata.obs["source"].to_numpy() == "Tumor")
@@ -183,3 +185,31 @@ def test_real_demo_tokens_in_shards(tmp_path, resources_dir):
     index = np.array([position[c] for c in adata.obs_names.to_numpy()[tumor]])
     _same(load_tokens(path, cells=index), subset_cells(full, index))
     np.testing.assert_array_equal(load_cell_ids(path), full.cell_ids)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 60),
+    pairs=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 8)), max_size=20),
+    kind=st.sampled_from(["<i4", "<i8", "<U7", "<f8"]),
+)
+def test_read_ranges_from_the_file_equals_indexing(tmp_path, n, pairs, kind):
+    from geneattn.npz import read_ranges
+
+    rng = np.random.default_rng(n)
+    values = rng.integers(0, 10**6, n)
+    array = values.astype(str).astype(kind) if kind == "<U7" else values.astype(kind)
+    path = tmp_path / f"r{n}{kind[1:]}.npz"
+    np.savez(path, a=array)
+    mapped = map_npz_arrays(path, ["a"], "a test file")["a"]
+    starts = np.array([min(s, n) for s, _ in pairs], dtype=np.int64)
+    ends = np.minimum(starts + np.array([k for _, k in pairs], dtype=np.int64), n)
+    want = np.concatenate([array[s:e] for s, e in zip(starts, ends, strict=True)] or [array[:0]])
+    for source in (mapped, array):
+        got = read_ranges(source, starts, ends)
+        assert got.dtype == array.dtype and got.flags.writeable
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError):
+        read_ranges(mapped, [0], [n + 1])

@@ -135,3 +135,62 @@ def _map_stored_member(path: str | Path, fh: BinaryIO, info: zipfile.ZipInfo) ->
     return np.memmap(
         path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
     )
+
+
+def read_ranges(array: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``array[starts[i]:ends[i]]`` for every ``i``, concatenated into a new array.
+
+    For a 1-d :class:`numpy.memmap` of :func:`map_npz_arrays`, the ranges are read from the
+    file with plain reads (ranges that follow each other in the file are read as one), so
+    only their bytes are read and no page of the mapping is touched: the memory needed is
+    the result's. Any other array is indexed in memory.
+
+    Parameters
+    ----------
+    array
+        A 1-d array.
+    starts
+        First position of each range.
+    ends
+        One past the last position of each range (``ends >= starts``).
+
+    Returns
+    -------
+    np.ndarray
+        The concatenated ranges, same dtype, C-contiguous and writeable.
+
+    Raises
+    ------
+    ValueError
+        A range is reversed or outside the array.
+    """
+    starts = np.asarray(starts, dtype=np.int64).ravel()
+    ends = np.asarray(ends, dtype=np.int64).ravel()
+    lengths = ends - starts
+    if len(starts) != len(ends) or (
+        len(starts) and (lengths.min() < 0 or starts.min() < 0 or ends.max() > len(array))
+    ):
+        raise ValueError("ranges must satisfy 0 <= start <= end <= len(array)")
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if not (isinstance(array, np.memmap) and array.ndim == 1 and array.filename):
+        take = np.repeat(starts - bounds[:-1], lengths) + np.arange(bounds[-1])
+        return np.array(array[take], dtype=array.dtype, order="C")
+    out = np.empty(int(bounds[-1]), dtype=array.dtype)
+    if out.size == 0:
+        return out
+    item = array.dtype.itemsize
+    # a run of ranges read at once: each range starts where the one before it ended
+    first = np.flatnonzero(np.concatenate([[True], starts[1:] != ends[:-1]]))
+    last = np.concatenate([first[1:] - 1, [len(starts) - 1]])
+    buffer = memoryview(out.view(np.uint8))
+    with open(array.filename, "rb", buffering=0) as fh:
+        for a, b in zip(first.tolist(), last.tolist(), strict=True):
+            begin, end = int(starts[a]) * item, int(ends[b]) * item
+            pos = int(bounds[a]) * item
+            fh.seek(array.offset + begin)
+            while begin < end:
+                got = fh.readinto(buffer[pos : pos + end - begin])
+                if not got:
+                    raise ValueError(f"{array.filename}: file shorter than its .npy header says")
+                begin, pos = begin + got, pos + got
+    return out

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
-from geneattn.npz import map_npz_arrays
+from geneattn.npz import map_npz_arrays, read_ranges
 
 log = logging.getLogger(__name__)
 
@@ -406,12 +406,13 @@ def load_tokens(path: str | Path, cells: CellSelection = None) -> TokenizedCells
     path
         A ``tokens.npz``.
     cells
-        None reads every cell. A slice (``slice(start, stop)``, any step) or an array of
-        cell positions reads only those cells, in that order (repeats allowed): the file's
-        arrays are memory-mapped (:func:`geneattn.npz.map_npz_arrays`) and only the chosen
-        cells' tokens, offsets and ids are read, so the memory needed follows the cells
-        chosen, not the file. A contiguous slice reads three byte ranges. Files whose
-        arrays are compressed are read whole and then subset (same result).
+        None reads every cell. A slice (any step) or an array of cell positions reads only
+        those cells, in that order (repeats allowed): the file's arrays are located without
+        reading them (:func:`geneattn.npz.map_npz_arrays`) and only the chosen cells'
+        offsets, tokens and ids are read (:func:`geneattn.npz.read_ranges`), so the memory
+        needed follows the cells chosen, not the file. Cells next to each other in the file
+        are read in one go: a contiguous slice is a few reads. Files whose arrays are
+        compressed are read whole and then subset (same result, more memory).
 
     Returns
     -------
@@ -448,36 +449,24 @@ def load_tokens(path: str | Path, cells: CellSelection = None) -> TokenizedCells
     ):
         raise InputError("inconsistent tokens/offsets/cell_ids", path)
     n_cells = len(offsets) - 1
-    if isinstance(cells, slice) and cells.indices(n_cells)[2] == 1:
-        start, stop, _ = cells.indices(n_cells)
-        stop = max(start, stop)
-        off = np.array(offsets[start : stop + 1], dtype=np.int64)
-        if np.any(np.diff(off) < 0):
-            raise InputError("inconsistent tokens/offsets/cell_ids", path)
-        chosen = TokenizedCells(
-            tokens=np.array(tokens[off[0] : off[-1]], dtype=np.int32),
-            offsets=off - off[0],
-            cell_ids=np.array(cell_ids[start:stop]),
-            vocabulary=np.array(arrays["vocabulary"]),
-        )
-        return chosen
-    index = np.arange(n_cells)[cells] if isinstance(cells, slice) else np.asarray(cells)
-    if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
-        raise IndexError("cells must be a slice or a 1-d array of integer cell positions")
-    index = index.astype(np.int64)
-    if index.size and (index.min() < 0 or index.max() >= n_cells):
-        raise IndexError(f"cell positions must be in 0 .. {n_cells - 1}")
-    starts = np.array(offsets[index], dtype=np.int64)
-    ends = np.array(offsets[index + 1], dtype=np.int64)
+    if isinstance(cells, slice):
+        index = np.arange(*cells.indices(n_cells), dtype=np.int64)
+    else:
+        index = np.asarray(cells)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise IndexError("cells must be a slice or a 1-d array of integer cell positions")
+        index = index.astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= n_cells):
+            raise IndexError(f"cell positions must be in 0 .. {n_cells - 1}")
+    starts = read_ranges(offsets, index, index + 1)
+    ends = read_ranges(offsets, index + 1, index + 2)
     lengths = ends - starts
-    if np.any(lengths < 0) or np.any(ends > len(tokens)):
+    if np.any(lengths < 0) or np.any(starts < 0) or np.any(ends > len(tokens)):
         raise InputError("inconsistent tokens/offsets/cell_ids", path)
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    take = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
     return TokenizedCells(
-        tokens=np.array(tokens[take], dtype=np.int32),
-        offsets=new_offsets,
-        cell_ids=np.array(cell_ids[index]),
+        tokens=read_ranges(tokens, starts, ends),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        cell_ids=read_ranges(cell_ids, index, index + 1),
         vocabulary=np.array(arrays["vocabulary"]),
     )
 
