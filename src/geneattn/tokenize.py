@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
+from geneattn.npz import map_npz_arrays, read_ranges
 
 log = logging.getLogger(__name__)
 
@@ -391,8 +392,87 @@ def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
         )
 
 
-def load_tokens(path: str | Path) -> TokenizedCells:
-    """Read tokens written by :func:`save_tokens`, checking their structure.
+#: Arrays of a tokens file (``lengths`` is written too, for readers that want it).
+TOKEN_ARRAYS = ("tokens", "offsets", "cell_ids", "vocabulary")
+
+CellSelection = slice | Sequence[int] | np.ndarray | None
+
+
+def load_tokens(path: str | Path, cells: CellSelection = None) -> TokenizedCells:
+    """Read tokens written by :func:`save_tokens`, all cells or only some.
+
+    Parameters
+    ----------
+    path
+        A ``tokens.npz``.
+    cells
+        None reads every cell. A slice (any step) or an array of cell positions reads only
+        those cells, in that order (repeats allowed): the file's arrays are located without
+        reading them (:func:`geneattn.npz.map_npz_arrays`) and only the chosen cells'
+        offsets, tokens and ids are read (:func:`geneattn.npz.read_ranges`), so the memory
+        needed follows the cells chosen, not the file. Cells next to each other in the file
+        are read in one go: a contiguous slice is a few reads. Files whose arrays are
+        compressed are read whole and then subset (same result, more memory).
+
+    Returns
+    -------
+    TokenizedCells
+        The cells (offsets start at 0), with the full vocabulary.
+
+    Raises
+    ------
+    InputError
+        The file is missing or not a consistent tokens file.
+    IndexError
+        A cell position is outside ``0 .. n_cells - 1``.
+
+    Notes
+    -----
+    With ``cells`` given, the structure checks cover what is read: dtypes and shapes of
+    every array, the first and last offsets, and the chosen cells' offsets; offsets of
+    cells not chosen are not read.
+    """
+    path = Path(path)
+    if cells is None:
+        return _load_all_tokens(path)
+    arrays = map_npz_arrays(path, TOKEN_ARRAYS, "a geneattn tokens file")
+    tokens, offsets, cell_ids = arrays["tokens"], arrays["offsets"], arrays["cell_ids"]
+    if (
+        tokens.dtype != np.int32
+        or offsets.dtype != np.int64
+        or tokens.ndim != 1
+        or offsets.ndim != 1
+        or len(offsets) < 1
+        or len(cell_ids) != len(offsets) - 1
+        or offsets[0] != 0
+        or offsets[-1] != len(tokens)
+    ):
+        raise InputError("inconsistent tokens/offsets/cell_ids", path)
+    n_cells = len(offsets) - 1
+    if isinstance(cells, slice):
+        index = np.arange(*cells.indices(n_cells), dtype=np.int64)
+    else:
+        index = np.asarray(cells)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise IndexError("cells must be a slice or a 1-d array of integer cell positions")
+        index = index.astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= n_cells):
+            raise IndexError(f"cell positions must be in 0 .. {n_cells - 1}")
+    starts = read_ranges(offsets, index, index + 1)
+    ends = read_ranges(offsets, index + 1, index + 2)
+    lengths = ends - starts
+    if np.any(lengths < 0) or np.any(starts < 0) or np.any(ends > len(tokens)):
+        raise InputError("inconsistent tokens/offsets/cell_ids", path)
+    return TokenizedCells(
+        tokens=read_ranges(tokens, starts, ends),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        cell_ids=read_ranges(cell_ids, index, index + 1),
+        vocabulary=np.array(arrays["vocabulary"]),
+    )
+
+
+def load_cell_ids(path: str | Path) -> np.ndarray:
+    """The cell ids of a tokens file, without reading its tokens.
 
     Parameters
     ----------
@@ -401,10 +481,17 @@ def load_tokens(path: str | Path) -> TokenizedCells:
 
     Returns
     -------
-    TokenizedCells
-        The cells.
+    np.ndarray
+        Cell names, one per cell, in file order (positions for ``load_tokens(cells=...)``).
     """
-    path = Path(path)
+    arrays = map_npz_arrays(path, ("offsets", "cell_ids"), "a geneattn tokens file")
+    if len(arrays["cell_ids"]) != len(arrays["offsets"]) - 1:
+        raise InputError("inconsistent offsets/cell_ids", path)
+    return np.array(arrays["cell_ids"])
+
+
+def _load_all_tokens(path: Path) -> TokenizedCells:
+    """Every cell of a tokens file, with the full structure check."""
     try:
         with np.load(path, allow_pickle=False) as z:
             cells = TokenizedCells(
