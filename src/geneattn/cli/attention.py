@@ -56,11 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     check_shard_arguments(args)
-    cells = load_tokens(args.tokens)
     model = load_stage_model(args.model)
     labels, var_names = _read_obs(args.obs, args.condition_column)
+    shard, n_chosen = condition_shard(labels, args)
+    # a universe chosen here needs every cell; a universe table only the vocabulary
+    cells = shard if args.universe_table is not None else load_tokens(args.tokens)
     universe, symbols = gene_universe(args, cells, var_names)
-    shard, n_chosen = condition_shard(cells, labels, args)
     log.info(
         "%s: %s, %d of %d cells, universe of %d genes",
         args.condition,
@@ -113,21 +114,23 @@ def gene_universe(args: argparse.Namespace, cells, var_names):
     return universe, symbols_for(gene_ids, name_map, preferred=set(var_names))
 
 
-def condition_shard(cells, labels, args: argparse.Namespace):
+def condition_shard(labels, args: argparse.Namespace):
     """Shard ``args.shard`` (see :mod:`geneattn.shards`) of the tokenized cells labelled
-    ``args.condition``, and how many cells carry that label.
+    ``args.condition``, read from ``args.tokens``, and how many cells carry that label.
 
-    ``labels`` is the obs condition column indexed by cell id (from :func:`_read_obs`);
-    tokenized cells without a label are left out with a warning. An unknown condition is an
+    Only the shard's cells' tokens are read (:func:`geneattn.tokenize.load_tokens` with
+    ``cells=``), so the job's memory follows the shard, not the study. ``labels`` is the
+    obs condition column indexed by cell id (from :func:`_read_obs`); tokenized cells
+    without a label are left out with a warning. An unknown condition is an
     :class:`~geneattn.errors.InputError` naming ``args.obs`` and the labels present.
     """
     import numpy as np
 
-    from geneattn.attention import subset_cells
     from geneattn.errors import InputError
     from geneattn.shards import shard_of
+    from geneattn.tokenize import load_cell_ids, load_tokens
 
-    joined = labels.reindex(cells.cell_ids.astype(str))
+    joined = labels.reindex(load_cell_ids(args.tokens).astype(str))
     cell_labels = joined.to_numpy()
     unlabelled = int(joined.isna().sum())
     if unlabelled:
@@ -143,11 +146,12 @@ def condition_shard(cells, labels, args: argparse.Namespace):
         )
     chosen = np.flatnonzero(cell_labels.astype(object) == args.condition)
     start, stop = shard_of(len(chosen), args)
-    return subset_cells(cells, chosen[start:stop]), len(chosen)
+    return load_tokens(args.tokens, cells=chosen[start:stop]), len(chosen)
 
 
-def labelled_cells(cells, path: str, column: str, label: str):
-    """Positions of the tokenized cells whose ``column`` in the obs of ``path`` is ``label``.
+def labelled_cells(cell_ids, path: str, column: str, label: str):
+    """Positions among ``cell_ids`` (of the tokenized cells) of the cells whose ``column``
+    in the obs of ``path`` is ``label``.
 
     Raises
     ------
@@ -159,7 +163,7 @@ def labelled_cells(cells, path: str, column: str, label: str):
     from geneattn.errors import InputError
 
     labels, _ = _read_obs(path, column)
-    cell_labels = labels.reindex(cells.cell_ids.astype(str)).to_numpy().astype(object)
+    cell_labels = labels.reindex(np.asarray(cell_ids).astype(str)).to_numpy().astype(object)
     index = np.flatnonzero(cell_labels == label)
     if len(index) == 0:
         raise InputError(f"no cell labelled {label!r} in {column!r}", path)

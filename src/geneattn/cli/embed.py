@@ -41,18 +41,16 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from geneattn.atomic import atomic_path
-    from geneattn.attention import subset_cells
     from geneattn.checkpoint_stage import load_stage_model
     from geneattn.errors import InputError
     from geneattn.readers import read_stage_h5ad
     from geneattn.shards import check_shard_arguments, describe, shard_of
-    from geneattn.tokenize import load_tokens
+    from geneattn.tokenize import load_cell_ids, load_tokens
 
     check_shard_arguments(args)
-    cells = load_tokens(args.tokens)
-    n_all = cells.n_cells
+    n_all = len(load_cell_ids(args.tokens))
     start, stop = shard_of(n_all, args)
-    cells = subset_cells(cells, np.arange(start, stop))
+    cells = load_tokens(args.tokens, cells=slice(start, stop))
     model = load_stage_model(args.model)
     obs = read_stage_h5ad(args.obs, backed=True).obs
     missing = np.setdiff1d(cells.cell_ids, obs.index.to_numpy().astype(str))

@@ -42,16 +42,15 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.differential import module_attention, read_module_labels, save_module_attention
     from geneattn.errors import InputError
     from geneattn.shards import check_shard_arguments, describe
-    from geneattn.tokenize import load_tokens
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     check_shard_arguments(args)
-    cells = load_tokens(args.tokens)
     model = load_stage_model(args.model)
     labels, _ = _read_obs(args.obs, args.condition_column)
     gene_ids, modules = read_module_labels(args.modules)
-    token_of = {str(g): t for t, g in enumerate(np.asarray(cells.vocabulary).astype(str))}
+    shard, n_chosen = condition_shard(labels, args)
+    token_of = {str(g): t for t, g in enumerate(np.asarray(shard.vocabulary).astype(str))}
     unknown = [g for g in gene_ids.tolist() if g not in token_of]
     if unknown:
         raise InputError(
@@ -59,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
             args.modules,
         )
     gene_tokens = np.array([token_of[g] for g in gene_ids.tolist()], dtype=np.int64)
-    shard, n_chosen = condition_shard(cells, labels, args)
     result = module_attention(
         shard,
         model,

@@ -37,14 +37,13 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from geneattn.atomic import atomic_path
-    from geneattn.attention import subset_cells
     from geneattn.checkpoint_stage import load_stage_model
     from geneattn.cli.attention import labelled_cells
     from geneattn.errors import InputError
     from geneattn.network import write_table
     from geneattn.perturb import load_plan, perturbation_shifts
     from geneattn.shards import check_shard_arguments, describe, shard_of
-    from geneattn.tokenize import load_tokens
+    from geneattn.tokenize import load_cell_ids, load_tokens
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
@@ -52,14 +51,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--shift must be between 0 and 1, got {args.shift}")
     check_shard_arguments(args)
     plan = load_plan(args.plan)
-    cells = load_tokens(args.tokens)
     model = load_stage_model(args.model)
-    case_index = labelled_cells(cells, args.obs, args.condition_column, args.case)
-    vocabulary = np.asarray(cells.vocabulary).astype(str)
+    case_index = labelled_cells(
+        load_cell_ids(args.tokens), args.obs, args.condition_column, args.case
+    )
+    start, stop = shard_of(len(case_index), args)
+    shard = load_tokens(args.tokens, cells=case_index[start:stop])
+    vocabulary = np.asarray(shard.vocabulary).astype(str)
     if len(plan.tokens) and plan.tokens.max() >= len(vocabulary):
         raise InputError(f"a token is outside the vocabulary of {args.tokens}", args.plan)
-    start, stop = shard_of(len(case_index), args)
-    shard = subset_cells(cells, case_index[start:stop])
     goal = plan.goal if len(plan.goal) else None
     log.info(
         "%s mode: %d genes + %d null genes, %s = %d of %d %s cells",

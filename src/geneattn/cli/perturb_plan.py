@@ -60,20 +60,20 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.errors import InputError
     from geneattn.perturb import PerturbPlan, choose_null_tokens, save_plan
     from geneattn.resources import load_gene_name_map
-    from geneattn.tokenize import load_tokens
+    from geneattn.tokenize import load_cell_ids, load_tokens
 
     if args.max_genes < 1:
         raise InputError(f"--max-genes must be >= 1, got {args.max_genes}")
     if args.control is not None and args.embeddings is None:
         raise InputError("--control needs --embeddings (the control cells' centroid)")
-    cells = load_tokens(args.tokens)
-    case_index = labelled_cells(cells, args.obs, args.condition_column, args.case)
-    vocabulary = np.asarray(cells.vocabulary).astype(str)
+    case_index = labelled_cells(
+        load_cell_ids(args.tokens), args.obs, args.condition_column, args.case
+    )
+    case = load_tokens(args.tokens, cells=case_index)
+    vocabulary = np.asarray(case.vocabulary).astype(str)
     token_of = {g: t for t, g in enumerate(vocabulary)}
-    # cells of the case label expressing each token (a token occurs once per cell)
-    lengths = np.diff(cells.offsets)
-    case_token = np.repeat(np.isin(np.arange(cells.n_cells), case_index), lengths)
-    presence = np.bincount(cells.tokens[case_token], minlength=len(vocabulary))
+    # case cells expressing each token (a token occurs once per cell)
+    presence = np.bincount(case.tokens, minlength=len(vocabulary))
     expressed = np.flatnonzero(presence >= args.min_cells)
     if len(expressed) == 0:
         raise InputError(f"no gene is expressed in {args.min_cells} or more {args.case} cells")
