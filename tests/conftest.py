@@ -21,3 +21,22 @@ def resources_dir() -> Path:
     dest = ROOT / "resources"
     fetch_resources(dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def demo_run(resources_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted local run of the demo study, shared by the session.
+
+    It runs with ``--cores 2`` and ``--printshellcmds`` (its log shows each job's
+    ``--threads``). The reproducibility and SLURM tests compare their runs with this one,
+    so the demo is run once per session however many of them ask for it.
+
+    Returns
+    -------
+    workflow_runs.Run
+        The finished run; ``.results`` is its ``results/{study}/``.
+    """
+    from workflow_runs import prepare_workdir, run_workflow
+
+    workdir = prepare_workdir(tmp_path_factory.mktemp("demo_run"), resources_dir)
+    return run_workflow(workdir, "--printshellcmds", cores=2)
