@@ -23,6 +23,7 @@ from workflow_runs import (
     STUDY,
     Run,
     byte_differences,
+    discard,
     kill_group,
     prepare_workdir,
     read_whole,
@@ -61,6 +62,7 @@ def test_two_runs_give_byte_identical_tables(
     assert set(names) >= EXPECTED
     assert result_tables(second.results) == names
     assert byte_differences(demo_run.results, second.results, names) == []
+    discard(second.workdir)
 
 
 def test_one_thread_gives_the_two_thread_tables_within_round_off(
@@ -88,6 +90,7 @@ def test_one_thread_gives_the_two_thread_tables_within_round_off(
         )
     ]
     assert differences == []
+    discard(workdir)
 
 
 def _live_group_members(pgid: int) -> list[int]:
@@ -157,3 +160,4 @@ def test_killed_run_leaves_no_partial_output_and_resumes(
     names = result_tables(demo_run.results)
     assert result_tables(resumed.results) == names
     assert byte_differences(demo_run.results, resumed.results, names) == []
+    discard(workdir)

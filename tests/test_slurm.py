@@ -20,7 +20,15 @@ import local_slurm
 import pytest
 import yaml
 from local_slurm import ClusterUnavailable, LocalSlurm, ensure_installed, start_cluster
-from workflow_runs import ROOT, Run, byte_differences, prepare_workdir, result_tables, run_workflow
+from workflow_runs import (
+    ROOT,
+    Run,
+    byte_differences,
+    discard,
+    prepare_workdir,
+    result_tables,
+    run_workflow,
+)
 
 PROFILE = "workflow/profiles/slurm"
 
@@ -124,3 +132,4 @@ def test_demo_on_slurm_equals_local_run(
     names = result_tables(demo_run.results)
     assert result_tables(run.results) == names
     assert byte_differences(demo_run.results, run.results, names) == []
+    discard(workdir)

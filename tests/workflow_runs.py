@@ -93,6 +93,11 @@ def prepare_workdir(dest: Path, resources: Path) -> Path:
     return dest
 
 
+def discard(workdir: Path) -> None:
+    """Delete a scratch directory once its test passed (a demo run holds about 180 MB)."""
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def snakemake_command(*args: str, cores: int | None = 2) -> list[str]:
     """``python -m snakemake [--cores N] args...`` with the interpreter running the tests."""
     command = [sys.executable, "-m", "snakemake"]
