@@ -98,6 +98,7 @@ def test_scaling_table_and_plots(tmp_path):
     rows, columns = scaling_rows(results)
     by = {r["stage"]: r for r in rows}
     assert by["attention"]["b_time"] == pytest.approx(1.1, abs=1e-3)
+    assert by["attention"]["b_time_top2"] == pytest.approx(1.1, abs=1e-3)
     assert by["attention"]["b_peak_rss"] == pytest.approx(1.0, abs=1e-3)
     assert by["embed"]["sizes_run"] == "1000,10000"
     assert "100000: skipped" in by["embed"]["not_run"]

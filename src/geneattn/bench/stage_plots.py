@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from geneattn.bench.stage_jobs import SHARDED
+
 _MARKERS = "osD^v<>phX*P"
 
 
@@ -16,6 +18,9 @@ def plot_stages(
     header: Mapping[str, str],
 ) -> None:
     """Draw time and peak RSS of every stage against the number of cells (log-log).
+
+    Each stage's legend entry gives its fitted exponent ``b`` (and, for time, the slope
+    between the two largest sizes), and the sizes where it failed or was not run.
 
     Parameters
     ----------
@@ -58,13 +63,19 @@ def plot_stages(
             )
             if not mine:
                 continue
-            b = fits.get(stage, {}).get(fit_key)
-            label = f"{stage}: b = {b:.2f}" if isinstance(b, float) else f"{stage}"
-            missing = [r.cells for r in mine if r not in ok]
-            if missing:
-                label += f" (not run at {', '.join(f'{n:,}' for n in missing)})"
-            if not ok:
-                label += " (never ran)"
+            fit = fits.get(stage, {})
+            b = fit.get(fit_key)
+            name = f"{stage} [shards]" if stage in SHARDED else stage
+            label = f"{name}: b = {b:.2f}" if isinstance(b, float) else name
+            top2 = fit.get("b_time_top2")
+            if key == "wall_s" and isinstance(top2, float) and len(ok) > 2:
+                label += f" ({ok[-2].cells:,} to {ok[-1].cells:,}: {top2:.2f})"
+            failed = [r.cells for r in mine if r.status.startswith("failed")]
+            skipped = [r.cells for r in mine if r not in ok and r.cells not in failed]
+            if failed:
+                label += f"; FAILED at {', '.join(f'{n:,}' for n in failed)}"
+            if skipped:
+                label += f"; not run at {', '.join(f'{n:,}' for n in skipped)}"
             style = "--" if mine[0].kind == "probe" else "-"
             ax.plot(
                 [r.cells for r in ok],
@@ -74,6 +85,18 @@ def plot_stages(
                 color=cmap(i % 20),
                 label=label,
             )
+        if key == "wall_s" and results:
+            # a slope-1 guide through the median of the smallest size's times
+            first = [r.wall_s for r in results if r.cells == sizes[0] and r.wall_s == r.wall_s]
+            if first and len(sizes) > 1:
+                y0 = sorted(first)[len(first) // 2]
+                ax.plot(
+                    [sizes[0], sizes[-1]],
+                    [y0, y0 * sizes[-1] / sizes[0]],
+                    ":",
+                    color="grey",
+                    label="b = 1 (guide)",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(sizes, [f"{n:,}" for n in sizes])

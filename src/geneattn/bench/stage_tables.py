@@ -61,11 +61,13 @@ def scaling_rows(results: Sequence) -> tuple[list[dict], list[str]]:
     tuple
         ``(rows, columns)``: one row per stage, in the order first seen. ``b_time`` is the
         least-squares slope of log wall seconds on log cells over the sizes where the stage
-        ran (``ok``); ``b_peak_rss`` the same for peak RSS; ``not_run`` lists the sizes where
-        it did not run and why.
+        ran (``ok``); ``b_time_top2`` the slope between the two largest of those sizes, where
+        fixed costs (interpreter start, imports) weigh least; ``b_peak_rss`` the least-squares
+        slope of peak RSS; ``not_run`` lists the sizes where it did not run (or failed) and
+        why.
     """
     sizes = sorted({r.cells for r in results})
-    columns = ["stage", "kind", "sizes_run", "b_time", "r2_time", "b_peak_rss"]
+    columns = ["stage", "kind", "sizes_run", "b_time", "r2_time", "b_time_top2", "b_peak_rss"]
     columns += [f"wall_s_at_{n}" for n in sizes] + [f"peak_rss_mib_at_{n}" for n in sizes]
     columns.append("not_run")
     stages = list(dict.fromkeys(r.stage for r in results))
@@ -75,12 +77,14 @@ def scaling_rows(results: Sequence) -> tuple[list[dict], list[str]]:
         ok = [r for r in mine if r.status.startswith("ok") and r.jobs > 0]
         fit_t = fit_power_law([r.cells for r in ok], [r.wall_s for r in ok])
         fit_m = fit_power_law([r.cells for r in ok], [r.peak_rss_mib for r in ok])
+        top2 = fit_power_law([r.cells for r in ok[-2:]], [r.wall_s for r in ok[-2:]])
         row: dict[str, object] = {
             "stage": stage,
             "kind": mine[0].kind,
             "sizes_run": ",".join(str(r.cells) for r in ok),
             "b_time": round(fit_t.b, 3) if fit_t else None,
             "r2_time": round(fit_t.r2, 4) if fit_t and not math.isnan(fit_t.r2) else None,
+            "b_time_top2": round(top2.b, 3) if top2 else None,
             "b_peak_rss": round(fit_m.b, 3) if fit_m else None,
             "not_run": "; ".join(f"{r.cells}: {r.status}" for r in mine if r not in ok),
         }

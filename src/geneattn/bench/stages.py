@@ -285,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
                 shutil.rmtree(work, ignore_errors=True)
     finally:
         launcher.close()
+        if not args.keep_work and (out / "work").is_dir() and not any((out / "work").iterdir()):
+            (out / "work").rmdir()
     _write_outputs(out, header, results, job_rows, step_rows, launcher, t_start, plots=True)
     print(f"wrote {out}/stages.tsv, scaling.tsv, stage_jobs.tsv, shard_steps.tsv and plots")
     return 0
