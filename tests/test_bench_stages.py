@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,8 @@ from geneattn.bench.scaling import fit_power_law, projected_seconds
 from geneattn.bench.stage_jobs import STAGE_NAMES, StageJobs, shard_count, with_needs
 from geneattn.bench.stage_tables import scaling_rows, write_table
 from geneattn.bench.stages import JOB_COLUMNS, STAGE_COLUMNS, StageResult
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fit_recovers_known_exponents():
@@ -59,7 +62,9 @@ def test_jobs_follow_the_config(tmp_path):
 
     from geneattn.bench.stages import load_study_config
 
-    config = load_study_config("config.yaml", ["tokenize.max_len=256", "perturb.genes=[CD8A]"])
+    config = load_study_config(
+        ROOT / "config.yaml", ["tokenize.max_len=256", "perturb.genes=[CD8A]"]
+    )
     (tmp_path / "qc_summary.json").write_text(
         json.dumps({"cells_per_condition": {"Tumor": 12, "NAT": 5}})
     )
@@ -165,7 +170,7 @@ def test_tiny_stage_run(tmp_path, resources_dir):
         "--stages", "load-tokens-shard", "--stage-repeats", "1", "--cells-per-shard", "20",
         "--out-dir", str(out), "--resources", str(resources_dir),
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     stages = pd.read_csv(out / "stages.tsv", sep="\t", comment="#")
     assert list(stages.columns) == list(STAGE_COLUMNS)
