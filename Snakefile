@@ -26,6 +26,7 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/network.smk"
 include: "workflow/rules/perturb.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/bench.smk"
 
 
 rule all:

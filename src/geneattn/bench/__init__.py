@@ -103,6 +103,26 @@ def machine_info() -> dict[str, str]:
     }
 
 
+#: Packages whose versions the benchmark tables name.
+PACKAGES = (
+    "numpy", "scipy", "pandas", "anndata", "scanpy", "h5py", "igraph", "leidenalg",
+    "matplotlib", "snakemake", "safetensors",
+)  # fmt: skip
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of :data:`PACKAGES` (``-`` when absent), without importing them."""
+    from importlib import metadata
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "-"
+    return versions
+
+
 def format_table(rows: Sequence[Row]) -> str:
     """Render rows as an aligned text table."""
     header = ("suite", "case", "ours (s)", "reference", "ref (s)", "ratio", "target", "status")

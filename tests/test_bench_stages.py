@@ -1,0 +1,193 @@
+"""The stage benchmark (``geneattn bench stages``): fits, tables, plots, and a tiny real run.
+
+Nothing here asserts a time: the tiny run checks that the tables have their columns and
+rows, that the exponent fit recovers known exponents, and that the plots are written.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from geneattn.bench.scaling import fit_power_law, projected_seconds
+from geneattn.bench.stage_jobs import STAGE_NAMES, StageJobs, shard_count, with_needs
+from geneattn.bench.stage_tables import scaling_rows, write_table
+from geneattn.bench.stages import JOB_COLUMNS, STAGE_COLUMNS, StageResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fit_recovers_known_exponents():
+    rng = np.random.default_rng(0)
+    x = np.array([1e3, 3e3, 1e4, 3e4, 1e5])
+    for b in (0.0, 0.5, 1.0, 1.3):
+        y = 0.02 * x**b * np.exp(rng.normal(0, 0.02, len(x)))
+        fit = fit_power_law(x, y)
+        assert fit is not None and fit.n == 5
+        assert fit.b == pytest.approx(b, abs=0.05)
+        assert fit.r2 > 0.99 or b == 0.0
+    exact = fit_power_law([10, 100], [3.0, 30.0])
+    assert exact.b == pytest.approx(1.0) and exact.a == pytest.approx(0.3)
+    assert math.isnan(exact.r2)
+    assert fit_power_law([10], [1.0]) is None
+    assert fit_power_law([10, 10], [1.0, 2.0]) is None
+    assert fit_power_law([10, 100, 1000], [1.0, float("nan"), 100.0]).n == 2
+
+
+def test_projection_is_at_least_linear():
+    assert projected_seconds([1000], [10.0], 10_000) == pytest.approx(100.0)
+    assert projected_seconds([1000, 10_000], [10.0, 50.0], 100_000) == pytest.approx(500.0)
+    assert projected_seconds([1000, 10_000], [1.0, 100.0], 100_000) == pytest.approx(10_000.0)
+    assert math.isnan(projected_seconds([], [], 10))
+
+
+def test_stage_needs_and_shards():
+    assert with_needs(["tokenize"]) == ["qc", "tokenize"]
+    assert with_needs(["differential"])[-3:] == ["modules", "module-attention", "differential"]
+    assert with_needs(["report"]) == [s for s in STAGE_NAMES if not s.startswith("load-")]
+    with pytest.raises(ValueError, match="unknown stages"):
+        with_needs(["nope"])
+    assert [shard_count(n, 5000) for n in (0, 1, 5000, 5001, 54_000)] == [1, 1, 1, 2, 11]
+
+
+def test_jobs_follow_the_config(tmp_path):
+    import json
+
+    from geneattn.bench.stages import load_study_config
+
+    config = load_study_config(
+        ROOT / "config.yaml", ["tokenize.max_len=256", "perturb.genes=[CD8A]"]
+    )
+    (tmp_path / "qc_summary.json").write_text(
+        json.dumps({"cells_per_condition": {"Tumor": 12, "NAT": 5}})
+    )
+    jobs = StageJobs(
+        tmp_path, tmp_path / "res", config, threads=3, cells_per_shard=5, geneattn=("geneattn",)
+    )
+    tok = jobs.jobs("tokenize")[0]
+    assert tok.argv[tok.argv.index("--max-len") + 1] == "256" and tok.threads == 3
+    attention = jobs.jobs("attention")
+    assert [j.label for j in attention] == [
+        "case shard 1/3", "case shard 2/3", "case shard 3/3", "control shard 1/1",
+    ]  # fmt: skip
+    assert [j.profile for j in attention] == [True, False, False, True]
+    perturb = jobs.jobs("perturb")
+    assert len(perturb) == 3 and "CD8A" in perturb[0].argv
+    diff = jobs.jobs("differential")[0].argv
+    assert sum(a.endswith(".npz") and "module_attention/case" in a for a in diff) == 3
+
+
+def _results() -> list[StageResult]:
+    rows = []
+    for n in (1000, 10_000, 100_000):
+        rows.append(StageResult(n, n - 20, "embed", "stage", 1, 1, 0.01 * n, 0.02 * n, 150.0))
+        rows.append(
+            StageResult(n, n - 20, "attention", "stage", 2, 2, 0.002 * n**1.1, 1.0, n / 100)
+        )
+        rows.append(StageResult(n, n - 20, "load-tokens-shard", "probe", 1, 1, 0.5, 0.4, 60.0))
+    rows[-3].status, rows[-3].jobs = "skipped: projected 9,000 s > budget 1,800 s", 0
+    return rows
+
+
+def test_scaling_table_and_plots(tmp_path):
+    from geneattn.bench.stage_plots import plot_stages
+
+    results = _results()
+    rows, columns = scaling_rows(results)
+    by = {r["stage"]: r for r in rows}
+    assert by["attention"]["b_time"] == pytest.approx(1.1, abs=1e-3)
+    assert by["attention"]["b_time_top2"] == pytest.approx(1.1, abs=1e-3)
+    assert by["attention"]["b_peak_rss"] == pytest.approx(1.0, abs=1e-3)
+    assert by["embed"]["sizes_run"] == "1000,10000"
+    assert "100000: skipped" in by["embed"]["not_run"]
+    assert by["load-tokens-shard"]["b_peak_rss"] == pytest.approx(0.0, abs=1e-9)
+    header = {"cpu": "test", "cells": "demo cells resampled with replacement"}
+    write_table(tmp_path / "scaling.tsv", header, columns, rows)
+    table = pd.read_csv(tmp_path / "scaling.tsv", sep="\t", comment="#")
+    assert list(table.columns) == columns and len(table) == 3
+    assert (tmp_path / "scaling.tsv").read_text().startswith("# cpu: test\n")
+    plot_stages(results, rows, tmp_path / "t.png", tmp_path / "m.png", header)
+    for png in ("t.png", "m.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_launcher_measures_the_child_not_its_parent(tmp_path):
+    """A child's peak RSS is its own, not inherited from the (larger) test process."""
+    from geneattn.bench.stages import Launcher, _env
+
+    ballast = np.ones(200 * 2**20 // 8)  # this process holds 200 MiB more than its children
+    launcher = Launcher()
+    try:
+        small = launcher.run([sys.executable, "-c", "pass"], log=tmp_path / "a.log", env=_env(1))
+        big = launcher.run(
+            [sys.executable, "-c", "b = bytearray(300 * 2**20)"],
+            log=tmp_path / "b.log",
+            env=_env(1),
+        )
+    finally:
+        launcher.close()
+    assert ballast.sum() > 0
+    assert small["returncode"] == 0 and big["returncode"] == 0
+    assert small["maxrss_kib"] < 100 * 1024
+    assert big["maxrss_kib"] > 300 * 1024
+    assert small["launcher_maxrss_kib"] < 60 * 1024
+
+
+def test_rss_steps_names_the_lines_of_run():
+    from geneattn.bench.rss_steps import StepSampler
+
+    source = textwrap.dedent(
+        """
+        import time
+        def run():
+            data = bytearray(64 * 2**20)
+            time.sleep(0.15)
+            return len(data)
+        """
+    )
+    namespace = {"__name__": "geneattn.cli.fake"}
+    exec(compile(source, "fake.py", "exec"), namespace)
+    with StepSampler(interval=0.01) as sampler:
+        namespace["run"]()
+    steps = sampler.table()
+    lines = [s for s in steps if s["step"].startswith("fake.py:")]
+    assert lines and max(s["seconds"] for s in lines) > 0.05
+    assert all(s["rss_max_mib"] >= s["rss_first_mib"] for s in steps)
+
+
+def test_tiny_stage_run(tmp_path, resources_dir):
+    """50 and 100 resampled cells through qc, tokenize and the partial token read."""
+    out = tmp_path / "bench"
+    cmd = [
+        sys.executable, "-m", "geneattn", "bench", "stages", "--sizes", "50", "100",
+        "--stages", "load-tokens-shard", "--stage-repeats", "1", "--cells-per-shard", "20",
+        "--out-dir", str(out), "--resources", str(resources_dir),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stages = pd.read_csv(out / "stages.tsv", sep="\t", comment="#")
+    assert list(stages.columns) == list(STAGE_COLUMNS)
+    assert stages["stage"].tolist() == ["qc", "tokenize", "load-tokens-shard"] * 2
+    assert (stages["status"] == "ok").all()
+    assert stages["cells"].tolist() == [50] * 3 + [100] * 3
+    assert (stages["cells_qc"] <= stages["cells"]).all()
+    assert (stages["peak_rss_mib"] > 10).all() and (stages["wall_s"] > 0).all()
+    jobs = pd.read_csv(out / "stage_jobs.tsv", sep="\t", comment="#")
+    assert list(jobs.columns) == list(JOB_COLUMNS) and (jobs["returncode"] == 0).all()
+    scaling = pd.read_csv(out / "scaling.tsv", sep="\t", comment="#")
+    assert scaling["stage"].tolist() == ["qc", "tokenize", "load-tokens-shard"]
+    assert scaling["b_time"].notna().all() and scaling["sizes_run"].eq("50,100").all()
+    head = (out / "stages.tsv").read_text().splitlines()
+    keys = {line[2:].split(":", 1)[0] for line in head if line.startswith("# ")}
+    assert {"cpu", "packages", "seeds", "cells", "threads", "cells_per_shard"} <= keys
+    assert any("resampled with replacement" in line for line in head)
+    for png in ("stages_time.png", "stages_rss.png"):
+        assert (out / png).stat().st_size > 1000
+    assert not (out / "work" / "n100").exists()
