@@ -65,8 +65,8 @@ def test_jobs_follow_the_config(tmp_path):
     config = load_study_config(
         ROOT / "config.yaml", ["tokenize.max_len=256", "perturb.genes=[CD8A]"]
     )
-    (tmp_path / "qc_summary.json").write_text(
-        json.dumps({"cells_per_condition": {"Tumor": 12, "NAT": 5}})
+    (tmp_path / "tokenize_summary.json").write_text(
+        json.dumps({"cells_out": 17, "cells_by_label": {"Tumor": 12, "NAT": 5}})
     )
     jobs = StageJobs(
         tmp_path, tmp_path / "res", config, threads=3, cells_per_shard=5, geneattn=("geneattn",)
@@ -78,8 +78,11 @@ def test_jobs_follow_the_config(tmp_path):
         "case shard 1/3", "case shard 2/3", "case shard 3/3", "control shard 1/1",
     ]  # fmt: skip
     assert [j.profile for j in attention] == [True, False, False, True]
+    assert all("--universe-table" in j.argv for j in attention)
+    assert [j.label for j in jobs.jobs("embed")] == [f"shard {s}/4" for s in (1, 2, 3, 4)]
+    assert "CD8A" in jobs.jobs("perturb-plan")[0].argv
     perturb = jobs.jobs("perturb")
-    assert len(perturb) == 3 and "CD8A" in perturb[0].argv
+    assert len(perturb) == 3 and all("--plan" in j.argv for j in perturb)
     diff = jobs.jobs("differential")[0].argv
     assert sum(a.endswith(".npz") and "module_attention/case" in a for a in diff) == 3
 

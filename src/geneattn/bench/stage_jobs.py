@@ -46,20 +46,23 @@ STAGES = (
     Stage("load-tokens-shard", ("tokenize",), "probe"),
     Stage("model", ("qc",)),
     Stage("embed", ("tokenize", "model")),
-    Stage("attention", ("tokenize", "model")),
+    Stage("gather-embeddings", ("embed",)),
+    Stage("universe", ("tokenize",)),
+    Stage("attention", ("universe", "model")),
     Stage("gather-attention", ("attention",)),
     Stage("network", ("gather-attention",)),
     Stage("modules", ("network",)),
     Stage("module-attention", ("modules",)),
     Stage("differential", ("module-attention",)),
     Stage("evaluate", ("modules",)),
-    Stage("perturb", ("differential",)),
+    Stage("perturb-plan", ("differential", "gather-embeddings")),
+    Stage("perturb", ("perturb-plan",)),
     Stage("perturb-stats", ("perturb",)),
-    Stage("report", ("embed", "differential", "evaluate", "perturb-stats")),
+    Stage("report", ("gather-embeddings", "differential", "evaluate", "perturb-stats")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
-#: Stages whose jobs are shards of a condition's cells.
-SHARDED = ("attention", "module-attention", "perturb")
+#: Stages whose jobs are shards of the cells (of a condition).
+SHARDED = ("embed", "attention", "module-attention", "perturb")
 
 
 def with_needs(chosen: Sequence[str]) -> list[str]:
@@ -177,10 +180,18 @@ class StageJobs:
         """Path of a Geneformer dictionary file."""
         return str(self.res / "geneformer_v1" / name)
 
-    def cells_per_role(self) -> dict[str, int]:
-        """Cells of each condition after QC (from ``qc_summary.json``)."""
+    def cells_after_qc(self) -> int:
+        """Cells of the two conditions after QC (``qc_summary.json``)."""
         summary = json.loads(Path(self.path("qc_summary.json")).read_text(encoding="utf-8"))
         per = summary["cells_per_condition"]
+        return sum(int(per.get(label, 0)) for label in self.labels.values())
+
+    def _tokenized(self) -> dict:
+        return json.loads(Path(self.path("tokenize_summary.json")).read_text(encoding="utf-8"))
+
+    def cells_per_role(self) -> dict[str, int]:
+        """Tokenized cells of each condition (``tokenize_summary.json``, as the rules count)."""
+        per = self._tokenized()["cells_by_label"]
         return {role: int(per.get(label, 0)) for role, label in self.labels.items()}
 
     def n_shards(self) -> dict[str, int]:
@@ -188,6 +199,10 @@ class StageJobs:
         return {
             role: shard_count(n, self.cells_per_shard) for role, n in self.cells_per_role().items()
         }
+
+    def embed_shards(self) -> int:
+        """Shards of all tokenized cells (the embed stage)."""
+        return shard_count(int(self._tokenized()["cells_out"]), self.cells_per_shard)
 
     # jobs --------------------------------------------------------------------------------
     def jobs(self, stage: str) -> list[Job]:
@@ -220,6 +235,7 @@ class StageJobs:
             "--medians-file", self.gf("gene_median_dictionary.tsv"),
             "--gene-names", self.gf("gene_name_id.tsv"), "--gene-id", self.c["input"]["gene_id"],
             "--medians", t["medians"], "--max-len", t["max_len"], "--threads", self.threads,
+            "--condition-column", self.column,
             "--out", self.path("tokens.npz"), "--summary", self.path("tokenize_summary.json"),
         )  # fmt: skip
         return [Job("tokenize", "", argv, self.threads)]
@@ -248,24 +264,42 @@ class StageJobs:
         return [Job("model", "", argv)]
 
     def _embed(self) -> list[Job]:
+        jobs = []
+        k = self.embed_shards()
+        for s in range(k):
+            argv = self._cmd(
+                "embed", self.path("tokens.npz"), "--model", self.path("model.npz"),
+                "--obs", self.path("qc.h5ad"), "--shard", s,
+                "--cells-per-shard", self.cells_per_shard, "--threads", self.threads,
+                "--out", self.path(f"embeddings/shard{s}.h5ad"),
+            )  # fmt: skip
+            jobs.append(Job("embed", f"shard {s + 1}/{k}", argv, self.threads, profile=s == 0))
+        return jobs
+
+    def _gather_embeddings(self) -> list[Job]:
+        shards = [self.path(f"embeddings/shard{s}.h5ad") for s in range(self.embed_shards())]
+        argv = self._cmd("gather-embeddings", *shards, "--out", self.path("embeddings.h5ad"))
+        return [Job("gather-embeddings", "", argv)]
+
+    def _universe(self) -> list[Job]:
+        a = self.c["attention"]
         argv = self._cmd(
-            "embed", self.path("tokens.npz"), "--model", self.path("model.npz"),
-            "--obs", self.path("qc.h5ad"), "--threads", self.threads,
-            "--out", self.path("embeddings.h5ad"),
+            "universe", self.path("tokens.npz"), "--obs", self.path("qc.h5ad"),
+            "--gene-names", self.gf("gene_name_id.tsv"), "--universe", a["universe"],
+            "--min-cells", a["universe_min_cells"], "--max-genes", a["universe_max_genes"],
+            "--out", self.path("universe.tsv"),
         )  # fmt: skip
-        return [Job("embed", "all cells (one job)", argv, self.threads, profile=True)]
+        return [Job("universe", "", argv)]
 
     def _attention(self) -> list[Job]:
-        a = self.c["attention"]
         jobs = []
         for role, k in self.n_shards().items():
             for s in range(k):
                 argv = self._cmd(
                     "attention", self.path("tokens.npz"), "--model", self.path("model.npz"),
                     "--obs", self.path("qc.h5ad"), "--condition-column", self.column,
-                    "--condition", self.labels[role], "--gene-names", self.gf("gene_name_id.tsv"),
-                    "--shard", s, "--n-shards", k, "--universe", a["universe"],
-                    "--min-cells", a["universe_min_cells"], "--max-genes", a["universe_max_genes"],
+                    "--condition", self.labels[role], "--universe-table", self.path("universe.tsv"),
+                    "--shard", s, "--cells-per-shard", self.cells_per_shard,
                     "--threads", self.threads,
                     "--out", self.path(f"attention/{role}.shard{s}.npz"),
                 )  # fmt: skip
@@ -327,7 +361,8 @@ class StageJobs:
                     "module-attention", self.path("tokens.npz"), "--model", self.path("model.npz"),
                     "--obs", self.path("qc.h5ad"), "--condition-column", self.column,
                     "--condition", self.labels[role], "--modules", self.path("modules.tsv"),
-                    "--shard", s, "--n-shards", k, "--threads", self.threads,
+                    "--shard", s, "--cells-per-shard", self.cells_per_shard,
+                    "--threads", self.threads,
                     "--out", self.path(f"module_attention/{role}.shard{s}.npz"),
                 )  # fmt: skip
                 label = f"{role} shard {s + 1}/{k}"
@@ -361,6 +396,22 @@ class StageJobs:
         )  # fmt: skip
         return [Job("evaluate", "", argv)]
 
+    def _perturb_plan(self) -> list[Job]:
+        p = self.c["perturb"]
+        argv = self._cmd(
+            "perturb-plan", self.path("tokens.npz"), "--obs", self.path("qc.h5ad"),
+            "--condition-column", self.column, "--case", self.labels["case"],
+            "--control", self.labels["control"], "--embeddings", self.path("embeddings.h5ad"),
+            "--gene-names", self.gf("gene_name_id.tsv"), "--modules", self.path("modules.tsv"),
+            "--differential", self.path("differential.tsv"), "--genes-from", p["genes_from"],
+            *(("--genes", *p["genes"]) if p["genes"] else ()),
+            "--hubs-per-module", p["hubs_per_module"], "--disease-fdr", p["disease_fdr"],
+            "--max-genes", p["max_genes"], "--min-cells", p["min_cells"],
+            "--null-per-bin", p["null_per_bin"], "--seed", p["seed"],
+            "--out", self.path("perturbation/plan.npz"),
+        )  # fmt: skip
+        return [Job("perturb-plan", "", argv)]
+
     def _perturb(self) -> list[Job]:
         p = self.c["perturb"]
         k = shard_count(self.cells_per_role()["case"], self.cells_per_shard)
@@ -369,14 +420,9 @@ class StageJobs:
             argv = self._cmd(
                 "perturb", self.path("tokens.npz"), "--model", self.path("model.npz"),
                 "--obs", self.path("qc.h5ad"), "--condition-column", self.column,
-                "--case", self.labels["case"], "--control", self.labels["control"],
-                "--gene-names", self.gf("gene_name_id.tsv"), "--modules", self.path("modules.tsv"),
-                "--differential", self.path("differential.tsv"), "--genes-from", p["genes_from"],
-                *(("--genes", *p["genes"]) if p["genes"] else ()),
-                "--hubs-per-module", p["hubs_per_module"], "--disease-fdr", p["disease_fdr"],
-                "--max-genes", p["max_genes"], "--min-cells", p["min_cells"], "--mode", p["mode"],
-                "--shift", p["shift"], "--null-per-bin", p["null_per_bin"], "--seed", p["seed"],
-                "--shard", s, "--n-shards", k, "--threads", self.threads,
+                "--case", self.labels["case"], "--plan", self.path("perturbation/plan.npz"),
+                "--mode", p["mode"], "--shift", p["shift"],
+                "--shard", s, "--cells-per-shard", self.cells_per_shard, "--threads", self.threads,
                 "--out", self.path(f"perturbation/shard{s}.tsv"),
             )  # fmt: skip
             label = f"case shard {s + 1}/{k}"

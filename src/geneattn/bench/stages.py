@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 _run_stage(r, jobs_of.jobs(stage), launcher, logs, work, args, job_rows, step_rows)
                 if stage == "qc" and r.status == "ok":
-                    cells_qc = sum(jobs_of.cells_per_role().values())
+                    cells_qc = jobs_of.cells_after_qc()
                 r.cells_qc = cells_qc
                 print(
                     f"   {stage}: {r.status} {r.jobs} job(s) {r.wall_s:.1f} s, "
