@@ -278,13 +278,34 @@ def package_versions() -> list[tuple[str, str]]:
     return rows
 
 
+#: Cells below which scanpy computes neighbours densely itself (its own threshold).
+SMALL_DATA = 4096
+
+
+def _exact_knn(k: int):
+    """sklearn's exact ``KNeighborsTransformer`` (deterministic) returning ``csr_matrix``."""
+    import scipy.sparse as sp
+    from sklearn.neighbors import KNeighborsTransformer
+
+    class SparseMatrixKNN(KNeighborsTransformer):
+        def transform(self, X):
+            return sp.csr_matrix(super().transform(X))
+
+        def fit_transform(self, X, y=None):
+            return sp.csr_matrix(super().fit_transform(X, y))
+
+    return SparseMatrixKNN(n_neighbors=k, mode="distance")
+
+
 def umap_coordinates(
     x: np.ndarray, *, n_neighbors: int = 15, seed: int = 0, method: str = "umap"
 ) -> np.ndarray:
     """2-D UMAP of the rows of ``x`` with scanpy, seeded (same input, same coordinates).
 
     ``sc.pp.neighbors`` (``n_neighbors`` capped at the number of rows minus one,
-    ``random_state=seed``, ``method``) then ``sc.tl.umap(random_state=seed)``.
+    ``random_state=seed``, ``method``; exact neighbours from 4,096 rows on, where scanpy
+    would use the approximate, thread-dependent pynndescent) then
+    ``sc.tl.umap(random_state=seed)``.
     """
     import anndata as ad
     import pandas as pd
@@ -293,12 +314,16 @@ def umap_coordinates(
     n = x.shape[0]
     data = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n)]))
     data.obsm["X_rep"] = np.ascontiguousarray(x, dtype=np.float32)
+    k = max(2, min(n_neighbors, n - 1))
     sc.pp.neighbors(
         data,
         use_rep="X_rep",
-        n_neighbors=max(2, min(n_neighbors, n - 1)),
+        n_neighbors=k,
         random_state=seed,
         method=method,
+        # beyond scanpy's small-data path, exact neighbours as a scipy sparse *matrix*:
+        # scanpy 1.11 calls .getnnz, which scipy 1.17's sparse arrays no longer have
+        transformer=None if n < SMALL_DATA else _exact_knn(k),
     )
     sc.tl.umap(data, random_state=seed)
     return np.asarray(data.obsm["X_umap"], dtype=np.float64)
