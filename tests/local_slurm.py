@@ -88,7 +88,9 @@ def ensure_installed(*, timeout: float = 600.0) -> None:
     if apt is None:
         raise ClusterUnavailable("SLURM is not installed and there is no apt-get to install it")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "--no-install-recommends", *PACKAGES]
+    # Wait for the dpkg lock rather than fail: fresh machines often run apt at boot.
+    lock = ["-o", f"DPkg::Lock::Timeout={int(timeout // 2)}"]
+    install = [apt, *lock, "install", "-y", "--no-install-recommends", *PACKAGES]
 
     def run(command: Sequence[str]) -> subprocess.CompletedProcess[str]:
         try:
@@ -103,7 +105,7 @@ def ensure_installed(*, timeout: float = 600.0) -> None:
     result = run(install)
     if result.returncode != 0:
         # A fresh machine may have no package lists yet: refresh them once and retry.
-        update = run([apt, "update"])
+        update = run([apt, *lock, "update"])
         if update.returncode == 0:
             result = run(install)
     if result.returncode != 0 or _missing_programs():

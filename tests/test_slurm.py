@@ -80,7 +80,7 @@ def test_cluster_setup_reports_a_failed_install(monkeypatch: pytest.MonkeyPatch)
     calls = []
 
     def fake_run(command, **kwargs):
-        calls.append(command[1])
+        calls.append(command[3])
         return subprocess.CompletedProcess(command, 100, "", "E: Unable to locate package munge")
 
     monkeypatch.setattr(
