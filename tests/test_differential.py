@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_attention import make_model as attention_model
 
 import geneattn.differential as differential
 from geneattn import _kernels
@@ -53,18 +54,8 @@ def make_cells(seed: int, n_cells: int, max_len: int, *, repeats: bool = False) 
 
 
 def make_model(seed: int, d: int = 8, n_heads: int = 2) -> StudyModel:
-    rng = np.random.default_rng(seed)
-    eye = np.eye(d)
-    w = rng.normal(size=(d, d)) * 0.7
-    return StudyModel(
-        gene_embeddings=rng.normal(size=(VOCAB, d)) * 1.5,
-        w_q=eye + w,
-        w_k=eye - w.T,
-        w_v=eye,
-        w_o=eye,
-        n_heads=n_heads,
-        params={"kind": "test"},
-    )
+    """The attention tests' random model over this file's vocabulary."""
+    return attention_model(seed, d, n_heads, vocab=VOCAB)
 
 
 def head_averaged(x: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, h: int) -> np.ndarray:

@@ -616,6 +616,19 @@ mod tests {
         g: usize,
     }
 
+    impl Case {
+        /// The test heads: `w` as both the query and the key projection.
+        fn heads(&self) -> Heads<'_, f64> {
+            let w = Mat::new("w", &self.w, self.d, self.d).unwrap();
+            Heads {
+                w_q: w,
+                w_k: w,
+                w_v: None,
+                n_heads: self.h,
+            }
+        }
+    }
+
     fn case() -> Case {
         let (vocab, d, h) = (150, 8, 2);
         let table = data(vocab * d, 3, 4.0);
@@ -647,13 +660,7 @@ mod tests {
     }
 
     fn run(c: &Case, n_threads: usize, cells: std::ops::Range<usize>, out: SumsMut<'_>) {
-        let w = Mat::new("w", &c.w, c.d, c.d).unwrap();
-        let heads = Heads {
-            w_q: w,
-            w_k: w,
-            w_v: None,
-            n_heads: c.h,
-        };
+        let heads = c.heads();
         let offs = &c.offsets[cells.start..=cells.end];
         let base = offs[0] as usize;
         let shifted: Vec<i64> = offs.iter().map(|o| o - base as i64).collect();
@@ -733,13 +740,7 @@ mod tests {
     #[test]
     fn bad_input_is_refused() {
         let c = case();
-        let w = Mat::new("w", &c.w, c.d, c.d).unwrap();
-        let heads = Heads {
-            w_q: w,
-            w_k: w,
-            w_v: None,
-            n_heads: c.h,
-        };
+        let heads = c.heads();
         let table = Mat::new("table", &c.table, c.vocab, c.d).unwrap();
         let ragged = Ragged {
             tokens: &c.tokens,
@@ -771,13 +772,7 @@ mod tests {
     }
 
     fn run_modules(c: &Case, n_threads: usize, module: &[i64], k: usize) -> (Vec<f64>, Vec<i64>) {
-        let w = Mat::new("w", &c.w, c.d, c.d).unwrap();
-        let heads = Heads {
-            w_q: w,
-            w_k: w,
-            w_v: None,
-            n_heads: c.h,
-        };
+        let heads = c.heads();
         let ragged = Ragged {
             tokens: &c.tokens,
             offsets: &c.offsets,
@@ -870,13 +865,7 @@ mod tests {
     #[test]
     fn module_cells_bad_input_is_refused() {
         let c = case();
-        let w = Mat::new("w", &c.w, c.d, c.d).unwrap();
-        let heads = Heads {
-            w_q: w,
-            w_k: w,
-            w_v: None,
-            n_heads: c.h,
-        };
+        let heads = c.heads();
         let table = Mat::new("table", &c.table, c.vocab, c.d).unwrap();
         let ragged = Ragged {
             tokens: &c.tokens,

@@ -68,11 +68,12 @@ struct Args<'a, 'py> {
     n_threads: usize,
 }
 
-fn run<T: Real + Element, I: TokenId + Element>(
-    py: Python<'_>,
-    a: Args<'_, '_>,
-    out: SumsMut<'_>,
-) -> PyResult<()> {
+/// Borrows the token and weight arrays of `a` (checked) and calls `f` with the kernel's
+/// view of them.
+fn with_mha<T: Real + Element, I: TokenId + Element, R>(
+    a: &Args<'_, '_>,
+    f: impl FnOnce(Ragged<'_, I>, Mat<'_, T>, Heads<'_, T>) -> PyResult<R>,
+) -> PyResult<R> {
     let toks = array1::<I>("tokens", "int32 or int64", a.tokens)?;
     let (mut ta, mut qa, mut ka) = (None, None, None);
     let table = matrix::<T>("table", "table", a.table, &mut ta)?;
@@ -86,9 +87,19 @@ fn run<T: Real + Element, I: TokenId + Element>(
         tokens: slice1("tokens", &toks)?,
         offsets: a.offsets,
     };
+    f(cells, table, heads)
+}
+
+fn run<T: Real + Element, I: TokenId + Element>(
+    py: Python<'_>,
+    a: Args<'_, '_>,
+    out: SumsMut<'_>,
+) -> PyResult<()> {
     let (universe, n_threads) = (a.universe, a.n_threads);
-    py.detach(|| mha_aggregate_cells(cells, table, heads, universe, out, n_threads))?;
-    Ok(())
+    with_mha::<T, I, _>(&a, |cells, table, heads| {
+        py.detach(|| mha_aggregate_cells(cells, table, heads, universe, out, n_threads))?;
+        Ok(())
+    })
 }
 
 fn dispatch(py: Python<'_>, a: Args<'_, '_>, out: SumsMut<'_>) -> PyResult<()> {
@@ -246,26 +257,15 @@ fn run_modules<T: Real + Element, I: TokenId + Element>(
     n_modules: usize,
     out: ModuleSumsMut<'_>,
 ) -> PyResult<()> {
-    let toks = array1::<I>("tokens", "int32 or int64", a.tokens)?;
-    let (mut ta, mut qa, mut ka) = (None, None, None);
-    let table = matrix::<T>("table", "table", a.table, &mut ta)?;
-    let heads = Heads {
-        w_q: matrix::<T>("w_q", "table", a.w_q, &mut qa)?,
-        w_k: matrix::<T>("w_k", "table", a.w_k, &mut ka)?,
-        w_v: None,
-        n_heads: a.n_heads,
-    };
-    let cells = Ragged {
-        tokens: slice1("tokens", &toks)?,
-        offsets: a.offsets,
-    };
     let (universe, n_threads) = (a.universe, a.n_threads);
-    py.detach(|| {
-        mha_module_cells(
-            cells, table, heads, universe, module, n_modules, out, n_threads,
-        )
-    })?;
-    Ok(())
+    with_mha::<T, I, _>(&a, |cells, table, heads| {
+        py.detach(|| {
+            mha_module_cells(
+                cells, table, heads, universe, module, n_modules, out, n_threads,
+            )
+        })?;
+        Ok(())
+    })
 }
 
 /// `(sums, pairs)` per cell and module as returned to Python.
