@@ -13,6 +13,7 @@ use numpy::{
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use super::attention::{array2, mat, Float};
 use super::bert::Weights;
 use super::{array1, describe, has_dtype, slice1, threads};
 use crate::aggregate::{
@@ -22,38 +23,19 @@ use crate::aggregate::{
 use crate::bert::Bert;
 use crate::matrix::{Mat, Ragged, TokenId};
 use crate::multihead::Heads;
-use crate::real::Real;
 
 /// `(sums, incoming)` as returned to Python.
 type SumsPair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
-/// A C-contiguous 2-D array of dtype `T` as a matrix; `like` names the argument that fixed
-/// the dtype.
-fn matrix<'a, 'py, T: Real + Element>(
+/// A C-contiguous 2-D array of dtype `T` as a matrix, kept borrowed in `keep`; `like` names
+/// the argument that fixed the dtype.
+fn matrix<'a, 'py, T: Float>(
     name: &str,
     like: &str,
     obj: &Bound<'py, PyAny>,
     keep: &'a mut Option<PyReadonlyArray2<'py, T>>,
 ) -> PyResult<Mat<'a, T>> {
-    let a = obj.extract::<PyReadonlyArray2<'py, T>>().map_err(|_| {
-        let want = if name == like {
-            "float32 or float64".to_string()
-        } else {
-            format!("{} (the dtype of {like})", T::DTYPE)
-        };
-        PyTypeError::new_err(format!(
-            "{name} must be a 2-D numpy array of dtype {want}, got {}",
-            describe(obj)
-        ))
-    })?;
-    let a = keep.insert(a);
-    let shape = a.shape().to_vec();
-    let s = a.as_slice().map_err(|_| {
-        PyValueError::new_err(format!(
-            "{name} must be C-contiguous (use numpy.ascontiguousarray)"
-        ))
-    })?;
-    Ok(Mat::new(name, s, shape[0], shape[1])?)
+    mat(name, keep.insert(array2::<T>(name, like, obj)?))
 }
 
 /// The arguments after the float and token dtypes are fixed.
@@ -70,7 +52,7 @@ struct Args<'a, 'py> {
 
 /// Borrows the token and weight arrays of `a` (checked) and calls `f` with the kernel's
 /// view of them.
-fn with_mha<T: Real + Element, I: TokenId + Element, R>(
+fn with_mha<T: Float, I: TokenId + Element, R>(
     a: &Args<'_, '_>,
     f: impl FnOnce(Ragged<'_, I>, Mat<'_, T>, Heads<'_, T>) -> PyResult<R>,
 ) -> PyResult<R> {
@@ -90,7 +72,7 @@ fn with_mha<T: Real + Element, I: TokenId + Element, R>(
     f(cells, table, heads)
 }
 
-fn run<T: Real + Element, I: TokenId + Element>(
+fn run<T: Float, I: TokenId + Element>(
     py: Python<'_>,
     a: Args<'_, '_>,
     out: SumsMut<'_>,
@@ -250,7 +232,7 @@ fn module_arrays<'py>(
     Ok((s.into_pyarray(py).into_any(), p.into_pyarray(py).into_any()))
 }
 
-fn run_modules<T: Real + Element, I: TokenId + Element>(
+fn run_modules<T: Float, I: TokenId + Element>(
     py: Python<'_>,
     a: Args<'_, '_>,
     module: &[i64],
