@@ -40,7 +40,7 @@ def plot_stages(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from geneattn.atomic import atomic_path
+    from geneattn.io.atomic import atomic_path
 
     fits = {str(row["stage"]): row for row in scaling}
     sizes = sorted({r.cells for r in results})
