@@ -22,6 +22,7 @@ import numpy as np
 
 from geneattn.cells import token_presence
 from geneattn.errors import InputError
+from geneattn.genes import ensembl_id
 from geneattn.perturb import PerturbPlan, choose_null_tokens
 
 if TYPE_CHECKING:
@@ -188,8 +189,7 @@ def choose_targets(
             raise InputError("genes_from 'list' needs genes")
         chosen, unknown = [], []
         for g in genes:
-            ens = g.split(".")[0] if g.startswith("ENS") else name_map.get(g, "")
-            t = token_of.get(ens)
+            t = token_of.get(ensembl_id(g, name_map))
             (unknown if t is None else chosen).append(g if t is None else t)
         if unknown:
             raise InputError(f"genes without a token in the vocabulary: {', '.join(unknown)}")
