@@ -102,7 +102,7 @@ def test_listed_ensa_is_a_target():
         name_map=NAME_MAP,
         genes=["ENSA", "CCL5", "ENSG00000224274.4"],
     )
-    assert targets.tolist() == [0, 1, 2]
+    assert targets.tokens.tolist() == [0, 1, 2] and targets.skipped.empty
 
 
 def test_demo_study_keeps_ensa(resources_dir):
@@ -121,7 +121,7 @@ def test_demo_study_keeps_ensa(resources_dir):
         medians="none",
     )
     presence = np.bincount(cells.tokens, minlength=len(cells.vocabulary))
-    targets = choose_targets(
+    chosen = choose_targets(
         genes_from="list",
         vocabulary=cells.vocabulary,
         presence=presence,
@@ -129,4 +129,4 @@ def test_demo_study_keeps_ensa(resources_dir):
         name_map=name_map,
         genes=["ENSA", "CCL5"],
     )
-    assert cells.vocabulary[targets].tolist() == [name_map["ENSA"], name_map["CCL5"]]
+    assert cells.vocabulary[chosen.tokens].tolist() == [name_map["ENSA"], name_map["CCL5"]]
