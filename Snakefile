@@ -37,6 +37,7 @@ rule all:
         rules.modules.output,
         DIFFERENTIAL,
         rules.evaluate.output,
+        rules.perturb_plan.output.skipped,
         rules.perturbation.output,
         rules.report.output,
     default_target: True

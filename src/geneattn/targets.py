@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from geneattn.cells import token_presence
 from geneattn.errors import InputError
+from geneattn.genes import ensembl_id
 from geneattn.perturb import PerturbPlan, choose_null_tokens
 
 if TYPE_CHECKING:
@@ -30,7 +32,10 @@ if TYPE_CHECKING:
     from geneattn.tokenize import TokenizedCells
 
 __all__ = [
+    "SKIPPED_COLUMNS",
+    "SKIP_REASONS",
     "GenesFrom",
+    "Targets",
     "choose_targets",
     "control_centroid",
     "disease_modules",
@@ -56,7 +61,9 @@ def read_hub_table(path: str | Path) -> pd.DataFrame:
     import pandas as pd
 
     try:
-        table = pd.read_csv(path, sep="\t")
+        table = pd.read_csv(
+            path, sep="\t", keep_default_na=False, dtype={"gene": str, "gene_id": str}
+        )
     except (OSError, pd.errors.ParserError) as err:
         raise InputError(f"cannot read the module table ({err})", path) from None
     missing = {"gene_id", "module", "hub_rank"} - set(table.columns)
@@ -123,6 +130,37 @@ def disease_modules(
     return hits
 
 
+#: Columns of the table of genes asked for but not perturbed (``perturbation/skipped.tsv``).
+SKIPPED_COLUMNS = ("gene", "gene_id", "module", "reason", "case_cells")
+
+#: Why a gene asked for is not perturbed.
+SKIP_REASONS = {
+    "not_in_vocabulary": "not in the token vocabulary",
+    "too_few_case_cells": "expressed in too few case cells",
+    "over_max_genes": "beyond max_genes",
+}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The genes to perturb, and the genes asked for that are not.
+
+    Attributes
+    ----------
+    tokens
+        int64 tokens to perturb, in a fixed order.
+    skipped
+        One row per gene asked for (listed, or a hub passed over) that is not perturbed:
+        :data:`SKIPPED_COLUMNS`. ``gene`` as asked for (or the hub's symbol), ``gene_id`` its
+        Ensembl ID (``""`` when unknown), ``module`` the hub's module (-1 for a listed gene),
+        ``reason`` a key of :data:`SKIP_REASONS`, ``case_cells`` the case cells expressing
+        it (-1 when it has no token).
+    """
+
+    tokens: np.ndarray
+    skipped: pd.DataFrame
+
+
 def choose_targets(
     *,
     genes_from: GenesFrom,
@@ -137,18 +175,18 @@ def choose_targets(
     disease_fdr: float = 0.05,
     max_genes: int = 200,
     min_cells: int = 5,
-    hubs_source: str | Path | None = None,
     differential_source: str | Path | None = None,
-) -> np.ndarray:
-    """Tokens of the genes to perturb, in a fixed order.
+) -> Targets:
+    """The genes to perturb, and those asked for that cannot be.
 
     Parameters
     ----------
     genes_from
         ``"hubs"``: the ``hubs_per_module`` top hubs (by ``hub_rank``) of each disease
-        module, expressed in ``min_cells`` or more case cells; ``"list"``: ``genes``, those
-        expressed in ``min_cells`` case cells; ``"expressed"``: the genes expressed in most
-        case cells (ties by token id).
+        module among those with a token and expressed in ``min_cells`` or more case cells
+        (hubs passed over are reported as skipped); ``"list"``: ``genes`` (symbols or
+        Ensembl IDs), those with a token and expressed in ``min_cells`` case cells;
+        ``"expressed"``: the genes expressed in most case cells (ties by token id).
     vocabulary
         Gene id of each token id.
     presence
@@ -160,65 +198,119 @@ def choose_targets(
     genes
         Symbols or Ensembl IDs (``genes_from="list"``).
     hubs
-        The module table (``gene_id``, ``module``, ``hub_rank``; ``genes_from="hubs"``).
+        The module table (``gene_id``, ``module``, ``hub_rank``, optionally ``gene``;
+        ``genes_from="hubs"``).
     differential
         The differential table, which decides the disease modules (None: every module).
     hubs_per_module, disease_fdr, max_genes, min_cells
-        As in the workflow's ``perturb`` config.
-    hubs_source, differential_source
-        Files of ``hubs`` and ``differential``, named in errors.
+        As in the workflow's ``perturb`` config; genes beyond the first ``max_genes`` are
+        skipped.
+    differential_source
+        File of ``differential``, named in errors.
 
     Returns
     -------
-    np.ndarray
-        int64 tokens, at most ``max_genes``.
+    Targets
+        The tokens (at most ``max_genes``) and the skipped genes; skipped genes are also
+        named in the log.
 
     Raises
     ------
     InputError
-        ``genes_from="list"`` without genes or with a gene that has no token;
-        ``genes_from="hubs"`` without a module table.
+        ``genes_from="list"`` without genes; ``genes_from="hubs"`` without a module table;
+        no gene is left to perturb (the message names the skipped genes and why).
     """
-    token_of = {g: t for t, g in enumerate(np.asarray(vocabulary).astype(str))}
+    import pandas as pd
+
+    vocabulary = np.asarray(vocabulary).astype(str)
+    token_of = {g: t for t, g in enumerate(vocabulary)}
+    skipped: list[tuple[str, str, int, str, int]] = []
+
+    def usable(gene: str, gene_id: str, module: int) -> int | None:
+        """The gene's token when it can be perturbed, else None (recorded as skipped)."""
+        t = token_of.get(gene_id)
+        if t is None:
+            skipped.append((gene, gene_id, module, "not_in_vocabulary", -1))
+            return None
+        if presence[t] < min_cells:
+            skipped.append((gene, gene_id, module, "too_few_case_cells", int(presence[t])))
+            return None
+        return t
+
     if genes_from == "expressed":
-        order = sorted(expressed.tolist(), key=lambda t: (-presence[t], t))
-        return np.array(order[:max_genes], dtype=np.int64)
-    if genes_from == "list":
+        chosen = sorted(expressed.tolist(), key=lambda t: (-presence[t], t))
+    elif genes_from == "list":
         if not genes:
             raise InputError("genes_from 'list' needs genes")
-        chosen, unknown = [], []
-        for g in genes:
-            ens = g.split(".")[0] if g.startswith("ENS") else name_map.get(g, "")
-            t = token_of.get(ens)
-            (unknown if t is None else chosen).append(g if t is None else t)
-        if unknown:
-            raise InputError(f"genes without a token in the vocabulary: {', '.join(unknown)}")
-        kept = [t for t in dict.fromkeys(chosen) if presence[t] >= min_cells]
-        if len(kept) < len(set(chosen)):
-            log.warning(
-                "%d listed genes are expressed in fewer than %d case cells; skipped",
-                len(set(chosen)) - len(kept),
-                min_cells,
-            )
-        return np.array(kept[:max_genes], dtype=np.int64)
-    if genes_from != "hubs":
+        chosen, label = [], {}
+        for g in dict.fromkeys(str(g) for g in genes):
+            t = usable(g, ensembl_id(g, name_map), -1)
+            if t is not None and t not in label:
+                chosen.append(t)
+                label[t] = (g, -1)
+    elif genes_from == "hubs":
+        if hubs is None:
+            raise InputError("genes_from 'hubs' needs the module table")
+        table = hubs[hubs["module"] > 0]
+        disease = disease_modules(
+            differential,
+            set(table["module"].tolist()),
+            disease_fdr=disease_fdr,
+            source=differential_source,
+        )
+        table = table[table["module"].isin(disease)].sort_values(["module", "hub_rank"])
+        chosen, label = [], {}
+        for module, group in table.groupby("module", sort=True):
+            symbols = group["gene"] if "gene" in group.columns else group["gene_id"]
+            taken = 0
+            for gene_id, symbol in zip(group["gene_id"], symbols, strict=True):
+                if taken == hubs_per_module:
+                    break
+                t = usable(str(symbol) or str(gene_id), str(gene_id), int(module))
+                if t is not None:
+                    taken += 1
+                    if t not in label:
+                        chosen.append(t)
+                        label[t] = (str(symbol) or str(gene_id), int(module))
+    else:
         raise InputError(f"genes_from must be hubs, list or expressed, got {genes_from!r}")
-    if hubs is None:
-        raise InputError("genes_from 'hubs' needs the module table")
-    table = hubs[hubs["module"] > 0]
-    disease = disease_modules(
-        differential,
-        set(table["module"].tolist()),
-        disease_fdr=disease_fdr,
-        source=differential_source,
-    )
-    table = table[table["module"].isin(disease)].sort_values(["module", "hub_rank"])
-    chosen = []
-    for _, group in table.groupby("module", sort=True):
-        found = [token_of.get(str(g)) for g in group["gene_id"]]
-        found = [t for t in found if t is not None and presence[t] >= min_cells]
-        chosen.extend(found[:hubs_per_module])
-    return np.array(list(dict.fromkeys(chosen))[:max_genes], dtype=np.int64)
+    if genes_from != "expressed":
+        for t in chosen[max_genes:]:
+            gene, module = label[t]
+            skipped.append((gene, vocabulary[t], module, "over_max_genes", int(presence[t])))
+    tokens = np.array(chosen[:max_genes], dtype=np.int64)
+    table = pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS))
+    _log_skipped(table, genes_from, min_cells=min_cells, max_genes=max_genes)
+    if len(tokens) == 0:
+        asked = "listed genes" if genes_from == "list" else "hub genes of the disease modules"
+        if len(table) == 0:
+            raise InputError(f"no {asked} to perturb")
+        raise InputError(
+            f"none of the {len(table)} {asked} can be perturbed: "
+            + _skipped_text(table, min_cells, max_genes)
+        )
+    return Targets(tokens=tokens, skipped=table)
+
+
+def _skipped_text(table: pd.DataFrame, min_cells: int, max_genes: int) -> str:
+    """``TTN (not in the token vocabulary), MYH7 (in 2 case cells, fewer than 5)``."""
+
+    def why(row) -> str:
+        if row.reason == "too_few_case_cells":
+            return f"in {row.case_cells} case cells, fewer than {min_cells}"
+        if row.reason == "over_max_genes":
+            return f"beyond max_genes {max_genes}"
+        return SKIP_REASONS[row.reason]
+
+    return ", ".join(f"{row.gene} ({why(row)})" for row in table.itertuples(index=False))
+
+
+def _log_skipped(table: pd.DataFrame, genes_from: str, *, min_cells: int, max_genes: int) -> None:
+    if len(table):
+        what = "listed genes" if genes_from == "list" else "hub genes"
+        log.warning(
+            "%d %s skipped: %s", len(table), what, _skipped_text(table, min_cells, max_genes)
+        )
 
 
 def control_centroid(

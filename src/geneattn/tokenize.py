@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -26,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
+from geneattn.genes import looks_ensembl, strip_version
 from geneattn.io.npz import map_npz_arrays, read_ranges
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 TARGET_SUM = 10_000.0
 MedianSource = Literal["geneformer_v1", "corpus", "none"]
 GeneIdKind = Literal["symbol", "ensembl"]
-_ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +167,8 @@ def map_genes(
         Gene names of the matrix columns.
     gene_id
         ``"symbol"``: names are HGNC symbols, mapped through ``name_map``; ``"ensembl"``:
-        names are Ensembl gene IDs (a version suffix such as ``.12`` is removed).
+        names are Ensembl gene IDs (a version suffix such as ``.12`` is removed,
+        :func:`geneattn.genes.strip_version`).
     token_dictionary
         ``{ensembl_id: token}``.
     gene_medians
@@ -189,7 +189,7 @@ def map_genes(
             raise InputError("gene_id='symbol' needs the symbol -> Ensembl map")
         ensembl = np.array([name_map.get(n, "") for n in names], dtype=object)
     elif gene_id == "ensembl":
-        ensembl = np.array([_ENSEMBL_VERSION.sub(r"\1", n) for n in names], dtype=object)
+        ensembl = np.array([strip_version(n) for n in names], dtype=object)
     else:
         raise InputError(f"gene_id must be 'symbol' or 'ensembl', got {gene_id!r}")
     token = np.full(len(names), -1, dtype=np.int32)
@@ -398,12 +398,6 @@ def tokenize_counts(
         "cells_truncated": int((lengths[kept] >= max_len).sum()),
     }
     return cells, summary
-
-
-def looks_ensembl(names: Sequence[str]) -> bool:
-    """True when most of the first 200 names are Ensembl gene IDs."""
-    head = [str(n) for n in names[:200]]
-    return sum(n.startswith("ENS") for n in head) > len(head) // 2
 
 
 def study_gene_names(adata: AnnData, *, gene_id: GeneIdKind) -> np.ndarray:

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from geneattn.cells import presence_matrix
 from geneattn.errors import InputError
+from geneattn.genes import is_ensembl_id, strip_version
 
 if TYPE_CHECKING:
     from geneattn.tokenize import TokenizedCells
@@ -187,8 +188,9 @@ def column_gene_ids(
     """Ensembl ID of each column of a count matrix ("" when unknown), as the tokenizer maps
     them.
 
-    A symbol goes through the symbol -> Ensembl map; a name that is an Ensembl ID, or a
-    ``var['gene_ids']`` entry that is one, is used as it is (version suffix removed).
+    A symbol goes through the symbol -> Ensembl map; a name that is an Ensembl ID
+    (:func:`geneattn.genes.is_ensembl_id`: ``ENSA`` is a symbol), or a ``var['gene_ids']``
+    entry that is one, is used as it is (version suffix removed).
 
     Parameters
     ----------
@@ -209,8 +211,8 @@ def column_gene_ids(
 
     def ensembl(name: str, gene_id: str) -> str:
         for candidate in (name, gene_id):
-            if candidate.startswith("ENS"):
-                return candidate.split(".")[0]
+            if is_ensembl_id(candidate):
+                return strip_version(candidate)
         return name_map.get(name, "")
 
     return np.array([ensembl(n, g) for n, g in zip(names, ids, strict=True)], dtype=object)

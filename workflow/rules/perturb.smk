@@ -16,7 +16,9 @@ rule perturb_plan:
         modules=rules.modules.output.modules,
         differential=DIFFERENTIAL.differential,
     output:
-        f"{OUT}/perturbation/plan.npz",
+        plan=f"{OUT}/perturbation/plan.npz",
+        # the genes asked for (listed, or hubs passed over) that are not perturbed, and why
+        skipped=f"{OUT}/perturbation/skipped.tsv",
     params:
         p=config["perturb"],
         column=CONDITION_COLUMN,
@@ -40,7 +42,7 @@ rule perturb_plan:
         " --hubs-per-module {params.p[hubs_per_module]} --disease-fdr {params.p[disease_fdr]}"
         " --max-genes {params.p[max_genes]} --min-cells {params.p[min_cells]}"
         " --null-per-bin {params.p[null_per_bin]} --seed {params.p[seed]}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.plan} --out-skipped {output.skipped} > {log} 2>&1"
 
 
 rule perturb_shard:
@@ -48,7 +50,7 @@ rule perturb_shard:
         tokens=rules.tokenize.output.tokens,
         model=rules.model.output[0],
         h5ad=rules.qc.output.h5ad,
-        plan=rules.perturb_plan.output[0],
+        plan=rules.perturb_plan.output.plan,
     output:
         temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
     params:

@@ -50,13 +50,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--null-per-bin", type=int, default=10, help="null genes per frequency bin")
     parser.add_argument("--seed", type=int, default=0, help="seed of the null genes")
     parser.add_argument("--out", required=True, help="plan .npz to write")
+    parser.add_argument(
+        "--out-skipped",
+        help="table (.tsv) of the genes asked for but not perturbed, with the reason",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Count each gene's case cells, choose targets and null genes, average the controls."""
+    import contextlib
+
     from geneattn.cells import labelled_positions, read_condition_labels
     from geneattn.embeddings import read_embeddings
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
+    from geneattn.network import write_table
     from geneattn.perturb import save_plan
     from geneattn.resources.load import load_gene_name_map
     from geneattn.targets import (
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         hubs = read_hub_table(args.modules)
         if args.differential is not None:
             differential = read_differential_table(args.differential)
-    targets = choose_targets(
+    chosen = choose_targets(
         genes_from=args.genes_from,
         vocabulary=case.vocabulary,
         presence=presence,
@@ -101,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
         disease_fdr=args.disease_fdr,
         max_genes=args.max_genes,
         min_cells=args.min_cells,
-        hubs_source=args.modules,
         differential_source=args.differential,
     )
     goal = None
@@ -109,17 +116,20 @@ def run(args: argparse.Namespace) -> int:
         embeddings, emb_labels = read_embeddings(args.embeddings, args.condition_column)
         goal = control_centroid(embeddings, emb_labels, args.control, source=args.embeddings)
     plan = perturbation_plan(
-        targets=targets,
+        targets=chosen.tokens,
         presence=presence,
         expressed=expressed,
         goal=goal,
         null_per_bin=args.null_per_bin,
         seed=args.seed,
     )
-    save_plan(args.out, plan)
+    with contextlib.ExitStack() as stack:
+        if args.out_skipped is not None:
+            write_table(stack.enter_context(atomic_path(args.out_skipped)), chosen.skipped)
+        save_plan(args.out, plan)
     log.info(
         "%d genes to perturb + %d null genes over %d %s cells%s",
-        len(targets),
+        len(chosen.tokens),
         int((plan.roles == "null").sum()),
         len(case_index),
         args.case,

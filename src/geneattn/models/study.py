@@ -402,8 +402,8 @@ def study_model_from_anndata(
     """:func:`build_study_model` of the QC'd counts of a study.
 
     The counts' columns are mapped to tokens as the tokenizer maps them (symbols through
-    ``name_map``, or Ensembl IDs, from ``var['gene_ids']`` when there is one), columns of one
-    token are summed, and each cell's depth is ``obs["n_counts"]`` (else the row sums).
+    ``name_map``, or Ensembl IDs: :func:`geneattn.tokenize.study_gene_names`), columns of
+    one token are summed, and each cell's depth is ``obs["n_counts"]`` (else the row sums).
 
     Parameters
     ----------
@@ -423,13 +423,10 @@ def study_model_from_anndata(
     StudyModel
         The weights.
     """
-    from geneattn.tokenize import map_genes, merge_duplicate_tokens
+    from geneattn.tokenize import map_genes, merge_duplicate_tokens, study_gene_names
 
-    var_names = adata.var_names.to_numpy()
-    if gene_id == "ensembl" and "gene_ids" in adata.var:
-        var_names = adata.var["gene_ids"].astype(str).to_numpy()
     ensembl, token, _ = map_genes(
-        var_names,
+        study_gene_names(adata, gene_id=gene_id),
         gene_id=gene_id,
         token_dictionary=token_dictionary,
         gene_medians=None,
