@@ -23,6 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--allow-non-integer", action="store_true", help="accept non-integer counts"
     )
     parser.add_argument(
+        "--obs",
+        metavar="TABLE",
+        help="cell metadata (.csv/.tsv, barcodes in the first column) joined onto the counts",
+    )
+    parser.add_argument(
         "--condition-column",
         help="obs column of conditions; leave out (with --keep) for a single-condition study",
     )
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         transpose=args.transpose,
         allow_non_integer=args.allow_non_integer,
+        obs=args.obs,
     )
     result, summary = run_qc(
         adata,
