@@ -418,6 +418,12 @@ def save_edge_list(path: str | Path, network: GeneNetwork) -> None:
         write_table(tmp, edge_table(network))
 
 
+def save_table(path: str | Path, table: pd.DataFrame) -> None:
+    """:func:`write_table` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        write_table(tmp, table)
+
+
 def write_table(path: str | Path, table: pd.DataFrame) -> None:
     """Write a table as TSV with fixed float formatting (``NA`` for missing values)."""
     table.to_csv(

@@ -350,6 +350,13 @@ def read_shift_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def read_module_annotation(path: str | Path) -> tuple[dict[str, int], dict[str, str]]:
+    """:func:`module_annotation` of a module table file."""
+    return module_annotation(pd.read_csv(path, sep="\t"), source=path)
+
+
+def module_annotation(
+    modules: pd.DataFrame, *, source: str | Path | None = None
+) -> tuple[dict[str, int], dict[str, str]]:
     """``{gene_id: module}`` and ``{gene_id: symbol}`` of a module table.
 
     Raises
@@ -357,9 +364,8 @@ def read_module_annotation(path: str | Path) -> tuple[dict[str, int], dict[str, 
     InputError
         The table lacks the columns gene, gene_id or module.
     """
-    modules = pd.read_csv(path, sep="\t")
     if not {"gene", "gene_id", "module"} <= set(modules.columns):
-        raise InputError("needs the columns gene, gene_id and module", path)
+        raise InputError("needs the columns gene, gene_id and module", source)
     module_of = dict(zip(modules["gene_id"], modules["module"].astype(int), strict=True))
     symbol_of = dict(zip(modules["gene_id"], modules["gene"], strict=True))
     return module_of, symbol_of

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the qc options."""
-    from geneattn.io.readers import FORMATS
+    from geneattn.io.formats import FORMATS
 
     parser.add_argument("counts", help="raw counts: .h5ad, 10x .h5, 10x mtx dir, .loom, .csv/.tsv")
     parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], dest="fmt")

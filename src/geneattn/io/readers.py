@@ -29,12 +29,11 @@ import pandas as pd
 from scipy import sparse
 
 from geneattn.errors import InputError
+from geneattn.io.formats import FORMATS
 
 logger = logging.getLogger(__name__)
 
 #: Format names accepted by :func:`read_counts` (besides ``"auto"``).
-FORMATS = ("h5ad", "10x_h5", "10x_mtx", "loom", "csv", "tsv")
-
 _SUFFIX_FORMATS = {
     ".h5ad": "h5ad",
     ".h5": "10x_h5",
@@ -599,3 +598,26 @@ def read_stage_h5ad(path: str | Path, *, backed: bool = False) -> ad.AnnData:
         raise InputError("file not found", path) from None
     except OSError as err:
         raise InputError(f"cannot read as h5ad ({err})", path) from None
+
+
+def check_counts(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    allow_non_integer: bool = False,
+    source: str | Path | None = None,
+) -> None:
+    """Check raw counts held in memory as :func:`read_counts` checks those of a file.
+
+    Raises
+    ------
+    InputError
+        The layer is missing, the matrix is empty, or a value is NaN, infinite, negative or
+        (unless allowed) not an integer; the message names the first offending cell, gene
+        and value.
+    """
+    counts = _counts_matrix(adata, layer, source)
+    _check_shape(counts, source)
+    _check_values(
+        counts, adata.obs_names, adata.var_names, source, allow_non_integer=allow_non_integer
+    )

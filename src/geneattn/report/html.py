@@ -54,6 +54,8 @@ _QC_PANELS = (
     ("total_counts", "total counts per cell", "max_counts"),
     ("pct_counts_mt", "% counts in mitochondrial genes", "max_pct_mito"),
 )
+#: The QC panels (metric, title, threshold name), for :func:`geneattn.pl.qc` too.
+QC_PANELS = _QC_PANELS
 _QC_SUMMARY_KEYS = (
     "condition_column",
     "keep",

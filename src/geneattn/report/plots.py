@@ -1,4 +1,6 @@
-"""The figures of the HTML report, as PNG ``data:`` URIs.
+"""The figures of the HTML report: each ``*_figure`` function returns a matplotlib Figure
+(:mod:`geneattn.pl` shows them), and the function of the same name without ``_figure``
+returns it as the PNG ``data:`` URI the report embeds.
 
 Every figure is drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas (no
 pyplot state), at a fixed size and dpi, and saved without software or date metadata, so the
@@ -124,12 +126,12 @@ def place_labels(
         )
 
 
-def qc_violins(
+def qc_violins_figure(
     cells: pd.DataFrame,
     column: str,
     conditions: Sequence[str],
     panels: Sequence[tuple[str, str, float | None]],
-) -> str:
+) -> Figure:
     """Per-condition distributions of per-cell QC metrics, one panel per metric.
 
     Parameters
@@ -146,8 +148,8 @@ def qc_violins(
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
     """
     fig = new_figure(4.2 * len(panels), 3.8)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
@@ -175,18 +177,18 @@ def qc_violins(
         )
         ax.set_title(title, fontsize="medium")
         ax.set_ylabel(metric)
-    return png_data_uri(fig)
+    return fig
 
 
-def embedding_scatter(
+def embedding_scatter_figure(
     coords: np.ndarray, labels: Sequence[str], conditions: Sequence[str], *, title: str
-) -> str:
+) -> Figure:
     """Cells on a 2-D embedding, coloured by condition (drawn in the order of ``conditions``).
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
     """
     fig = new_figure(6.0, 5.0)
     ax = fig.subplots()
@@ -208,16 +210,16 @@ def embedding_scatter(
     ax.set_yticks([])
     ax.set_title(title, fontsize="medium")
     ax.legend(frameon=False, fontsize="small", markerscale=1.5)
-    return png_data_uri(fig)
+    return fig
 
 
-def module_network(
+def module_network_figure(
     nodes: pd.DataFrame,
     edges: Sequence[tuple[str, str]],
     *,
     n_labels: int = 3,
     seed: int = 0,
-) -> str:
+) -> Figure:
     """The module network: spring layout, nodes coloured by module, top hubs labelled.
 
     Parameters
@@ -234,8 +236,8 @@ def module_network(
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
     """
     import networkx as nx
     from matplotlib.collections import LineCollection
@@ -290,10 +292,10 @@ def module_network(
     chosen = np.flatnonzero((ranks >= 1) & (ranks <= n_labels) & (modules > 0))
     chosen = chosen[np.lexsort((modules[chosen], ranks[chosen]))]
     place_labels(ax, xy[chosen], [str(nodes["gene"].iloc[i]) for i in chosen], outline=True)
-    return png_data_uri(fig)
+    return fig
 
 
-def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> str:
+def volcano_figure(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> Figure:
     """Perturbation volcano: mean goal shift against -log10 FDR, significant genes by mode.
 
     Parameters
@@ -309,8 +311,8 @@ def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> st
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
     """
     goal = bool(np.isfinite(table["mean_goal_shift"]).any())
     column = "mean_goal_shift" if goal else "mean_cosine_shift"
@@ -363,4 +365,24 @@ def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> st
         str(data["gene"].iloc[i]) + (f" ({modes[i]})" if several_modes else "") for i in labelled
     ]
     place_labels(ax, np.column_stack([x[labelled], y[labelled]]), labels)
-    return png_data_uri(fig)
+    return fig
+
+
+def qc_violins(*args, **kwargs) -> str:
+    """:func:`qc_violins_figure` as a PNG data URI."""
+    return png_data_uri(qc_violins_figure(*args, **kwargs))
+
+
+def embedding_scatter(*args, **kwargs) -> str:
+    """:func:`embedding_scatter_figure` as a PNG data URI."""
+    return png_data_uri(embedding_scatter_figure(*args, **kwargs))
+
+
+def module_network(*args, **kwargs) -> str:
+    """:func:`module_network_figure` as a PNG data URI."""
+    return png_data_uri(module_network_figure(*args, **kwargs))
+
+
+def volcano(*args, **kwargs) -> str:
+    """:func:`volcano_figure` as a PNG data URI."""
+    return png_data_uri(volcano_figure(*args, **kwargs))
