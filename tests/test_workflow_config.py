@@ -28,7 +28,7 @@ def _snakemake(workdir: Path, *args: str, config: dict | None = None, name: str 
     if config is not None:
         path = workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        args = ("--configfile", path.name, *args)
+        args = (*args, "--configfile", path.name)
     return subprocess.run(
         snakemake_command(*args, cores=1),
         cwd=workdir,
@@ -193,3 +193,47 @@ def test_a_failing_job_prints_its_error_on_the_terminal(workdir: Path) -> None:
     assert proc.returncode != 0
     assert out.count(message) == 1, out
     assert "Errors of the failed jobs" not in out
+
+
+def test_mtx_counts_get_their_conditions_from_input_obs(workdir: Path) -> None:
+    """The demo as a 10x mtx directory (no cell labels) plus input.obs: QC keeps the same cells.
+
+    The README's "Your own data" case: before input.obs, this failed with "no obs column
+    'source' ...; available columns: none".
+    """
+    import gzip
+    import json
+
+    import anndata as ad
+    import scipy.io
+    import scipy.sparse as sp
+
+    demo = ad.read_h5ad(workdir / "resources" / "wu2020_200.h5ad")
+    mtx = workdir / "wu2020_mtx"
+    mtx.mkdir()
+    with gzip.open(mtx / "matrix.mtx.gz", "wb") as fh:
+        scipy.io.mmwrite(fh, sp.coo_matrix(sp.csr_matrix(demo.X).T))
+    with gzip.open(mtx / "features.tsv.gz", "wt") as fh:
+        fh.writelines(f"{g}\t{g}\tGene Expression\n" for g in demo.var_names)
+    with gzip.open(mtx / "barcodes.tsv.gz", "wt") as fh:
+        fh.writelines(f"{c}\n" for c in demo.obs_names)
+    # the table in another order than the counts, with a cell the counts do not have
+    table = demo.obs[["source", "patient"]].astype(str).iloc[::-1]
+    lines = ["barcode\tsource\tpatient", "extra-cell\tTumor\tPX"]
+    lines += [f"{c}\t{s}\t{p}" for c, (s, p) in zip(table.index, table.to_numpy(), strict=True)]
+    (workdir / "wu2020_cells.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    target = "results/mtx_study/qc_summary.json"
+    proc = _snakemake(
+        workdir,
+        target,
+        name="mtx_study",
+        config={
+            "study": "mtx_study",
+            "input": {"path": "wu2020_mtx", "obs": "wu2020_cells.tsv"},
+        },
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((workdir / target).read_text(encoding="utf-8"))
+    assert summary["cells_per_condition"] == {"Tumor": 95, "NAT": 81}  # as the h5ad demo
+    log = (workdir / "logs" / "mtx_study" / "qc.log").read_text(encoding="utf-8")
+    assert "1 of 201 rows are for cells not in the counts" in log
