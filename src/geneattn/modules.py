@@ -23,6 +23,7 @@ condition.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,8 @@ from geneattn.network import GeneNetwork, gene_labels, network_graph, symmetrize
 if TYPE_CHECKING:
     import networkx as nx
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DIFFERENTIAL_COLUMNS",
@@ -118,6 +121,14 @@ def leiden_modules(
     rows, cols, data = coo.row[order], coo.col[order], coo.data[order]
     if np.any(data < 0):
         raise ValueError("edge weights must be non-negative")
+    logger.info(
+        "Leiden (%s, resolution %g, seed %d) on %d genes and %d edges",
+        objective,
+        resolution,
+        seed,
+        n,
+        len(data),
+    )
     graph = ig.Graph(n=n, edges=np.column_stack([rows, cols]).tolist(), directed=False)
     graph.es["weight"] = data.tolist()
     if objective == "rb_configuration":
