@@ -129,6 +129,20 @@ def test_checkpoint_and_gene_list_problems(workdir: Path, model, perturb, expect
     assert _problems(proc) == expected
 
 
+def test_condition_column_missing_from_the_metadata_table(workdir: Path) -> None:
+    (workdir / "cells.tsv").write_text("barcode\tdisease\tpatient\nAAAC-1\tDCM\tP1\n")
+    proc = _snakemake(
+        workdir,
+        "-n",
+        name="bad_column",
+        config={"study": "bad_column", "input": {"obs": "cells.tsv"}},  # column: source
+    )
+    assert _problems(proc) == [
+        "conditions.column: 'source' is not a column of cells.tsv (its columns after the "
+        "barcodes: disease, patient)"
+    ]
+
+
 def test_a_good_gene_list_passes_the_checks(workdir: Path, tmp_path: Path) -> None:
     """Symbols (ENSA among them), Ensembl IDs with or without a version: the dry run plans."""
     checkpoint = tmp_path / "ckpt"

@@ -71,6 +71,14 @@ def config_problems(fetched=()):
             f"input.obs: {obs} " + ("is not a file" if os.path.exists(obs) else "does not exist")
             + " (a .csv/.tsv cell metadata table)"
         )
+    elif obs and config["conditions"]:
+        columns = _table_columns(obs)
+        column = config["conditions"]["column"]
+        if columns is not None and column not in columns[1:]:
+            problems.append(
+                f"conditions.column: {column!r} is not a column of {obs} (its columns after "
+                f"the barcodes: {', '.join(columns[1:]) or 'none'})"
+            )
     problems += _checkpoint_problems(config["model"])
     for name in config["modules"]["gene_sets"]:
         gmt = os.path.join(RES, "genesets", name)
@@ -78,6 +86,21 @@ def config_problems(fetched=()):
             problems.append(f"modules.gene_sets: {gmt} does not exist")
     problems += _perturb_gene_problems(config["perturb"])
     return problems
+
+
+def _table_columns(path):
+    """The header fields of a .csv/.tsv[.gz] table, or None if it cannot be read here."""
+    import csv
+    import gzip
+
+    name = path.lower().removesuffix(".gz")
+    sep = "," if name.endswith(".csv") else "\t"
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            return next(csv.reader(fh, delimiter=sep), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None  # geneattn qc says what is wrong with it
 
 
 def _checkpoint_problems(model):
