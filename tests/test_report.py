@@ -421,23 +421,27 @@ def test_place_labels_in_a_crowd():
 
     fig = new_figure(4.0, 3.0)
     ax = fig.subplots()
-    xy = np.random.default_rng(0).normal(scale=0.05, size=(40, 2))
-    ax.scatter(xy[:, 0], xy[:, 1])
+    xy = np.random.default_rng(0).normal(scale=0.05, size=(40, 2)) + [0.5, 0.5]
+    ax.scatter(xy[:, 0], xy[:, 1], label="genes")
     ax.set_xlim(-1, 1)
     ax.set_ylim(-1, 1)
+    legend = ax.legend(loc="upper right")  # beside the crowd: labels must keep off it
     placed = place_labels(ax, xy, [f"GENE{i:02d}" for i in range(40)])
     assert 10 <= len(placed) < 40  # many fit around the crowd; the rest are left out
     assert len(ax.texts) == len(placed)
     assert _overlaps(placed) == []
+    legend_box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert not any(box.overlaps(legend_box) for box in placed)
     renderer = fig.canvas.get_renderer()
     for label, box in zip(ax.texts, placed, strict=True):
         label.update_positions(renderer)
         assert np.allclose(Text.get_window_extent(label, renderer).extents, box.extents)
     # the same input places the same labels at the same spots
     again = new_figure(4.0, 3.0).subplots()
-    again.scatter(xy[:, 0], xy[:, 1])
+    again.scatter(xy[:, 0], xy[:, 1], label="genes")
     again.set_xlim(-1, 1)
     again.set_ylim(-1, 1)
+    again.legend(loc="upper right")
     assert [
         b.extents.tolist() for b in place_labels(again, xy, [f"GENE{i:02d}" for i in range(40)])
     ] == [b.extents.tolist() for b in placed]

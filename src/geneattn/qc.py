@@ -135,6 +135,7 @@ def run_qc(
         data = _apply_cell_filter(data, mask, name, threshold, cell_steps, source)
         position = position[mask]
 
+    logger.info("cell filters kept %d cells; gene metrics and the min_cells filter", data.n_obs)
     _, var_metrics = _qc_metrics(data)
     gene_mask = np.asarray(_min_cells_mask(data, min_cells), dtype=bool)
     n_genes = int(gene_mask.sum())

@@ -662,7 +662,7 @@ def _tables_section(
         if "universe" in enrichment and len(enrichment)
         else None
     )
-    in_universe = f" of the {universe:,}" if universe else ""
+    in_universe = f" {universe:,}" if universe else ""
     enr_notes = {
         "module": "The module tested.",
         "collection": "The gene-set file (modules.gene_sets in the config).",

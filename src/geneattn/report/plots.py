@@ -77,7 +77,8 @@ def place_labels(
     each at the first free spot of a ring of candidates around its point (right, left,
     above, below, then the diagonals, then the same further out, with a thin leader line).
     "Free" is measured on the rendered text: its box must not overlap a label placed before
-    and, where possible, not the markers of ``avoid_points`` (default: the labelled points).
+    or the legend and, where possible, not the markers of ``avoid_points`` (default: the
+    labelled points).
     A label without any free spot is left out. Call after the points are drawn and the
     limits are final; the figure's layout engine is then switched off so that saving does
     not move the axes under the labels.
@@ -102,6 +103,9 @@ def place_labels(
     points = anchors if avoid_points is None else ax.transData.transform(avoid_points)
     radius = 3.0 * fig.dpi / 72.0  # a marker's half-width, in pixels
     markers = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in points]
+    legend = ax.get_legend()
+    # never under the legend, even as a last resort
+    fixed = [] if legend is None else [legend.get_window_extent(renderer)]
     effects = [patheffects.withStroke(linewidth=2.5, foreground="white")] if outline else None
     pad = 1.0  # pixels between two labels
     placed: list[Bbox] = []
@@ -117,7 +121,7 @@ def place_labels(
     for (x0, y0), text in zip(anchors, texts, strict=True):
         anchor = ax.transData.inverted().transform((x0, y0))
         chosen = None
-        for obstacles in (placed + markers, placed):  # avoid the markers if possible
+        for obstacles in (fixed + placed + markers, fixed + placed):  # markers if possible
             for dx, dy, ha, va in _label_candidates():
                 probe = ax.annotate(
                     text,
