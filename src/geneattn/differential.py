@@ -30,6 +30,7 @@ A module-attention file (:func:`save_module_attention`) is an uncompressed ``.np
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ import numpy as np
 from geneattn.errors import InputError
 from geneattn.io.atomic import atomic_path
 from geneattn.io.npz import read_npz_arrays
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -368,6 +371,13 @@ def cell_label_test(
         raise InputError(
             f"{case.n_cells} case and {control.n_cells} control cells: both need cells"
         )
+    logger.info(
+        "%d modules: %d relabellings of %d case and %d control cells",
+        len(case.modules),
+        n_permutations,
+        case.n_cells,
+        control.n_cells,
+    )
     sums = np.concatenate([case.sums, control.sums]).astype(np.float64)
     pairs = np.concatenate([case.pairs, control.pairs]).astype(np.float64)
     n, n_case = len(sums), case.n_cells

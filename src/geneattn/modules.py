@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     import networkx as nx
     import pandas as pd
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DIFFERENTIAL_COLUMNS",
     "OBJECTIVES",
@@ -125,6 +127,14 @@ def leiden_modules(
     rows, cols, data = coo.row[order], coo.col[order], coo.data[order]
     if np.any(data < 0):
         raise ValueError("edge weights must be non-negative")
+    logger.info(
+        "Leiden (%s, resolution %g, seed %d) on %d genes and %d edges",
+        objective,
+        resolution,
+        seed,
+        n,
+        len(data),
+    )
     graph = ig.Graph(n=n, edges=np.column_stack([rows, cols]).tolist(), directed=False)
     graph.es["weight"] = data.tolist()
     if objective == "rb_configuration":

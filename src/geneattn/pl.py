@@ -69,11 +69,9 @@ def embedding(
     )
 
 
-def modules(
-    adata: ad.AnnData, *, hubs_per_module: int = 25, n_labels: int = 3, seed: int = 0
-) -> Figure:
+def modules(adata: ad.AnnData, *, hubs_per_module: int = 25, n_labels: int = 5) -> Figure:
     """The module network (:func:`geneattn.tl.modules`): the ``hubs_per_module`` strongest
-    hubs of each module and the network edges among them, coloured by module, the top
+    hubs of each module and the network edges among them, one panel per module, the top
     ``n_labels`` hubs of each module labelled; genes without an edge among them are left
     out, as in the report."""
     from geneattn.report.plots import module_network_figure
@@ -95,7 +93,7 @@ def modules(
     drawn = drawn[drawn["gene_id"].astype(str).isin(linked)]
     if drawn.empty:
         raise InputError("no module gene has an edge to another drawn gene: nothing to draw")
-    return module_network_figure(drawn, edges, n_labels=n_labels, seed=seed)
+    return module_network_figure(drawn, edges, n_labels=n_labels)
 
 
 def perturbation(adata: ad.AnnData, *, fdr: float = 0.05, n_labels: int = 12) -> Figure:

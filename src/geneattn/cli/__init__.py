@@ -19,6 +19,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from geneattn import __version__
@@ -93,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    log = logging.getLogger("geneattn.cli")
+    log.info("geneattn %s %s: started", args.command, __version__)
+    started = time.monotonic()
     try:
         status = args._run(args)
     except InputError as err:
@@ -104,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"geneattn {args.command}: error: {message}", file=sys.stderr)
         return 2
+    log.info("geneattn %s: finished in %.1f s", args.command, time.monotonic() - started)
     return int(status or 0)
 
 

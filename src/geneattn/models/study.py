@@ -365,6 +365,12 @@ def build_study_model(
     if not temperature > 0:
         raise InputError(f"temperature must be > 0, got {temperature}")
     gene_tokens = np.asarray(gene_tokens)
+    log.info(
+        "study model: PCA of %d cells x %d genes into %d components",
+        counts.shape[0],
+        counts.shape[1],
+        d_model,
+    )
     loadings = pca_gene_loadings(counts, n_counts, n_components=d_model, seed=seed)
     norms = np.linalg.norm(loadings, axis=1, keepdims=True)
     d_h = d_model // n_heads
