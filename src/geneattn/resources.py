@@ -83,6 +83,7 @@ __all__ = [
     "Resource",
     "Wheel",
     "fetch_resources",
+    "load_gene_mapping",
     "load_gene_medians",
     "load_gene_name_map",
     "load_ppi",
@@ -812,19 +813,41 @@ def _read_pairs(path: str | Path, header: tuple[str, str]) -> list[tuple[int, st
     return rows
 
 
+def _load_pickled_dict(path: str | Path) -> dict[Any, Any]:
+    """A Geneformer dictionary pickle, read with the restricted unpickler only."""
+    try:
+        with Path(path).open("rb") as fh:
+            return _unpickle_dict(fh, str(path))
+    except OSError as err:
+        raise InputError(f"cannot read: {err}", path) from None
+
+
+def _is_pickle(path: str | Path) -> bool:
+    return Path(path).suffix in (".pkl", ".pickle")
+
+
 def load_token_dictionary(path: str | Path) -> dict[str, int]:
-    """Read ``token_dictionary.tsv``: Ensembl gene ID (and ``<pad>``, ``<mask>``) -> token.
+    """Read a token dictionary: Ensembl gene ID (and ``<pad>``, ``<mask>``, ...) -> token.
 
     Parameters
     ----------
     path
-        TSV with header ``gene_id<TAB>token``.
+        TSV with header ``gene_id<TAB>token``, or Geneformer's pickle (``.pkl``, e.g.
+        ``token_dictionary_gc104M.pkl``), read with a restricted unpickler that rebuilds
+        nothing but a dict of strings and numbers.
 
     Returns
     -------
     dict[str, int]
         Token of every gene; tokens are distinct non-negative integers.
     """
+    if _is_pickle(path):
+        tokens = _check_items(_load_pickled_dict(path), (int,), str(path))
+        if any(v < 0 for v in tokens.values()):
+            raise InputError("token ids must be non-negative", path)
+        if len(set(tokens.values())) != len(tokens):
+            raise InputError("two genes share a token", path)
+        return tokens
     tokens: dict[str, int] = {}
     for line_no, gene, text in _read_pairs(path, ("gene_id", "token")):
         if not text.isdigit():
@@ -841,13 +864,20 @@ def load_gene_medians(path: str | Path) -> dict[str, float]:
     Parameters
     ----------
     path
-        TSV with header ``gene_id<TAB>median``.
+        TSV with header ``gene_id<TAB>median``, or Geneformer's pickle (``.pkl``, e.g.
+        ``gene_median_dictionary_gc104M.pkl``, restricted unpickler).
 
     Returns
     -------
     dict[str, float]
         Positive finite median of every gene.
     """
+    if _is_pickle(path):
+        raw = _check_items(_load_pickled_dict(path), (float, int), str(path))
+        for gene, value in raw.items():
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"gene {gene}: median {value!r} is not a positive number", path)
+        return {gene: float(value) for gene, value in raw.items()}
     medians: dict[str, float] = {}
     for line_no, gene, text in _read_pairs(path, ("gene_id", "median")):
         try:
@@ -874,6 +904,33 @@ def load_gene_name_map(path: str | Path) -> dict[str, str]:
         Ensembl ID of every symbol (several symbols may share an ID).
     """
     return {symbol: gene for _, symbol, gene in _read_pairs(path, ("symbol", "gene_id"))}
+
+
+def load_gene_mapping(path: str | Path) -> dict[str, str]:
+    """Read a gene ID mapping (Geneformer's ``gene_mapping_file``): gene ID -> dictionary ID.
+
+    Geneformer's tokenizer maps each input Ensembl ID (upper-cased) through this dictionary
+    (``ensembl_mapping_dict_gc104M.pkl``) to the ID its token dictionary knows, summing the
+    counts of IDs that map to one; IDs the mapping lacks are dropped.
+
+    Parameters
+    ----------
+    path
+        TSV with header ``gene_id<TAB>mapped_id``, or Geneformer's pickle (``.pkl``,
+        restricted unpickler).
+
+    Returns
+    -------
+    dict[str, str]
+        The mapped ID of every listed gene ID.
+    """
+    if _is_pickle(path):
+        raw = _check_items(_load_pickled_dict(path), (str,), str(path))
+        for gene, mapped in raw.items():
+            if not mapped or "\t" in mapped or "\n" in mapped:
+                raise InputError(f"gene {gene}: bad mapped ID {mapped!r}", path)
+        return raw
+    return {gene: mapped for _, gene, mapped in _read_pairs(path, ("gene_id", "mapped_id"))}
 
 
 def load_ppi(path: str | Path) -> pd.DataFrame:
