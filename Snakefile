@@ -38,5 +38,6 @@ rule all:
         DIFFERENTIAL,
         rules.evaluate.output,
         rules.perturbation.output,
+        rules.gene_shifts.output if config["perturb"]["gene_shifts"] else [],
         rules.report.output,
     default_target: True

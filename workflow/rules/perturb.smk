@@ -51,8 +51,15 @@ rule perturb_shard:
         plan=rules.perturb_plan.output[0],
     output:
         temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
+        **(
+            {"genes": temp(f"{OUT}/perturbation/gene_shifts{{shard}}.npz")}
+            if config["perturb"]["gene_shifts"]
+            else {}
+        ),
     params:
         p=config["perturb"],
+        definition=config["perturb"]["definition"] or "auto",
+        genes=lambda wildcards, output: opt("--gene-shifts", output.get("genes")),
         column=CONDITION_COLUMN,
         case=PERTURB_CASE,
         cells=CELLS_PER_SHARD,
@@ -70,6 +77,7 @@ rule perturb_shard:
         "geneattn perturb {input.tokens} --model {input.model} --obs {input.h5ad}"
         " --condition-column {params.column:q} --case {params.case:q} --plan {input.plan}"
         " --mode {params.p[mode]} --shift {params.p[shift]}"
+        " --definition {params.definition} {params.genes}"
         " --shard {wildcards.shard} --cells-per-shard {params.cells} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
@@ -92,3 +100,27 @@ rule perturbation:
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
         " --modules {input.modules} --out {output} > {log} 2>&1"
+
+
+# Geneformer's aggregate_gene_shifts: for each target gene, the cosine of every other gene's
+# state with and without the perturbation, over the case cells (perturb.gene_shifts: true).
+rule gene_shifts:
+    input:
+        shards=lambda wc: expand(
+            f"{OUT}/perturbation/gene_shifts{{shard}}.npz", shard=shard_ids(PERTURB_CASE)
+        ),
+        tokens=rules.tokenize.output.tokens,
+        names=rules.fetch_resources.output.names,
+    output:
+        f"{OUT}/gene_shifts.tsv",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000, 5),
+        runtime=runtime(10, 0.05),
+    log:
+        f"{LOGS}/gene_shifts.log",
+    conda:
+        ENV
+    shell:
+        "geneattn gene-shifts {input.shards} --tokens {input.tokens}"
+        " --gene-names {input.names} --out {output} > {log} 2>&1"

@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "geneattn.cli.perturb_plan",
     "geneattn.cli.perturb",
     "geneattn.cli.perturb_stats",
+    "geneattn.cli.gene_shifts",
     "geneattn.cli.report",
     "geneattn.cli.bench",
 )

@@ -26,6 +26,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", required=True, help="plan .npz of `geneattn perturb-plan`")
     parser.add_argument("--mode", choices=MODES, default="delete")
     parser.add_argument("--shift", type=float, default=0.25, help="inhibit/activate: fraction")
+    parser.add_argument(
+        "--definition",
+        choices=["auto", "geneformer", "geneattn"],
+        default="auto",
+        help="shift definitions: Geneformer's own (per-token cosines; the default for "
+        "checkpoints) or ours (pooled embeddings without the gene; the study model's default)",
+    )
+    parser.add_argument(
+        "--gene-shifts",
+        help="also write gene-level shift sums (.npz; Geneformer's cell_and_gene) of the "
+        "target genes on every gene; definition geneformer only",
+    )
     add_shard_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
     parser.add_argument("--out", required=True, help="per-cell shifts .tsv to write")
@@ -61,6 +73,13 @@ def run(args: argparse.Namespace) -> int:
     if len(plan.tokens) and plan.tokens.max() >= len(vocabulary):
         raise InputError(f"a token is outside the vocabulary of {args.tokens}", args.plan)
     goal = plan.goal if len(plan.goal) else None
+    definition = args.definition
+    if definition == "auto":
+        checkpoint = model.params.get("kind") == "checkpoint"
+        gf_mode = args.mode in ("delete", "overexpress")
+        definition = "geneformer" if checkpoint and gf_mode else "geneattn"
+    if args.gene_shifts and definition != "geneformer":
+        raise InputError("--gene-shifts needs --definition geneformer")
     log.info(
         "%s mode: %d genes + %d null genes, %s = %d of %d %s cells",
         args.mode,
@@ -75,16 +94,35 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         log.info("perturbed %d/%d cells (%.0f%%)", done, total, 100 * done / max(total, 1))
 
-    shifts = perturbation_shifts(
-        model,
-        shard,
-        plan.tokens,
-        args.mode,
-        goal=goal,
-        shift=args.shift,
-        n_threads=args.threads,
-        progress=progress,
-    )
+    if definition == "geneformer":
+        from geneattn.geneformer_perturb import GeneShiftSums, geneformer_perturbation_shifts
+
+        sums = None
+        if args.gene_shifts:
+            sums = GeneShiftSums.empty(plan.targets, np.arange(len(vocabulary)))
+        shifts = geneformer_perturbation_shifts(
+            model,
+            shard,
+            plan.tokens,
+            args.mode,
+            states=None if goal is None else {"goal": goal},
+            goal=None if goal is None else "goal",
+            gene_sums=sums,
+            n_threads=args.threads,
+            progress=progress,
+        )
+    else:
+        shifts = perturbation_shifts(
+            model,
+            shard,
+            plan.tokens,
+            args.mode,
+            goal=goal,
+            shift=args.shift,
+            n_threads=args.threads,
+            progress=progress,
+        )
+    log.info("shift definition: %s", definition)
     role_of = dict(zip(plan.tokens.tolist(), plan.roles.tolist(), strict=True))
     bin_of = dict(zip(plan.tokens.tolist(), plan.bins.tolist(), strict=True))
     out = pd.DataFrame(
@@ -112,5 +150,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with atomic_path(args.out) as path:
         write_table(path, pd.concat([planned, out], ignore_index=True))
+        if args.gene_shifts:
+            sums.save(args.gene_shifts)
     log.info("wrote %s (%d perturbations)", args.out, len(out))
     return 0

@@ -1,0 +1,296 @@
+"""In-silico perturbation with Geneformer's own definitions, for any model with token states.
+
+``perturb.definition: geneformer`` (the default for checkpoints): each listed gene is
+perturbed in each cell as Geneformer's ``InSilicoPerturber(genes_to_perturb=[gene])`` does
+(:func:`geneattn.geneformer_shifts.group_edit`: ``delete`` skips cells without the gene;
+``overexpress`` moves or inserts it first, truncating as Geneformer does), the model encodes
+the original and the perturbed input ids (:meth:`AttentionModel.token_states`), and
+:mod:`geneattn.geneformer_shifts` gives:
+
+- ``cos_sim``: Geneformer's ``cos_sims`` (mean over the unperturbed genes of the cosine of
+  each gene's state in the perturbed vs the original run; ``<cls>`` cosine with
+  ``pooling: cls``); the table's ``cosine_shift`` is ``1 - cos_sim``;
+- ``goal_shift`` and ``shift_to_{state}``: ``cos(mean(p), s) - cos(mean(o), s)``, every
+  token of each run pooled (with ``<cls>``/``<eos>``: the gene tokens, or the ``<cls>``
+  state with ``pooling: cls``);
+- gene-level shifts (Geneformer's ``cell_and_gene``): per perturbed gene and affected gene,
+  the cosine's sum, sum of squares and count over cells (:class:`GeneShiftSums`, memory
+  bounded by the number of perturbed genes times the universe of affected genes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from geneattn import geneformer_shifts as gs
+from geneattn.errors import InputError
+
+if TYPE_CHECKING:
+    from geneattn.models.protocol import AttentionModel
+    from geneattn.tokenize import TokenizedCells
+
+__all__ = ["GeneShiftSums", "geneformer_perturbation_shifts", "load_gene_shifts"]
+
+#: Tokens per ``token_states`` call (bounds the memory of one call's states).
+TOKENS_PER_CALL = 1 << 18
+
+
+@dataclasses.dataclass
+class GeneShiftSums:
+    """Running sums of gene-level cosines: perturbed gene x affected gene (our token ids).
+
+    Attributes
+    ----------
+    perturbed
+        int64 tokens perturbed (rows).
+    universe
+        int64 affected tokens counted (columns); others are ignored.
+    total, total_sq
+        float64 ``(rows, columns)`` sums of the cosines and of their squares.
+    count
+        int64 ``(rows, columns)`` number of cells.
+    """
+
+    perturbed: np.ndarray
+    universe: np.ndarray
+    total: np.ndarray
+    total_sq: np.ndarray
+    count: np.ndarray
+
+    @classmethod
+    def empty(cls, perturbed: Sequence[int], universe: Sequence[int]) -> GeneShiftSums:
+        """Zero sums for these perturbed and affected tokens."""
+        p = np.asarray(perturbed, dtype=np.int64)
+        u = np.unique(np.asarray(universe, dtype=np.int64))
+        shape = (len(p), len(u))
+        return cls(p, u, np.zeros(shape), np.zeros(shape), np.zeros(shape, dtype=np.int64))
+
+    def add(self, row: int, affected: np.ndarray, values: np.ndarray) -> None:
+        """Add one cell's cosines of the genes ``affected`` under perturbed row ``row``."""
+        col = np.searchsorted(self.universe, affected)
+        col = np.minimum(col, len(self.universe) - 1) if len(self.universe) else col
+        hit = (affected >= 0) & (len(self.universe) > 0)
+        if len(self.universe):
+            hit &= self.universe[col] == affected
+        np.add.at(self.total[row], col[hit], values[hit])
+        np.add.at(self.total_sq[row], col[hit], values[hit] ** 2)
+        np.add.at(self.count[row], col[hit], 1)
+
+    def merge(self, other: GeneShiftSums) -> None:
+        """Add another shard's sums (same perturbed and universe tokens)."""
+        if not (
+            np.array_equal(self.perturbed, other.perturbed)
+            and np.array_equal(self.universe, other.universe)
+        ):
+            raise InputError("gene shift sums of different genes cannot be merged")
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.count += other.count
+
+    def save(self, path: str | Path) -> None:
+        """Write the sums (``.npz``, atomically; only the pairs seen, as coordinates)."""
+        from geneattn.io.atomic import atomic_path
+
+        r, c = np.nonzero(self.count)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                perturbed=self.perturbed,
+                universe=self.universe,
+                row=r.astype(np.int64),
+                col=c.astype(np.int64),
+                total=self.total[r, c],
+                total_sq=self.total_sq[r, c],
+                count=self.count[r, c],
+            )
+
+    def table(self, vocabulary: np.ndarray) -> pd.DataFrame:
+        """Geneformer's ``aggregate_gene_shifts`` per pair seen: mean, population std, n.
+
+        Columns ``perturbed``, ``affected`` (gene ids), ``cosine_sim_mean``,
+        ``cosine_sim_stdev``, ``n_detections``; sorted by perturbed gene, then by mean
+        (smallest similarity, i.e. largest effect, first), as Geneformer sorts.
+        """
+        r, c = np.nonzero(self.count)
+        n = self.count[r, c]
+        mean = self.total[r, c] / n
+        var = np.maximum(self.total_sq[r, c] / n - mean**2, 0.0)
+        vocab = np.asarray(vocabulary).astype(str)
+        table = pd.DataFrame(
+            {
+                "perturbed": vocab[self.perturbed[r]],
+                "affected": vocab[self.universe[c]],
+                "cosine_sim_mean": mean,
+                "cosine_sim_stdev": np.sqrt(var),
+                "n_detections": n,
+            }
+        )
+        return table.sort_values(
+            ["perturbed", "cosine_sim_mean", "affected"], kind="mergesort"
+        ).reset_index(drop=True)
+
+
+def load_gene_shifts(path: str | Path) -> GeneShiftSums:
+    """Read sums written by :meth:`GeneShiftSums.save`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            sums = GeneShiftSums.empty(z["perturbed"], z["universe"])
+            r, c = z["row"], z["col"]
+            sums.total[r, c] = z["total"]
+            sums.total_sq[r, c] = z["total_sq"]
+            sums.count[r, c] = z["count"]
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (KeyError, ValueError, IndexError, OSError) as err:
+        raise InputError(f"not a gene shift sums file ({err})", path) from None
+    return sums
+
+
+def _pooled(states: np.ndarray, special: bool) -> np.ndarray:
+    """The rows a goal shift pools: all, or the gene tokens between ``<cls>`` and ``<eos>``."""
+    return states[1:-1] if special else states
+
+
+def geneformer_perturbation_shifts(
+    model: AttentionModel,
+    cells: TokenizedCells,
+    tokens: Sequence[int],
+    mode: str,
+    *,
+    states: Mapping[str, np.ndarray] | None = None,
+    goal: str | None = None,
+    gene_sums: GeneShiftSums | None = None,
+    n_threads: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Geneformer's shifts of each listed gene perturbed in each cell it applies to.
+
+    Parameters
+    ----------
+    model
+        Any model with :meth:`token_inputs` and :meth:`token_states`.
+    cells
+        The cells perturbed.
+    tokens
+        Our token ids of the genes, each perturbed on its own (as
+        ``genes_to_perturb=[gene]``).
+    mode
+        ``delete`` or ``overexpress``.
+    states
+        State embeddings (Geneformer's ``state_embs_dict``), each ``(d_model,)``; a column
+        ``shift_to_{state}`` per state.
+    goal
+        The key of ``states`` copied into ``goal_shift`` (None: NaN).
+    gene_sums
+        When given, the gene-level cosines are added into it (its ``perturbed`` tokens are
+        the rows; perturbations of other tokens are not added).
+    n_threads
+        Rayon threads.
+    progress
+        Called with ``(done, total)`` cells.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``token``, ``cell`` (index in ``cells``), ``cos_sim``, ``cosine_shift``
+        (``1 - cos_sim``), ``goal_shift`` and ``shift_to_{state}`` per state.
+    """
+    if mode not in gs.EDIT_MODES:
+        raise InputError(
+            f"perturb.definition geneformer covers delete and overexpress, not {mode!r} "
+            "(use definition geneattn for rank shifts)"
+        )
+    states = {str(k): np.asarray(v, dtype=np.float64) for k, v in (states or {}).items()}
+    if goal is not None and goal not in states:
+        raise InputError(f"goal state {goal!r} is not among the states {sorted(states)}")
+    inputs = model.token_inputs(cells)
+    wanted = np.asarray(list(tokens), dtype=np.int64)
+    if len(wanted) and (wanted.min() < 0 or wanted.max() >= len(inputs.model_id)):
+        raise InputError("a token to perturb is outside the cells' vocabulary")
+    model_tok = inputs.model_id[wanted] if len(wanted) else wanted
+    back = {int(m): int(t) for t, m in zip(wanted.tolist(), model_tok.tolist(), strict=True)}
+    size = max(int(inputs.ids.max(initial=0)), int(inputs.model_id.max(initial=0))) + 1
+    to_ours = np.full(size, -1, dtype=np.int64)
+    known = inputs.model_id >= 0
+    to_ours[inputs.model_id[known]] = np.flatnonzero(known)
+    row_of = {} if gene_sums is None else {int(t): i for i, t in enumerate(gene_sums.perturbed)}
+    max_len = inputs.max_len if inputs.max_len is not None else np.iinfo(np.int64).max
+    rows: list[dict] = []
+    for c in range(len(inputs.offsets) - 1):
+        seq = inputs.ids[inputs.offsets[c] : inputs.offsets[c + 1]].astype(np.int64)
+        edits = []
+        for m in model_tok.tolist():
+            if m < 0:
+                continue
+            e = gs.group_edit(seq, [m], mode, max_len=int(max_len), special=inputs.special)
+            if e is not None:
+                edits.append((back[m], m, e))
+        if edits:
+            rows += _cell_shifts(
+                model, c, edits, states, goal, inputs, (to_ours, gene_sums, row_of), n_threads
+            )
+        if progress is not None:
+            progress(c + 1, len(inputs.offsets) - 1)
+    columns = ["token", "cell", "cos_sim", "cosine_shift", "goal_shift"]
+    columns += [f"shift_to_{k}" for k in states]
+    return pd.DataFrame(rows, columns=columns).astype({"token": np.int64, "cell": np.int64})
+
+
+def _encode(model: AttentionModel, seqs: list[np.ndarray], n_threads: int) -> list[np.ndarray]:
+    """Per-token states of each sequence, in calls of at most TOKENS_PER_CALL tokens."""
+    out: list[np.ndarray] = []
+    start = 0
+    while start < len(seqs):
+        stop, total = start, 0
+        while stop < len(seqs) and (stop == start or total + len(seqs[stop]) <= TOKENS_PER_CALL):
+            total += len(seqs[stop])
+            stop += 1
+        batch = seqs[start:stop]
+        offsets = np.concatenate([[0], np.cumsum([len(s) for s in batch])]).astype(np.int64)
+        ids = np.concatenate(batch).astype(np.int32)
+        states = np.asarray(model.token_states(ids, offsets, n_threads=n_threads))
+        out += [states[offsets[i] : offsets[i + 1]] for i in range(len(batch))]
+        start = stop
+    return out
+
+
+def _cell_shifts(model, c, edits, states, goal, inputs, gene_level, n_threads) -> list[dict]:
+    """The shifts of one cell's edits (one encoder pass of the cell and its perturbed runs)."""
+    to_ours, gene_sums, row_of = gene_level
+    originals = {e.original.tobytes(): e.original for _, _, e in edits}
+    seqs = list(originals.values()) + [e.perturbed for _, _, e in edits]
+    encoded = _encode(model, seqs, n_threads)
+    by_original = dict(zip(originals, encoded[: len(originals)], strict=True))
+    rows = []
+    for (tok, m, edit), p in zip(edits, encoded[len(originals) :], strict=True):
+        o = by_original[edit.original.tobytes()]
+        cos = gs.cell_cos_sim(o, p, edit, cls=inputs.cls)
+        shifts = gs.goal_shifts(
+            o if inputs.cls else _pooled(o, inputs.special),
+            p if inputs.cls else _pooled(p, inputs.special),
+            states,
+            cls=inputs.cls,
+        )
+        row = {
+            "token": tok,
+            "cell": c,
+            "cos_sim": cos,
+            "cosine_shift": 1.0 - cos,
+            "goal_shift": shifts[goal] if goal is not None else float("nan"),
+        }
+        row.update({f"shift_to_{k}": v for k, v in shifts.items()})
+        rows.append(row)
+        if gene_sums is not None and tok in row_of:
+            values = gs.gene_cosines(o, p, edit)
+            labels = gs.affected_genes(edit, len(values), group=[m])
+            ok = (labels >= 0) & (labels < len(to_ours))
+            affected = np.full(len(labels), -1, dtype=np.int64)
+            affected[ok] = to_ours[labels[ok]]
+            gene_sums.add(row_of[tok], affected, values)
+    return rows
