@@ -106,9 +106,7 @@ def test_v1_checkpoint_shifts_match_a_plain_reimplementation(v1, mode):
             p = _states(v1, pert)
             o2 = o if orig_seq is seq else _states(v1, orig_seq)
             cmp_p = p[front:]
-            cos = [
-                _cos(cmp_p[j], o2[kept[j]]) if j < len(kept) else 0.0 for j in range(len(cmp_p))
-            ]
+            cos = [_cos(cmp_p[j], o2[kept[j]]) if j < len(kept) else 0.0 for j in range(len(cmp_p))]
             shift = _cos(p.mean(0), goal) - _cos(o2.mean(0), goal)
             rows.append((t, c, np.mean(cos), shift))
     want = pd.DataFrame(rows, columns=["token", "cell", "cos_sim", "goal_shift"])
@@ -138,7 +136,7 @@ def test_gene_level_sums_give_mean_std_and_count(v1):
     cells = _cells(seed=5)
     targets = [2, 9]
     sums = GeneShiftSums.empty(targets, np.arange(N_GENES))
-    geneformer_perturbation_shifts(v1, cells, targets + [4], "delete", gene_sums=sums)
+    geneformer_perturbation_shifts(v1, cells, [*targets, 4], "delete", gene_sums=sums)
     values: dict[tuple[int, int], list[float]] = {}
     for c in range(cells.n_cells):
         seq = cells.cell(c).astype(np.int64)[:16]
