@@ -199,3 +199,38 @@ def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
     args = ["perturb-stats", str(tmp_path / "bad.tsv"), "--gene-names", str(tmp_path / "names.tsv")]
     assert main([*args, "--out", str(bad_out)]) == 2
     assert "bad.tsv" in capsys.readouterr().err and not bad_out.exists()
+    # Geneformer's definitions through the same stages: gene-level shift sums per shard,
+    # gathered by gene-shifts, and the goal_state_shift table with Geneformer's columns
+    gf_shards, sums = [], []
+    for s in range(2):
+        args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where]
+        args += ["--case", "Tumor", "--plan", str(tmp_path / "plan.npz"), "--mode", "delete"]
+        args += ["--shard", str(s), "--cells-per-shard", "12", "--definition", "geneformer"]
+        args += ["--gene-shifts", str(tmp_path / f"gs{s}.npz")]
+        assert main([*args, "--out", str(tmp_path / f"gf{s}.tsv")]) == 0, capsys.readouterr().err
+        gf_shards.append(str(tmp_path / f"gf{s}.tsv"))
+        sums.append(str(tmp_path / f"gs{s}.npz"))
+    gf = pd.concat([pd.read_csv(p, sep="\t", keep_default_na=False) for p in gf_shards])
+    ours = pd.concat([pd.read_csv(p, sep="\t", keep_default_na=False) for p in shards])
+    assert len(gf) == len(ours)  # delete: the same (gene, cell) pairs, other definitions
+    args = ["gene-shifts", *sums, "--tokens", tokens, "--gene-names", str(tmp_path / "names.tsv")]
+    assert main([*args, "--out", str(tmp_path / "gene_shifts.tsv")]) == 0
+    gene_shifts = pd.read_csv(tmp_path / "gene_shifts.tsv", sep="\t")
+    assert set(gene_shifts["perturbed_gene"]) <= {"G0", "G1", "G3", "G4"}
+    assert gene_shifts["cosine_sim_mean"].between(-1, 1).all()
+    args = ["perturb-stats", *gf_shards, "--gene-names", str(tmp_path / "names.tsv")]
+    args += ["--out", str(tmp_path / "p.tsv"), "--geneformer-out", str(tmp_path / "gf.tsv")]
+    assert main(args) == 0, capsys.readouterr().err
+    gf_table = pd.read_csv(tmp_path / "gf.tsv", sep="\t")
+    assert list(gf_table.columns[:5]) == [
+        "Gene",
+        "Gene_name",
+        "Ensembl_ID",
+        "Shift_to_goal_end",
+        "Goal_end_vs_random_pval",
+    ]
+    assert {"Goal_end_FDR", "N_Detections", "Sig"} <= set(gf_table.columns)
+    assert len(gf_table) == gf.loc[gf["cell"] != "", "gene_id"].nunique()
+    args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
+    args += ["--plan", str(tmp_path / "plan.npz"), "--gene-shifts", str(tmp_path / "x.npz")]
+    assert main([*args, "--out", str(tmp_path / "x.tsv")]) == 2  # needs definition geneformer

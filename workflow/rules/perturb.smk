@@ -88,7 +88,14 @@ rule perturbation:
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
     output:
-        f"{OUT}/perturbation.tsv",
+        table=f"{OUT}/perturbation.tsv",
+        **(
+            {"geneformer": f"{OUT}/perturbation_geneformer.tsv"}
+            if config["perturb"]["geneformer_table"]
+            else {}
+        ),
+    params:
+        gf=lambda wildcards, output: opt("--geneformer-out", output.get("geneformer")),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 5),
@@ -99,7 +106,7 @@ rule perturbation:
         ENV
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
-        " --modules {input.modules} --out {output} > {log} 2>&1"
+        " --modules {input.modules} --out {output.table} {params.gf} > {log} 2>&1"
 
 
 # Geneformer's aggregate_gene_shifts: for each target gene, the cosine of every other gene's

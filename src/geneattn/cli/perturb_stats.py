@@ -17,6 +17,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gene-names", required=True, help="gene_name_id.tsv (symbols)")
     parser.add_argument("--modules", help="modules.tsv (the module column)")
     parser.add_argument("--out", required=True, help="perturbation.tsv to write")
+    parser.add_argument(
+        "--geneformer-out",
+        help="also write Geneformer's InSilicoPerturberStats table with its column names: "
+        "goal_state_shift (Shift_to_goal_end, Goal_end_vs_random_pval, Goal_end_FDR, ...) "
+        "with a goal state, else mixture_model",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,8 +96,41 @@ def run(args: argparse.Namespace) -> int:
         .sort_values(["_effect", "gene"], ascending=[False, True], kind="mergesort")
         .drop(columns="_effect")
     )
+    gf_table = None
+    if args.geneformer_out:
+        gf_table = _geneformer_table(shifts, genes, symbol_of, column)
     with atomic_path(args.out) as path:
         write_table(path, out[list(TABLE_COLUMNS)])
+        if gf_table is not None:
+            with atomic_path(args.geneformer_out) as gf_path:
+                write_table(gf_path, gf_table)
     n_sig = int((out["fdr"] < 0.05).sum())
     log.info("%d genes, %d at FDR < 0.05; wrote %s", len(out), n_sig, args.out)
     return 0
+
+
+def _geneformer_table(shifts, genes: list[str], symbol_of: dict[str, str], column: str):
+    """Geneformer's goal_state_shift (or, without a goal, mixture_model) table of the shifts
+    of every perturbed gene, with Geneformer's column names."""
+    import pandas as pd
+
+    from geneattn.geneformer_stats import goal_state_shift, mixture_model
+
+    if column == "goal_shift":
+        frame = pd.DataFrame(
+            {"token": shifts["token"].to_numpy(), "shift_to_goal": shifts["goal_shift"].to_numpy()}
+        )
+        table = goal_state_shift(frame.dropna(), goal="goal")
+    else:
+        frame = pd.DataFrame(
+            {
+                "token": shifts["token"].to_numpy(),
+                "cos_sim": 1.0 - shifts["cosine_shift"].to_numpy(),
+            }
+        )
+        table = mixture_model(frame.dropna())
+    ensembl = [genes[t] for t in table["Gene"]]
+    table.insert(1, "Gene_name", [symbol_of.get(g, g) for g in ensembl])
+    table.insert(2, "Ensembl_ID", ensembl)
+    table["Gene"] = table["Ensembl_ID"]  # our token ids are not Geneformer's: name genes
+    return table
