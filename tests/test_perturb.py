@@ -234,3 +234,8 @@ def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
     args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
     args += ["--plan", str(tmp_path / "plan.npz"), "--gene-shifts", str(tmp_path / "x.npz")]
     assert main([*args, "--out", str(tmp_path / "x.tsv")]) == 2  # needs definition geneformer
+    # the goal state as Geneformer's exact_median state embedding
+    median_args = [*plan_args[:-1], str(tmp_path / "plan_median.npz"), "--summary-stat"]
+    assert main([*median_args, "exact_median"]) == 0, capsys.readouterr().err
+    x = np.sort(emb.obsm["X_geneattn"][labels == "NAT"].astype(np.float64), axis=0)
+    np.testing.assert_allclose(load_plan(tmp_path / "plan_median.npz").goal, x[(len(x) - 1) // 2])

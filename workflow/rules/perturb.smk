@@ -40,6 +40,7 @@ rule perturb_plan:
         " --hubs-per-module {params.p[hubs_per_module]} --disease-fdr {params.p[disease_fdr]}"
         " --max-genes {params.p[max_genes]} --min-cells {params.p[min_cells]}"
         " --null-per-bin {params.p[null_per_bin]} --seed {params.p[seed]}"
+        " --summary-stat {params.p[summary_stat]}"
         " --out {output} > {log} 2>&1"
 
 

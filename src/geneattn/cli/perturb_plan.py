@@ -24,6 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--embeddings", help="embeddings.h5ad of `geneattn embed` (the control centroid)"
     )
+    parser.add_argument(
+        "--summary-stat",
+        choices=["exact_mean", "exact_median"],
+        default="exact_mean",
+        help="goal-state embedding from the control cells' embeddings (Geneformer's "
+        "EmbExtractor summary_stat; exact_median: per dimension, the lower middle value)",
+    )
     parser.add_argument("--gene-names", required=True, help="gene_name_id.tsv (symbols)")
     parser.add_argument(
         "--modules", help="modules.tsv (for --genes-from hubs and the module column)"
@@ -104,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _control_centroid(args: argparse.Namespace):
-    """Mean embedding of the cells labelled ``--control`` in ``--embeddings``."""
+    """State embedding (mean or median) of the cells labelled ``--control``."""
     import numpy as np
 
     from geneattn.errors import InputError
@@ -118,8 +125,10 @@ def _control_centroid(args: argparse.Namespace):
     control = emb.obs[args.condition_column].astype(str).to_numpy() == args.control
     if not control.any():
         raise InputError(f"no cell labelled {args.control!r}", args.embeddings)
+    from geneattn.geneformer_shifts import cell_embedding_states
+
     x = np.asarray(emb.obsm["X_geneattn"], dtype=np.float64)[control]
-    return x.mean(axis=0)
+    return cell_embedding_states(x, args.summary_stat)
 
 
 def _targets(args, token_of, presence, expressed, name_map):
