@@ -39,5 +39,6 @@ rule all:
         rules.evaluate.output,
         rules.perturbation.output,
         rules.gene_shifts.output if config["perturb"]["gene_shifts"] else [],
+        rules.gene_embeddings.output if config["model"]["gene_embeddings"] else [],
         rules.report.output,
     default_target: True

@@ -216,3 +216,81 @@ def test_gene_shifts_cli_gathers_shards(tmp_path):
     assert table["perturbed_gene"].tolist() == ["GENE2", "GENE2"]
     assert table["n_detections"].tolist() == [2, 2]
     np.testing.assert_allclose(table["cosine_sim_mean"], [0.85, 0.9])
+
+
+def test_gene_embeddings_average_each_genes_states_over_cells(v1, tmp_path):
+    from geneattn.gene_embeddings import gene_embedding_sums, load_gene_embedding_sums
+    from geneattn.tokenize import save_tokens
+
+    cells = _cells(n_cells=6, seed=8)
+    sums = gene_embedding_sums(v1, cells, n_threads=2)
+    want: dict[int, list[np.ndarray]] = {}
+    for c in range(cells.n_cells):
+        seq = cells.cell(c).astype(np.int64)[:16]
+        for t, state in zip(seq.tolist(), _states(v1, seq), strict=True):
+            want.setdefault(t, []).append(state)
+    table = sums.table(cells.vocabulary)
+    assert len(table) == len(want)
+    for row in table.itertuples(index=False):
+        t = int(row.gene_id[4:])
+        assert row.n == len(want[t])
+        np.testing.assert_allclose(np.array(row[2:]), np.mean(want[t], axis=0), atol=2e-5)
+    # shards add up: two halves give the whole
+    a = gene_embedding_sums(v1, _subset(cells, range(3)))
+    b = gene_embedding_sums(v1, _subset(cells, range(3, 6)))
+    a.save(tmp_path / "a.npz")
+    b.save(tmp_path / "b.npz")
+    merged = load_gene_embedding_sums(tmp_path / "a.npz")
+    merged.merge(load_gene_embedding_sums(tmp_path / "b.npz"))
+    np.testing.assert_array_equal(merged.count, sums.count)
+    np.testing.assert_allclose(merged.total, sums.total, atol=1e-5)
+    save_tokens(tmp_path / "tokens.npz", cells)
+    (tmp_path / "names.tsv").write_text("symbol\tgene_id\nG1\tENSG00000000001\n")
+    args = ["gather-gene-embeddings", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]
+    args += ["--tokens", str(tmp_path / "tokens.npz"), "--gene-names", str(tmp_path / "names.tsv")]
+    assert main([*args, "--out", str(tmp_path / "genes.tsv")]) == 0
+    genes = pd.read_csv(tmp_path / "genes.tsv", sep="\t")
+    assert len(genes) == len(want) and "G1" in set(genes["gene"])
+
+
+def _subset(cells: TokenizedCells, index) -> TokenizedCells:
+    from geneattn.tokenize import subset_cells
+
+    return subset_cells(cells, np.array(list(index)))
+
+
+def test_gene_embeddings_leave_out_cls_and_eos(tmp_path):
+    config = BertConfig(
+        vocab_size=N_GENES + 3,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=24,
+        hidden_act="relu",
+    )
+    save_checkpoint(tmp_path / "model", config, BertWeights.random(config, seed=4))
+    dictionary = {"<pad>": 0, "<cls>": 1, "<eos>": 2}
+    dictionary.update({f"ENSG{g:011d}": g + 3 for g in range(N_GENES)})
+    lines = "".join(f"{g}\t{i}\n" for g, i in dictionary.items())
+    (tmp_path / "dict.tsv").write_text("gene_id\ttoken\n" + lines)
+    write_manifest(
+        tmp_path / "model.json",
+        tmp_path / "model",
+        token_dictionary=tmp_path / "dict.tsv",
+        version=None,
+        emb_layer=-1,
+        pooling="cls",
+        attention_layer=-1,
+        attention_heads=None,
+    )
+    v2 = load_model(tmp_path / "model.json")
+    from geneattn.gene_embeddings import gene_embedding_sums
+
+    cells = _cells(seed=9)
+    sums = gene_embedding_sums(v2, cells)
+    lengths = [min(len(cells.cell(c)), 22) for c in range(cells.n_cells)]
+    assert sums.count.sum() == sum(lengths)
+    # and the cls-pooled Geneformer shifts run on it
+    got = geneformer_perturbation_shifts(v2, cells, [0, 1], "delete", states={"s": np.ones(8)})
+    assert np.isfinite(got["cos_sim"]).all() and np.isfinite(got["shift_to_s"]).all()
