@@ -294,3 +294,33 @@ def test_gene_embeddings_leave_out_cls_and_eos(tmp_path):
     # and the cls-pooled Geneformer shifts run on it
     got = geneformer_perturbation_shifts(v2, cells, [0, 1], "delete", states={"s": np.ones(8)})
     assert np.isfinite(got["cos_sim"]).all() and np.isfinite(got["shift_to_s"]).all()
+
+
+def test_groups_and_anchor_pairs_are_perturbed_together(v1):
+    from geneattn import geneformer_shifts as gs
+
+    cells = _cells(n_cells=6, seed=11)
+    groups = [[3, 8], [8], [3, 8, 39]]
+    got = geneformer_perturbation_shifts(v1, cells, [], "delete", groups=groups)
+    pairs = geneformer_perturbation_shifts(v1, cells, [1, 3, 8], "delete", anchor=3)
+    for c in range(cells.n_cells):
+        seq = cells.cell(c).astype(np.int64)[:16]
+        o = _states(v1, seq)
+        for i, group in enumerate(groups):
+            row = got[(got["cell"] == c) & (got["token"] == i)]
+            if not set(group) <= set(seq.tolist()):
+                assert row.empty  # delete skips cells without every gene of the group
+                continue
+            edit = gs.group_edit(seq, group, "delete", max_len=16)
+            want = gs.cell_cos_sim(o, _states(v1, edit.perturbed), edit)
+            assert row["cos_sim"].item() == pytest.approx(want, abs=2e-5)
+        for t in (1, 8):
+            row = pairs[(pairs["cell"] == c) & (pairs["token"] == t)]
+            if {3, t} <= set(seq.tolist()):
+                pos = [int(np.flatnonzero(seq == 3)[0]), int(np.flatnonzero(seq == t)[0])]
+                edit = gs.single_edit(seq, pos, "delete")  # Geneformer's combos=1 edit
+                want = gs.cell_cos_sim(o, _states(v1, edit.perturbed), edit)
+                assert row["cos_sim"].item() == pytest.approx(want, abs=2e-5)
+            else:
+                assert row.empty
+    assert 3 not in set(pairs["token"])

@@ -239,3 +239,26 @@ def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
     assert main([*median_args, "exact_median"]) == 0, capsys.readouterr().err
     x = np.sort(emb.obsm["X_geneattn"][labels == "NAT"].astype(np.float64), axis=0)
     np.testing.assert_allclose(load_plan(tmp_path / "plan_median.npz").goal, x[(len(x) - 1) // 2])
+    # groups perturbed together and anchor pairs (Geneformer's genes_to_perturb list and
+    # anchor_gene), by symbol through --gene-names
+    args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
+    args += ["--plan", str(tmp_path / "plan.npz"), "--definition", "geneformer"]
+    args += ["--gene-names", str(tmp_path / "names.tsv"), "--anchor", "G0"]
+    args += ["--group", "G0,G1", "--group", "ENSG00000000003"]
+    assert main([*args, "--out", str(tmp_path / "pairs.tsv")]) == 0, capsys.readouterr().err
+    pairs = pd.read_csv(tmp_path / "pairs.tsv", sep="\t", keep_default_na=False)
+    done = pairs[pairs["cell"] != ""]
+    assert set(done.loc[done["role"] != "group", "anchor"]) == {"ENSG00000000000"}
+    assert "ENSG00000000000" not in set(done.loc[done["role"] != "group", "gene_id"])
+    assert set(done.loc[done["role"] == "group", "gene_id"]) <= {
+        "ENSG00000000000+ENSG00000000001",
+        "ENSG00000000003",
+    }
+    args = ["perturb-stats", str(tmp_path / "pairs.tsv"), "--gene-names"]
+    args += [str(tmp_path / "names.tsv"), "--out", str(tmp_path / "pt.tsv")]
+    assert main([*args, "--groups-out", str(tmp_path / "groups.tsv")]) == 0
+    groups = pd.read_csv(tmp_path / "groups.tsv", sep="\t")
+    assert groups["group"].tolist() == ["G0+G1", "G3"] and (groups["n_cells"] > 0).all()
+    bad = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
+    bad += ["--plan", str(tmp_path / "plan.npz"), "--definition", "geneformer", "--anchor", "NOPE"]
+    assert main([*bad, "--out", str(tmp_path / "bad.tsv")]) == 2

@@ -166,6 +166,8 @@ def geneformer_perturbation_shifts(
     states: Mapping[str, np.ndarray] | None = None,
     goal: str | None = None,
     gene_sums: GeneShiftSums | None = None,
+    anchor: int | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
     n_threads: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
@@ -190,6 +192,14 @@ def geneformer_perturbation_shifts(
     gene_sums
         When given, the gene-level cosines are added into it (its ``perturbed`` tokens are
         the rows; perturbations of other tokens are not added).
+    anchor
+        Our token of an anchor gene (Geneformer's ``anchor_gene`` with ``combos=1``): each
+        of ``tokens`` other than it is perturbed together with it (rows are labelled by the
+        partner; cells without the anchor are skipped for ``delete``).
+    groups
+        Instead of single genes, these groups of our tokens are each perturbed together
+        (Geneformer's ``genes_to_perturb=[...]``); ``token`` then holds the group's index
+        and ``tokens`` is ignored.
     n_threads
         Rayon threads.
     progress
@@ -210,27 +220,23 @@ def geneformer_perturbation_shifts(
     if goal is not None and goal not in states:
         raise InputError(f"goal state {goal!r} is not among the states {sorted(states)}")
     inputs = model.token_inputs(cells)
-    wanted = np.asarray(list(tokens), dtype=np.int64)
-    if len(wanted) and (wanted.min() < 0 or wanted.max() >= len(inputs.model_id)):
-        raise InputError("a token to perturb is outside the cells' vocabulary")
-    model_tok = inputs.model_id[wanted] if len(wanted) else wanted
-    back = {int(m): int(t) for t, m in zip(wanted.tolist(), model_tok.tolist(), strict=True)}
+    units = _units(inputs.model_id, tokens, anchor, groups)
     size = max(int(inputs.ids.max(initial=0)), int(inputs.model_id.max(initial=0))) + 1
     to_ours = np.full(size, -1, dtype=np.int64)
     known = inputs.model_id >= 0
     to_ours[inputs.model_id[known]] = np.flatnonzero(known)
-    row_of = {} if gene_sums is None else {int(t): i for i, t in enumerate(gene_sums.perturbed)}
+    row_of = {}
+    if gene_sums is not None and groups is None:  # gene-level sums of single genes or pairs
+        row_of = {int(t): i for i, t in enumerate(gene_sums.perturbed)}
     max_len = inputs.max_len if inputs.max_len is not None else np.iinfo(np.int64).max
     rows: list[dict] = []
     for c in range(len(inputs.offsets) - 1):
         seq = inputs.ids[inputs.offsets[c] : inputs.offsets[c + 1]].astype(np.int64)
         edits = []
-        for m in model_tok.tolist():
-            if m < 0:
-                continue
-            e = gs.group_edit(seq, [m], mode, max_len=int(max_len), special=inputs.special)
+        for label, group in units:
+            e = gs.group_edit(seq, group, mode, max_len=int(max_len), special=inputs.special)
             if e is not None:
-                edits.append((back[m], m, e))
+                edits.append((label, group, e))
         if edits:
             rows += _cell_shifts(
                 model, c, edits, states, goal, inputs, (to_ours, gene_sums, row_of), n_threads
@@ -240,6 +246,32 @@ def geneformer_perturbation_shifts(
     columns = ["token", "cell", "cos_sim", "cosine_shift", "goal_shift"]
     columns += [f"shift_to_{k}" for k in states]
     return pd.DataFrame(rows, columns=columns).astype({"token": np.int64, "cell": np.int64})
+
+
+def _units(
+    model_id: np.ndarray,
+    tokens: Sequence[int],
+    anchor: int | None,
+    groups: Sequence[Sequence[int]] | None,
+) -> list[tuple[int, list[int]]]:
+    """(label, model ids perturbed together) of each perturbation unit the model knows."""
+
+    def ids(group: Sequence[int]) -> list[int] | None:
+        g = np.asarray(list(group), dtype=np.int64)
+        if g.size == 0:
+            raise InputError("a perturbation group needs at least one gene")
+        if g.min() < 0 or g.max() >= len(model_id):
+            raise InputError("a token to perturb is outside the cells' vocabulary")
+        m = model_id[g]
+        return None if (m < 0).any() else [int(x) for x in m]
+
+    if groups is not None:
+        found = [(i, ids(g)) for i, g in enumerate(groups)]
+    elif anchor is not None:
+        found = [(int(t), ids([anchor, t])) for t in tokens if int(t) != int(anchor)]
+    else:
+        found = [(int(t), ids([t])) for t in tokens]
+    return [(label, group) for label, group in found if group is not None]
 
 
 def _encode(model: AttentionModel, seqs: list[np.ndarray], n_threads: int) -> list[np.ndarray]:
@@ -268,7 +300,7 @@ def _cell_shifts(model, c, edits, states, goal, inputs, gene_level, n_threads) -
     encoded = _encode(model, seqs, n_threads)
     by_original = dict(zip(originals, encoded[: len(originals)], strict=True))
     rows = []
-    for (tok, m, edit), p in zip(edits, encoded[len(originals) :], strict=True):
+    for (tok, group, edit), p in zip(edits, encoded[len(originals) :], strict=True):
         o = by_original[edit.original.tobytes()]
         cos = gs.cell_cos_sim(o, p, edit, cls=inputs.cls)
         shifts = gs.goal_shifts(
@@ -288,7 +320,7 @@ def _cell_shifts(model, c, edits, states, goal, inputs, gene_level, n_threads) -
         rows.append(row)
         if gene_sums is not None and tok in row_of:
             values = gs.gene_cosines(o, p, edit)
-            labels = gs.affected_genes(edit, len(values), group=[m])
+            labels = gs.affected_genes(edit, len(values), group=group)
             ok = (labels >= 0) & (labels < len(to_ours))
             affected = np.full(len(labels), -1, dtype=np.int64)
             affected[ok] = to_ours[labels[ok]]

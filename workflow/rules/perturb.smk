@@ -50,6 +50,7 @@ rule perturb_shard:
         model=rules.model.output[0],
         h5ad=rules.qc.output.h5ad,
         plan=rules.perturb_plan.output[0],
+        names=rules.fetch_resources.output.names,
     output:
         temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
         **(
@@ -61,6 +62,10 @@ rule perturb_shard:
         p=config["perturb"],
         definition=config["perturb"]["definition"] or "auto",
         genes=lambda wildcards, output: opt("--gene-shifts", output.get("genes")),
+        anchor=opt("--anchor", config["perturb"]["anchor_gene"]),
+        groups=" ".join(
+            f"--group {shlex.quote(','.join(g))}" for g in config["perturb"]["groups"]
+        ),
         column=CONDITION_COLUMN,
         case=PERTURB_CASE,
         cells=CELLS_PER_SHARD,
@@ -78,7 +83,8 @@ rule perturb_shard:
         "geneattn perturb {input.tokens} --model {input.model} --obs {input.h5ad}"
         " --condition-column {params.column:q} --case {params.case:q} --plan {input.plan}"
         " --mode {params.p[mode]} --shift {params.p[shift]}"
-        " --definition {params.definition} {params.genes}"
+        " --definition {params.definition} {params.genes} {params.anchor} {params.groups}"
+        " --gene-names {input.names}"
         " --shard {wildcards.shard} --cells-per-shard {params.cells} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
@@ -95,8 +101,14 @@ rule perturbation:
             if config["perturb"]["geneformer_table"]
             else {}
         ),
+        **(
+            {"groups": f"{OUT}/perturbation_groups.tsv"}
+            if config["perturb"]["groups"]
+            else {}
+        ),
     params:
         gf=lambda wildcards, output: opt("--geneformer-out", output.get("geneformer")),
+        groups=lambda wildcards, output: opt("--groups-out", output.get("groups")),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 5),
@@ -107,7 +119,7 @@ rule perturbation:
         ENV
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
-        " --modules {input.modules} --out {output.table} {params.gf} > {log} 2>&1"
+        " --modules {input.modules} --out {output.table} {params.gf} {params.groups} > {log} 2>&1"
 
 
 # Geneformer's aggregate_gene_shifts: for each target gene, the cosine of every other gene's

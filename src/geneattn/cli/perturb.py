@@ -34,6 +34,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "checkpoints) or ours (pooled embeddings without the gene; the study model's default)",
     )
     parser.add_argument(
+        "--anchor",
+        help="an anchor gene (Ensembl ID, or symbol with --gene-names): every planned gene is "
+        "perturbed together with it (Geneformer's anchor_gene, combos 1); definition geneformer",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="GENE,GENE,...",
+        help="also perturb these genes together as one unit (repeatable; Geneformer's "
+        "genes_to_perturb list); rows of role 'group'; definition geneformer",
+    )
+    parser.add_argument("--gene-names", help="gene_name_id.tsv, to give genes by symbol")
+    parser.add_argument(
         "--gene-shifts",
         help="also write gene-level shift sums (.npz; Geneformer's cell_and_gene) of the "
         "target genes on every gene; definition geneformer only",
@@ -78,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = model.params.get("kind") == "checkpoint"
         gf_mode = args.mode in ("delete", "overexpress")
         definition = "geneformer" if checkpoint and gf_mode else "geneattn"
-    if args.gene_shifts and definition != "geneformer":
-        raise InputError("--gene-shifts needs --definition geneformer")
+    if (args.gene_shifts or args.anchor or args.group) and definition != "geneformer":
+        raise InputError("--gene-shifts, --anchor and --group need --definition geneformer")
+    resolve = _resolver(vocabulary, args)
+    anchor = None if args.anchor is None else resolve(args.anchor)
+    groups = [[resolve(g) for g in spec.split(",") if g] for spec in args.group]
     log.info(
         "%s mode: %d genes + %d null genes, %s = %d of %d %s cells",
         args.mode,
@@ -100,17 +117,26 @@ def run(args: argparse.Namespace) -> int:
         sums = None
         if args.gene_shifts:
             sums = GeneShiftSums.empty(plan.targets, np.arange(len(vocabulary)))
+        options = {
+            "states": None if goal is None else {"goal": goal},
+            "goal": None if goal is None else "goal",
+            "n_threads": args.threads,
+        }
         shifts = geneformer_perturbation_shifts(
             model,
             shard,
             plan.tokens,
             args.mode,
-            states=None if goal is None else {"goal": goal},
-            goal=None if goal is None else "goal",
             gene_sums=sums,
-            n_threads=args.threads,
+            anchor=anchor,
             progress=progress,
+            **options,
         )
+        group_shifts = None
+        if groups:
+            group_shifts = geneformer_perturbation_shifts(
+                model, shard, [], args.mode, groups=groups, **options
+            )
     else:
         shifts = perturbation_shifts(
             model,
@@ -123,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     log.info("shift definition: %s", definition)
+    anchor_id = "" if anchor is None else vocabulary[anchor]
     role_of = dict(zip(plan.tokens.tolist(), plan.roles.tolist(), strict=True))
     bin_of = dict(zip(plan.tokens.tolist(), plan.bins.tolist(), strict=True))
     out = pd.DataFrame(
@@ -134,18 +161,40 @@ def run(args: argparse.Namespace) -> int:
             "mode": args.mode,
             "cosine_shift": shifts["cosine_shift"].to_numpy(),
             "goal_shift": shifts["goal_shift"].to_numpy(),
+            "anchor": anchor_id,
         }
     )
+    group_ids = ["+".join(vocabulary[g]) for g in groups]
+    if groups:
+        out = pd.concat(
+            [
+                out,
+                pd.DataFrame(
+                    {
+                        "gene_id": [group_ids[i] for i in group_shifts["token"].tolist()],
+                        "role": "group",
+                        "bin": -1,
+                        "cell": shard.cell_ids.astype(str)[group_shifts["cell"].to_numpy()],
+                        "mode": args.mode,
+                        "cosine_shift": group_shifts["cosine_shift"].to_numpy(),
+                        "goal_shift": group_shifts["goal_shift"].to_numpy(),
+                        "anchor": "",
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     # every planned gene appears, even one this shard's cells do not express
     planned = pd.DataFrame(
         {
-            "gene_id": vocabulary[plan.tokens],
-            "role": plan.roles,
-            "bin": plan.bins,
+            "gene_id": [*vocabulary[plan.tokens], *group_ids],
+            "role": [*plan.roles, *(["group"] * len(groups))],
+            "bin": [*plan.bins, *([-1] * len(groups))],
             "cell": "",
             "mode": args.mode,
             "cosine_shift": np.nan,
             "goal_shift": np.nan,
+            "anchor": anchor_id,
         }
     )
     with atomic_path(args.out) as path:
@@ -154,3 +203,24 @@ def run(args: argparse.Namespace) -> int:
             sums.save(args.gene_shifts)
     log.info("wrote %s (%d perturbations)", args.out, len(out))
     return 0
+
+
+def _resolver(vocabulary, args: argparse.Namespace):
+    """A function from an Ensembl ID or symbol (with --gene-names) to our token id."""
+    from geneattn.errors import InputError
+
+    token_of = {str(g): i for i, g in enumerate(vocabulary)}
+    names = {}
+    if args.gene_names:
+        from geneattn.resources.load import load_gene_name_map
+
+        names = load_gene_name_map(args.gene_names)
+
+    def resolve(gene: str) -> int:
+        gene = gene.strip()
+        token = token_of.get(gene, token_of.get(names.get(gene, ""), -1))
+        if token < 0:
+            raise InputError(f"gene {gene!r} is not in the token vocabulary", args.tokens)
+        return token
+
+    return resolve

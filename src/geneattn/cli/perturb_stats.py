@@ -18,6 +18,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modules", help="modules.tsv (the module column)")
     parser.add_argument("--out", required=True, help="perturbation.tsv to write")
     parser.add_argument(
+        "--groups-out",
+        help="also write, per perturbed group (role 'group'), the cells, mean cosine and goal "
+        "shifts (Geneformer's aggregate_data)",
+    )
+    parser.add_argument(
         "--geneformer-out",
         help="also write Geneformer's InSilicoPerturberStats table with its column names: "
         "goal_state_shift (Shift_to_goal_end, Goal_end_vs_random_pval, Goal_end_FDR, ...) "
@@ -51,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     modes = sorted(set(table["mode"]))
     if len(modes) != 1:
         raise InputError(f"the shards mix perturbation modes {modes}", args.shards[0])
+    grouped = table[table["role"] == "group"]
+    table = table[table["role"] != "group"]
     plan = table[table["cell"] == ""].drop_duplicates(["gene_id", "role"])
     shifts = table[table["cell"] != ""]
     genes = sorted(set(plan["gene_id"]))
@@ -96,11 +103,17 @@ def run(args: argparse.Namespace) -> int:
         .sort_values(["_effect", "gene"], ascending=[False, True], kind="mergesort")
         .drop(columns="_effect")
     )
+    groups_table = None
+    if args.groups_out:
+        groups_table = _groups_table(grouped, symbol_of)
     gf_table = None
     if args.geneformer_out:
         gf_table = _geneformer_table(shifts, genes, symbol_of, column)
     with atomic_path(args.out) as path:
         write_table(path, out[list(TABLE_COLUMNS)])
+        if groups_table is not None:
+            with atomic_path(args.groups_out) as groups_path:
+                write_table(groups_path, groups_table)
         if gf_table is not None:
             with atomic_path(args.geneformer_out) as gf_path:
                 write_table(gf_path, gf_table)
@@ -134,3 +147,25 @@ def _geneformer_table(shifts, genes: list[str], symbol_of: dict[str, str], colum
     table.insert(2, "Ensembl_ID", ensembl)
     table["Gene"] = table["Ensembl_ID"]  # our token ids are not Geneformer's: name genes
     return table
+
+
+def _groups_table(grouped, symbol_of: dict[str, str]):
+    """Per group perturbed together: its genes, cells, mean cosine and goal shifts."""
+    import pandas as pd
+
+    names = sorted(set(grouped["gene_id"]))
+    rows = []
+    for name in names:
+        g = grouped[(grouped["gene_id"] == name) & (grouped["cell"] != "")]
+        rows.append(
+            {
+                "group": "+".join(symbol_of.get(x, x) for x in name.split("+")),
+                "ensembl_ids": name,
+                "n_cells": len(g),
+                "mean_cosine_shift": g["cosine_shift"].mean() if len(g) else float("nan"),
+                "mean_goal_shift": g["goal_shift"].mean() if len(g) else float("nan"),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["group", "ensembl_ids", "n_cells", "mean_cosine_shift", "mean_goal_shift"]
+    )
