@@ -167,49 +167,79 @@ def vs_null(test: pd.DataFrame, null: pd.DataFrame, *, column: str = "cos_sim") 
     ).reset_index(drop=True)
 
 
-def _gaussian_mixture_1d(x: np.ndarray, *, iterations: int = 500, tol: float = 1e-10):
-    """Two-component 1-D Gaussian mixture by EM; components ordered by ascending mean.
+def _gaussian_mixture_1d(x: np.ndarray, *, max_iter: int = 100, tol: float = 1e-3):
+    """Two-component 1-D Gaussian mixture, fitted as scikit-learn's ``GaussianMixture``
+    with its defaults (the fit Geneformer uses); components ordered by ascending mean.
 
-    Initialised by splitting the sorted values at the largest gap of a 2-means pass (the
-    means of the lower and upper halves refined by Lloyd's iterations), with per-component
-    variances regularised by 1e-6 as scikit-learn's ``reg_covar``.
+    Hard responsibilities from 2-means (Lloyd's iterations from the means of the lower and
+    upper halves, until no label changes), then EM until the mean log-likelihood changes by
+    less than ``tol`` (scikit-learn's stopping rule, not full convergence), variances
+    regularised by ``1e-6`` (``reg_covar``).
     """
-    x = np.sort(np.asarray(x, dtype=np.float64))
+    x = np.asarray(x, dtype=np.float64)
     if x.size < 2:
         raise InputError("the mixture model needs at least two genes")
-    centre = np.array([x[: x.size // 2].mean(), x[x.size // 2 :].mean()])
-    for _ in range(100):
-        label = np.abs(x[:, None] - centre[None, :]).argmin(axis=1)
-        new = np.array([x[label == k].mean() if np.any(label == k) else centre[k] for k in (0, 1)])
-        if np.allclose(new, centre):
+    s = np.sort(x)
+    centre = np.array([s[: s.size // 2].mean(), s[s.size // 2 :].mean()])
+    label = np.full(x.size, -1)
+    for _ in range(300):
+        new = np.abs(x[:, None] - centre[None, :]).argmin(axis=1)
+        if np.array_equal(new, label):
             break
-        centre = new
+        label = new
+        centre = np.array(
+            [x[label == k].mean() if np.any(label == k) else centre[k] for k in (0, 1)]
+        )
     resp = np.stack([label == 0, label == 1], axis=1).astype(np.float64)
-    ll_old = -np.inf
-    for _ in range(iterations):
-        nk = resp.sum(axis=0) + 10 * np.finfo(float).eps
-        weight = nk / x.size
+
+    def m_step(resp: np.ndarray):
+        nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
         mean = (resp * x[:, None]).sum(axis=0) / nk
         var = (resp * (x[:, None] - mean) ** 2).sum(axis=0) / nk + 1e-6
-        log_p = -0.5 * (np.log(2 * np.pi * var) + (x[:, None] - mean) ** 2 / var) + np.log(weight)
+        return nk / nk.sum(), mean, var
+
+    def e_step(weight, mean, var):
+        log_p = -0.5 * (np.log(2 * np.pi * var) + (x[:, None] - mean) ** 2 / var)
+        log_p += np.log(weight)
         top = log_p.max(axis=1, keepdims=True)
         norm = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
-        resp = np.exp(log_p - norm[:, None])
-        ll = norm.mean()
-        if abs(ll - ll_old) < tol:
+        return norm, np.exp(log_p - norm[:, None])
+
+    weight, mean, var = m_step(resp)
+    lower = -np.inf
+    for _ in range(max_iter):
+        previous = lower
+        norm, resp = e_step(weight, mean, var)
+        weight, mean, var = m_step(resp)
+        lower = norm.mean()
+        if abs(lower - previous) < tol:
             break
-        ll_old = ll
     order = np.argsort(mean)
     return weight[order], mean[order], var[order]
 
 
-def mixture_model(shifts: pd.DataFrame, *, column: str = "cos_sim") -> pd.DataFrame:
+def mixture_model(
+    shifts: pd.DataFrame, *, column: str = "cos_sim", impact: str = "lower_mean"
+) -> pd.DataFrame:
     """Geneformer's ``mixture_model`` mode (single genes, no anchor).
 
-    A two-component Gaussian mixture is fitted to the genes' mean values; the component of
-    lower mean is the impact component (a lower similarity is a larger effect). A value
-    above the non-impact mean is non-impact, one below the impact mean is impact, and one
-    between goes to the more probable component, as Geneformer decides.
+    A two-component Gaussian mixture is fitted to the genes' mean values. With the impact
+    component ``I`` and the other ``N``, Geneformer's rule: a value above ``N``'s mean is
+    non-impact, else one below ``I``'s mean is impact, else the more probable component.
+
+    Parameters
+    ----------
+    shifts
+        Per (gene, cell): ``token`` and ``column``.
+    column
+        The value (Geneformer's ``cos_sims``: ``cos_sim``).
+    impact
+        ``lower_mean`` (default): ``I`` is the component of lower mean similarity, the
+        larger effect, as Geneformer intends. ``higher_mean``: the other one. Geneformer
+        takes scikit-learn's first component as ``I``, and scikit-learn orders components
+        by its random k-means initialisation, so Geneformer's labels follow one of the two
+        depending on the data; ``higher_mean`` reproduces a fit that put the higher mean
+        first (its rule then calls impact only values below the lower mean).
 
     Returns
     -------
@@ -223,13 +253,17 @@ def mixture_model(shifts: pd.DataFrame, *, column: str = "cos_sim") -> pd.DataFr
     groups = [(int(t), g[column].to_numpy(dtype=np.float64)) for t, g in shifts.groupby("token")]
     means = np.array([v.mean() for _, v in groups])
     weight, mean, var = _gaussian_mixture_1d(means)
+    if impact not in ("lower_mean", "higher_mean"):
+        raise InputError(f"impact must be lower_mean or higher_mean, got {impact!r}")
+    if impact == "higher_mean":
+        weight, mean, var = weight[::-1], mean[::-1], var[::-1]
 
     def impact(values: np.ndarray) -> np.ndarray:
         log_p = -0.5 * (np.log(2 * np.pi * var) + (values[:, None] - mean) ** 2 / var)
         log_p += np.log(weight)
         out = (log_p[:, 0] >= log_p[:, 1]).astype(np.int64)
-        out[values > mean[1]] = 0
         out[values < mean[0]] = 1
+        out[values > mean[1]] = 0  # checked first by Geneformer: it wins
         return out
 
     rows = []
