@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from geneattn.models.protocol import AttentionModel
     from geneattn.tokenize import TokenizedCells
 
-__all__ = ["GeneShiftSums", "geneformer_perturbation_shifts", "load_gene_shifts"]
+__all__ = [
+    "GeneShiftSums",
+    "gene_token",
+    "geneformer_perturbation_shifts",
+    "geneformer_shift_table",
+    "group_table",
+    "load_gene_shifts",
+]
 
 #: Tokens per ``token_states`` call (bounds the memory of one call's states).
 TOKENS_PER_CALL = 1 << 18
@@ -326,3 +333,107 @@ def _cell_shifts(model, c, edits, states, goal, inputs, gene_level, n_threads) -
             affected[ok] = to_ours[labels[ok]]
             gene_sums.add(row_of[tok], affected, values)
     return rows
+
+
+def gene_token(gene: str, vocabulary: np.ndarray, name_map: Mapping[str, str] | None = None) -> int:
+    """Our token id of a gene given by Ensembl ID (or by symbol through ``name_map``).
+
+    Raises
+    ------
+    InputError
+        The gene is not in the vocabulary.
+    """
+    vocab = np.asarray(vocabulary).astype(str)
+    gene = gene.strip()
+    for candidate in (gene, (name_map or {}).get(gene, "")):
+        hit = np.flatnonzero(vocab == candidate)
+        if candidate and hit.size:
+            return int(hit[0])
+    raise InputError(f"gene {gene!r} is not in the token vocabulary")
+
+
+def geneformer_shift_table(
+    table: pd.DataFrame,
+    cells: TokenizedCells,
+    mode: str,
+    *,
+    anchor: int | None = None,
+    groups: Sequence[Sequence[int]] = (),
+    group_shifts: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """A shard table (:func:`geneattn.perturb.shift_table`) with Geneformer's extras.
+
+    Parameters
+    ----------
+    table
+        The shard's table of single-gene (or anchor-pair) perturbations.
+    cells
+        The shard's cells.
+    mode
+        The perturbation mode.
+    anchor
+        The anchor's token: every row gets ``anchor`` = its gene ID ("" without one).
+    groups, group_shifts
+        Groups perturbed together and their :func:`geneformer_perturbation_shifts`
+        (``token`` = group index): one planned row per group and one row per (group, cell),
+        role ``group``, gene ID the members' IDs joined by ``+``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The shard table with an ``anchor`` column and the group rows.
+    """
+    vocabulary = np.asarray(cells.vocabulary).astype(str)
+    table = table.assign(anchor="" if anchor is None else vocabulary[anchor])
+    if not groups:
+        return table
+    names = ["+".join(vocabulary[list(g)]) for g in groups]
+    planned = pd.DataFrame(
+        {"gene_id": names, "role": "group", "bin": -1, "cell": "", "mode": mode}
+    ).assign(cosine_shift=np.nan, goal_shift=np.nan, anchor="")
+    parts = [table, planned]
+    if group_shifts is not None and len(group_shifts):
+        parts.append(
+            pd.DataFrame(
+                {
+                    "gene_id": [names[i] for i in group_shifts["token"].tolist()],
+                    "role": "group",
+                    "bin": -1,
+                    "cell": cells.cell_ids.astype(str)[group_shifts["cell"].to_numpy()],
+                    "mode": mode,
+                    "cosine_shift": group_shifts["cosine_shift"].to_numpy(),
+                    "goal_shift": group_shifts["goal_shift"].to_numpy(),
+                    "anchor": "",
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def group_table(table: pd.DataFrame, *, name_map: Mapping[str, str]) -> pd.DataFrame:
+    """Per group perturbed together (rows of role ``group``): its cells and mean shifts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``group`` (symbols joined by ``+``), ``ensembl_ids``, ``n_cells``,
+        ``mean_cosine_shift``, ``mean_goal_shift`` (Geneformer's ``aggregate_data``).
+    """
+    symbol_of: dict[str, str] = {}
+    for symbol, ens in sorted(name_map.items()):
+        symbol_of.setdefault(ens, symbol)
+    grouped = table[table["role"] == "group"]
+    rows = []
+    for name in sorted(set(grouped["gene_id"])):
+        g = grouped[(grouped["gene_id"] == name) & (grouped["cell"] != "")]
+        rows.append(
+            {
+                "group": "+".join(symbol_of.get(x, x) for x in name.split("+")),
+                "ensembl_ids": name,
+                "n_cells": len(g),
+                "mean_cosine_shift": g["cosine_shift"].mean() if len(g) else float("nan"),
+                "mean_goal_shift": g["goal_shift"].mean() if len(g) else float("nan"),
+            }
+        )
+    columns = ["group", "ensembl_ids", "n_cells", "mean_cosine_shift", "mean_goal_shift"]
+    return pd.DataFrame(rows, columns=columns)

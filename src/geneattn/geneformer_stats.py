@@ -29,7 +29,7 @@ import pandas as pd
 from geneattn.enrichment import bh_fdr
 from geneattn.errors import InputError
 
-__all__ = ["goal_state_shift", "mixture_model", "vs_null"]
+__all__ = ["geneformer_table", "goal_state_shift", "mixture_model", "vs_null"]
 
 #: Geneformer's cap on the pooled random shifts.
 RANDOM_CAP = 100_000
@@ -284,3 +284,39 @@ def mixture_model(
         )
         .reset_index(drop=True)
     )
+
+
+def geneformer_table(table: pd.DataFrame, *, name_map) -> pd.DataFrame:
+    """Geneformer's stats table of gathered perturbation shards, with its column names.
+
+    ``goal_state_shift`` of the goal shifts of every perturbed gene (targets and null genes
+    together make Geneformer's "random" pool), or ``mixture_model`` of the similarities
+    (``1 - cosine_shift``) when there is no goal state. ``Gene`` holds the Ensembl ID (our
+    token ids are not Geneformer's), then ``Gene_name`` and ``Ensembl_ID``.
+
+    Parameters
+    ----------
+    table
+        Shard rows (:func:`geneattn.perturb.read_shift_tables`).
+    name_map
+        ``{symbol: ensembl_id}``.
+    """
+    rows = table[(table["cell"] != "") & (table["role"] != "group")]
+    genes = sorted(set(rows["gene_id"]))
+    code = {g: i for i, g in enumerate(genes)}
+    token = rows["gene_id"].map(code).to_numpy(dtype=np.int64)
+    goal = rows["goal_shift"].to_numpy(dtype=np.float64)
+    if np.isfinite(goal).any():
+        frame = pd.DataFrame({"token": token, "shift_to_goal": goal}).dropna()
+        out = goal_state_shift(frame, goal="goal")
+    else:
+        cos = 1.0 - rows["cosine_shift"].to_numpy(dtype=np.float64)
+        out = mixture_model(pd.DataFrame({"token": token, "cos_sim": cos}).dropna())
+    symbol_of: dict[str, str] = {}
+    for symbol, ens in sorted(name_map.items()):
+        symbol_of.setdefault(ens, symbol)
+    ensembl = [genes[t] for t in out["Gene"]]
+    out["Gene"] = ensembl
+    out.insert(1, "Gene_name", [symbol_of.get(g, g) for g in ensembl])
+    out.insert(2, "Ensembl_ID", ensembl)
+    return out

@@ -21,13 +21,16 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
 from geneattn.io.npz import map_npz_arrays, read_ranges
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +416,79 @@ def tokenize_counts(
         "cells_truncated": int((lengths[kept] >= max_len).sum()),
     }
     return cells, summary
+
+
+def looks_ensembl(names: Sequence[str]) -> bool:
+    """True when most of the first 200 names are Ensembl gene IDs."""
+    head = [str(n) for n in names[:200]]
+    return sum(n.startswith("ENS") for n in head) > len(head) // 2
+
+
+def study_gene_names(adata: AnnData, *, gene_id: GeneIdKind) -> np.ndarray:
+    """The names of an AnnData's genes that the tokenizer maps: its var names, or, for
+    ``gene_id="ensembl"`` when those are not Ensembl IDs, its ``var['gene_ids']`` (10x files
+    name genes by symbol and keep the Ensembl IDs there)."""
+    var_names = adata.var_names.to_numpy()
+    if gene_id == "ensembl" and "gene_ids" in adata.var and not looks_ensembl(var_names):
+        log.info("var_names are not Ensembl IDs; using var['gene_ids']")
+        var_names = adata.var["gene_ids"].astype(str).to_numpy()
+    return var_names
+
+
+def tokenize_anndata(
+    adata: AnnData,
+    *,
+    token_dictionary: Mapping[str, int],
+    gene_medians: Mapping[str, float] | None = None,
+    name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
+    gene_id: GeneIdKind = "symbol",
+    medians: MedianSource = "geneformer_v1",
+    max_len: int = 2048,
+    n_threads: int = 1,
+    source: str | Path | None = None,
+) -> tuple[TokenizedCells, dict]:
+    """:func:`tokenize_counts` of QC'd counts in an AnnData.
+
+    The counts are ``X``; each cell's total counts are ``obs["n_counts"]`` (the QC stage's
+    totals over all genes of the input), else the row sums of ``X`` (with a warning); the
+    gene names are :func:`study_gene_names`.
+
+    Parameters
+    ----------
+    adata
+        QC'd counts.
+    token_dictionary, gene_medians, name_map, gene_mapping, gene_id, medians, max_len
+        As for :func:`tokenize_counts`.
+    n_threads
+        As for :func:`tokenize_counts`.
+    source
+        The file ``adata`` was read from, named in the warning.
+
+    Returns
+    -------
+    tuple
+        ``(cells, summary)`` of :func:`tokenize_counts`.
+    """
+    if "n_counts" in adata.obs:
+        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        log.warning("%s has no obs['n_counts']; using row sums of X", source or "the data")
+        n_counts = None
+    return tokenize_counts(
+        adata.X,
+        study_gene_names(adata, gene_id=gene_id),
+        cell_ids=adata.obs_names.to_numpy(),
+        n_counts=n_counts,
+        token_dictionary=token_dictionary,
+        gene_medians=gene_medians,
+        name_map=name_map,
+        gene_mapping=gene_mapping,
+        gene_id=gene_id,
+        medians=medians,
+        max_len=max_len,
+        n_threads=n_threads,
+    )
 
 
 #: Prefix of the per-cell attribute arrays in a tokens file.

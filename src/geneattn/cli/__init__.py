@@ -1,7 +1,10 @@
 """The ``geneattn`` command line: one subcommand per workflow stage.
 
 Each subcommand lives in a module of this package that defines ``NAME``, ``HELP``,
-``configure(parser)`` and ``run(args)``. Modules import their heavy dependencies inside
+``configure(parser)`` and ``run(args)``. A subcommand only parses its arguments, reads and
+writes files through library functions and calls the library functions of its stage (the
+same ones :mod:`geneattn.pp` and :mod:`geneattn.tl` call); :mod:`~geneattn.cli.options` holds
+the options several subcommands share. Modules import their heavy dependencies inside
 ``run`` so that ``geneattn --help`` stays fast. Bad input (:class:`~geneattn.errors.InputError`)
 is printed as one line and the exit status is 2.
 """

@@ -58,17 +58,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be at least 1, got {value}")
     if not 0 < args.fdr < 1:
         raise InputError(f"--fdr must be between 0 and 1, got {args.fdr}")
-    from geneattn.report.html import ReportInputs, ReportOptions, read_config_text, write_report
+    from geneattn.report.html import (
+        ReportInputs,
+        ReportOptions,
+        read_config_file,
+        read_config_text,
+        write_report,
+    )
 
     config_text = None
     if args.config_yaml == "-":
         config_text = read_config_text(sys.stdin.read(), "<stdin>")
     elif args.config_yaml is not None:
-        try:
-            text = Path(args.config_yaml).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError("file not found", args.config_yaml) from None
-        config_text = read_config_text(text, args.config_yaml)
+        config_text = read_config_file(args.config_yaml)
     inputs = ReportInputs(
         qc_summary=Path(args.qc_summary),
         qc=Path(args.qc),
@@ -87,14 +89,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         neighbors_method=args.neighbors_method,
     )
-    import numba
-
-    # For this call only: numba's pool size is fixed once started, the per-thread count is not.
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        write_report(args.out, inputs, study=args.study, config_text=config_text, options=options)
-    finally:
-        numba.set_num_threads(before)
+    write_report(
+        args.out,
+        inputs,
+        study=args.study,
+        config_text=config_text,
+        options=options,
+        n_threads=args.threads,
+    )
     logging.getLogger(__name__).info("wrote %s", args.out)
     return 0

@@ -34,7 +34,11 @@ from geneattn.errors import InputError
 from geneattn.models.protocol import TokenInputs
 
 if TYPE_CHECKING:
-    from geneattn.tokenize import TokenizedCells
+    from collections.abc import Mapping
+
+    from anndata import AnnData
+
+    from geneattn.tokenize import GeneIdKind, TokenizedCells
 
 log = logging.getLogger(__name__)
 
@@ -407,6 +411,70 @@ def build_study_model(
         "cells": int(np.asarray(counts.shape)[0]),
     }
     return StudyModel(table, eye, eye.copy(), eye.copy(), eye.copy(), n_heads, params)
+
+
+def study_model_from_anndata(
+    adata: AnnData,
+    *,
+    token_dictionary: Mapping[str, int],
+    name_map: Mapping[str, str] | None = None,
+    gene_id: GeneIdKind = "symbol",
+    d_model: int = 64,
+    n_heads: int = 4,
+    temperature: float = 8.0,
+    seed: int = 42,
+) -> StudyModel:
+    """:func:`build_study_model` of the QC'd counts of a study.
+
+    The counts' columns are mapped to tokens as the tokenizer maps them (symbols through
+    ``name_map``, or Ensembl IDs, from ``var['gene_ids']`` when there is one), columns of one
+    token are summed, and each cell's depth is ``obs["n_counts"]`` (else the row sums).
+
+    Parameters
+    ----------
+    adata
+        QC'd counts (raw counts in ``X``), every condition.
+    token_dictionary
+        Geneformer ``{ensembl_id: token}``.
+    name_map
+        ``{symbol: ensembl_id}``, needed for ``gene_id="symbol"``.
+    gene_id
+        What the var names are.
+    d_model, n_heads, temperature, seed
+        As for :func:`build_study_model`.
+
+    Returns
+    -------
+    StudyModel
+        The weights.
+    """
+    from geneattn.tokenize import map_genes, merge_duplicate_tokens
+
+    var_names = adata.var_names.to_numpy()
+    if gene_id == "ensembl" and "gene_ids" in adata.var:
+        var_names = adata.var["gene_ids"].astype(str).to_numpy()
+    ensembl, token, _ = map_genes(
+        var_names,
+        gene_id=gene_id,
+        token_dictionary=token_dictionary,
+        gene_medians=None,
+        name_map=name_map,
+    )
+    x, token, _, _ = merge_duplicate_tokens(sp.csr_matrix(adata.X), token, ensembl)
+    if "n_counts" in adata.obs:
+        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        n_counts = np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
+    return build_study_model(
+        x,
+        n_counts,
+        token,
+        len(token_dictionary),
+        d_model=d_model,
+        n_heads=n_heads,
+        temperature=temperature,
+        seed=seed,
+    )
 
 
 def save_study_model(path: str | Path, model: StudyModel) -> None:

@@ -10,12 +10,13 @@ same inputs gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.metadata
 import io
 import json
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,10 +176,37 @@ def write_report(
     study: str,
     config_text: str | None = None,
     options: ReportOptions | None = None,
+    n_threads: int | None = None,
 ) -> None:
-    """Build the report (:func:`build_report`) and write it to ``path`` atomically."""
-    text = build_report(inputs, study=study, config_text=config_text, options=options)
+    """Build the report (:func:`build_report`) and write it to ``path`` atomically.
+
+    ``n_threads``: numba threads of the UMAP's neighbour graph for this call (None: as set).
+    """
+    with numba_threads(n_threads):
+        text = build_report(inputs, study=study, config_text=config_text, options=options)
     write_text(path, text)
+
+
+@contextlib.contextmanager
+def numba_threads(n_threads: int | None) -> Iterator[None]:
+    """Run the block with ``n_threads`` numba threads (at most numba's pool size), then
+    restore the count: numba's pool size is fixed once started, the per-thread count is not."""
+    if n_threads is None:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def read_config_file(path: str | Path) -> str:
+    """The resolved config of a YAML file, checked by :func:`read_config_text`."""
+    return read_config_text(_read_text(path), path)
 
 
 # -- inputs -------------------------------------------------------------------------------
