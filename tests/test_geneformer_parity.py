@@ -517,3 +517,38 @@ def test_group_stats_tables_match_geneformer(meta):
     assert want[f"Shift_to_alt_end_{alt}"].item() == pytest.approx(
         value[state == alt].mean(), abs=1e-12
     )
+
+
+def test_gene_embeddings_match_emb_extractor_gene_mode(
+    model, meta, tokens, resources_dir, tmp_path
+):
+    from geneattn.gene_embeddings import gene_embedding_sums
+    from geneattn.models import load_model
+    from geneattn.models.checkpoint import write_manifest
+    from geneattn.resources.load import load_token_dictionary
+    from geneattn.tokenize import TokenizedCells, vocabulary_array
+
+    want = _npz("gene_embeddings.npz")
+    write_manifest(
+        tmp_path / "model.json",
+        model.path,
+        token_dictionary=None,
+        version="V1",
+        emb_layer=-1,
+        pooling="mean",
+        attention_layer=-1,
+        attention_heads=None,
+    )
+    vocab = vocabulary_array(
+        load_token_dictionary(resources_dir / "geneformer_v1" / "token_dictionary.tsv")
+    )
+    cells = TokenizedCells(
+        tokens=tokens["v1_tokens"],
+        offsets=tokens["v1_offsets"],
+        cell_ids=tokens["cell_ids"],
+        vocabulary=vocab,
+    )
+    table = gene_embedding_sums(load_model(tmp_path / "model.json"), cells).table(vocab)
+    assert len(table) == int(want["n_genes"])
+    got = table.set_index("gene_id").loc[want["gene_ids"]].drop(columns="n").to_numpy()
+    np.testing.assert_allclose(got, want["embeddings"], **TOL)

@@ -36,6 +36,8 @@ Outputs (``--out``), all small:
   V2-format dictionary and medians (:func:`v2_format_dictionaries`: ``<cls>``/``<eos>``,
   4,096 tokens, medians that differ from V1's), plus the ``source`` attribute carried by
   ``custom_attr_name_dict``;
+- ``gene_embeddings.npz``: ``EmbExtractor(emb_mode="gene")`` embeddings of 64 of the genes
+  (every k-th by Ensembl ID) and the number of genes;
 - ``embeddings.npz``: ``EmbExtractor`` cell embeddings (``emb_layer`` -1 and 0) and state
   embeddings (``get_state_embs``, ``exact_mean`` and ``exact_median``);
 - ``perturb.npz``: ``InSilicoPerturber`` outputs: per cell and perturbed gene, the cell
@@ -92,6 +94,9 @@ STATES = {
     "goal_state": "NAT",
     "alt_states": ["Blood"],
 }
+
+#: Genes whose EmbExtractor gene embeddings (emb_mode gene) are kept.
+GENE_EMBEDDINGS_KEPT = 64
 
 #: Perturbed genes per cell whose gene-level cosines (cell_and_gene) are kept.
 GENE_LEVEL_PER_CELL = 6
@@ -250,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resources", default=ROOT / "resources", type=Path)
     parser.add_argument("--out", default=HERE / "geneformer", type=Path)
     parser.add_argument("--keep-work", type=Path, help="keep the work directory here")
+    parser.add_argument(
+        "--only-gene-embeddings",
+        action="store_true",
+        help="after tokenizing, record only gene_embeddings.npz (added after the first run)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -328,6 +338,29 @@ def main(argv: list[str] | None = None) -> int:
         cell_ids=np.array(cell_ids),
     )
     data = str(work / "v1.dataset")
+
+    # --- gene embeddings (emb_mode gene, mean over every occurrence) ---------------------------
+    ex = EmbExtractor(
+        model_type="Pretrained",
+        emb_mode="gene",
+        gene_emb_style="mean_pool",
+        max_ncells=None,
+        emb_layer=-1,
+        forward_batch_size=4,
+        nproc=1,
+        model_version="V1",
+    )
+    genes_df = ex.extract_embs(str(model_dir), data, str(work), "gene_emb")
+    genes_df = genes_df.sort_index()
+    keep = genes_df.index[:: max(1, len(genes_df) // GENE_EMBEDDINGS_KEPT)][:GENE_EMBEDDINGS_KEPT]
+    np.savez_compressed(
+        out / "gene_embeddings.npz",
+        gene_ids=np.asarray(keep, dtype=str),
+        embeddings=genes_df.loc[keep].to_numpy(dtype=np.float32),
+        n_genes=np.array(len(genes_df)),
+    )
+    if args.only_gene_embeddings:
+        return 0
 
     # --- embeddings ---------------------------------------------------------------------------
     emb = {}
