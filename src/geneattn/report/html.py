@@ -79,6 +79,7 @@ class ReportInputs:
     differential: Path
     evaluation: Path
     perturbation: Path | None = None
+    gene_shifts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class ReportOptions:
     hubs_per_module: int = 25
     hub_labels: int = 3
     perturbation_rows: int = 25
+    gene_shift_rows: int = 5
     volcano_labels: int = 12
     n_neighbors: int = 15
     neighbors_method: str = "umap"
@@ -164,7 +166,12 @@ def build_report(
             "Enrichment, differential attention, evaluation",
             _tables_section(enrichment, differential, evaluation_notes, evaluation, opts),
         ),
-        ("perturbation", "In-silico perturbation", _perturbation_section(perturbation, opts)),
+        (
+            "perturbation",
+            "In-silico perturbation",
+            _perturbation_section(perturbation, opts)
+            + _gene_shift_section(inputs.gene_shifts, opts),
+        ),
     ]
     return _document(study, _header(study, summary, config_text), sections)
 
@@ -678,6 +685,34 @@ def _perturbation_section(table: pd.DataFrame | None, opts: ReportOptions) -> st
         f"{summary}{note}{_img(image, 'perturbation volcano plot')}<h3>Ranking</h3><p>The first "
         f"{len(head)} of {len(table)} rows, in the order of the table (bold: FDR &lt; "
         f"{opts.fdr:g}).</p>{ranking}"
+    )
+
+
+def _gene_shift_section(path: Path | None, opts: ReportOptions) -> str:
+    """The genes each target moves most (Geneformer's gene-level shifts), when given."""
+    if path is None:
+        return ""
+    columns = ("perturbed_gene", "affected_gene", "cosine_sim_mean", "cosine_sim_stdev")
+    table = read_tsv(
+        path,
+        (*columns, "n_detections"),
+        numeric=("cosine_sim_mean", "cosine_sim_stdev", "n_detections"),
+    )
+    if table.empty:
+        return "<h3>Gene-level shifts</h3><p class='none'>No gene-level shifts.</p>"
+    top = (
+        table.sort_values(["perturbed_gene", "cosine_sim_mean"], kind="mergesort")
+        .groupby("perturbed_gene", sort=True)
+        .head(opts.gene_shift_rows)
+    )
+    rows = top[[*columns, "n_detections"]].itertuples(index=False)
+    return (
+        f"<h3>Gene-level shifts</h3><p>For each perturbed gene, the {opts.gene_shift_rows} "
+        "genes whose own state moved most (lowest mean cosine between their states with and "
+        "without the perturbation, Geneformer's <code>cell_and_gene</code>), over "
+        f"{table['perturbed_gene'].nunique()} perturbed genes; all pairs are in "
+        f"<code>gene_shifts.tsv</code>.</p>"
+        + _html_table(["perturbed", "affected", "mean cosine", "sd", "cells"], list(rows))
     )
 
 
