@@ -52,7 +52,7 @@ rule perturb_shard:
         plan=rules.perturb_plan.output[0],
         names=rules.fetch_resources.output.names,
     output:
-        temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
+        shifts=temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
         **(
             {"genes": temp(f"{OUT}/perturbation/gene_shifts{{shard}}.npz")}
             if config["perturb"]["gene_shifts"]
@@ -86,7 +86,7 @@ rule perturb_shard:
         " --definition {params.definition} {params.genes} {params.anchor} {params.groups}"
         " --gene-names {input.names}"
         " --shard {wildcards.shard} --cells-per-shard {params.cells} --threads {threads}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.shifts} > {log} 2>&1"
 
 
 rule perturbation:
