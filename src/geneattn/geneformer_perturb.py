@@ -300,39 +300,57 @@ def _encode(model: AttentionModel, seqs: list[np.ndarray], n_threads: int) -> li
 
 
 def _cell_shifts(model, c, edits, states, goal, inputs, gene_level, n_threads) -> list[dict]:
-    """The shifts of one cell's edits (one encoder pass of the cell and its perturbed runs)."""
+    """The shifts of one cell's edits: its original run(s) once, then the perturbed runs in
+    calls of at most TOKENS_PER_CALL tokens, each call's states dropped after use (memory
+    does not grow with the number of genes perturbed)."""
     to_ours, gene_sums, row_of = gene_level
     originals = {e.original.tobytes(): e.original for _, _, e in edits}
-    seqs = list(originals.values()) + [e.perturbed for _, _, e in edits]
-    encoded = _encode(model, seqs, n_threads)
-    by_original = dict(zip(originals, encoded[: len(originals)], strict=True))
+    by_original = dict(
+        zip(originals, _encode(model, list(originals.values()), n_threads), strict=True)
+    )
     rows = []
-    for (tok, group, edit), p in zip(edits, encoded[len(originals) :], strict=True):
-        o = by_original[edit.original.tobytes()]
-        cos = gs.cell_cos_sim(o, p, edit, cls=inputs.cls)
-        shifts = gs.goal_shifts(
-            o if inputs.cls else _pooled(o, inputs.special),
-            p if inputs.cls else _pooled(p, inputs.special),
-            states,
-            cls=inputs.cls,
-        )
-        row = {
-            "token": tok,
-            "cell": c,
-            "cos_sim": cos,
-            "cosine_shift": 1.0 - cos,
-            "goal_shift": shifts[goal] if goal is not None else float("nan"),
-        }
-        row.update({f"shift_to_{k}": v for k, v in shifts.items()})
-        rows.append(row)
-        if gene_sums is not None and tok in row_of:
-            values = gs.gene_cosines(o, p, edit)
-            labels = gs.affected_genes(edit, len(values), group=group)
-            ok = (labels >= 0) & (labels < len(to_ours))
-            affected = np.full(len(labels), -1, dtype=np.int64)
-            affected[ok] = to_ours[labels[ok]]
-            gene_sums.add(row_of[tok], affected, values)
+    start = 0
+    while start < len(edits):
+        stop, total = start, 0
+        while stop < len(edits) and (
+            stop == start or total + len(edits[stop][2].perturbed) <= TOKENS_PER_CALL
+        ):
+            total += len(edits[stop][2].perturbed)
+            stop += 1
+        chunk = edits[start:stop]
+        encoded = _encode(model, [e.perturbed for _, _, e in chunk], n_threads)
+        for (tok, group, edit), p in zip(chunk, encoded, strict=True):
+            o = by_original[edit.original.tobytes()]
+            rows.append(_shift_row(c, tok, o, p, edit, states, goal, inputs))
+            if gene_sums is not None and tok in row_of:
+                values = gs.gene_cosines(o, p, edit)
+                labels = gs.affected_genes(edit, len(values), group=group)
+                ok = (labels >= 0) & (labels < len(to_ours))
+                affected = np.full(len(labels), -1, dtype=np.int64)
+                affected[ok] = to_ours[labels[ok]]
+                gene_sums.add(row_of[tok], affected, values)
+        start = stop
     return rows
+
+
+def _shift_row(c, tok, o, p, edit, states, goal, inputs) -> dict:
+    """One perturbation's row: Geneformer's cos_sims and shifts toward each state."""
+    cos = gs.cell_cos_sim(o, p, edit, cls=inputs.cls)
+    shifts = gs.goal_shifts(
+        o if inputs.cls else _pooled(o, inputs.special),
+        p if inputs.cls else _pooled(p, inputs.special),
+        states,
+        cls=inputs.cls,
+    )
+    row = {
+        "token": tok,
+        "cell": c,
+        "cos_sim": cos,
+        "cosine_shift": 1.0 - cos,
+        "goal_shift": shifts[goal] if goal is not None else float("nan"),
+    }
+    row.update({f"shift_to_{k}": v for k, v in shifts.items()})
+    return row
 
 
 def gene_token(gene: str, vocabulary: np.ndarray, name_map: Mapping[str, str] | None = None) -> int:
