@@ -51,5 +51,7 @@ rule all:
         rules.evaluate.output,
         rules.perturb_plan.output.skipped,
         rules.perturbation.output,
+        rules.gene_shifts.output if config["perturb"]["gene_shifts"] else [],
+        rules.gene_embeddings.output if config["model"]["gene_embeddings"] else [],
         rules.report.output,
     default_target: True

@@ -453,3 +453,28 @@ def test_default_umap_is_seeded():
     first = umap_coordinates(x, n_neighbors=10, seed=0)
     assert first.shape == (60, 2) and np.all(np.isfinite(first))
     assert np.array_equal(first, umap_coordinates(x, n_neighbors=10, seed=0))
+
+
+def test_gene_level_shifts_are_shown_per_perturbed_gene(tmp_path):
+    import dataclasses
+
+    inputs = _write_inputs(tmp_path)
+    rows = [("G0", "GA", 0.9, 0.01, 3), ("G0", "GB", 0.5, 0.02, 2), ("G1", "GC", 0.7, 0.0, 1)]
+    rows += [("G0", f"X{i}", 0.95 + i / 1000, 0.0, 1) for i in range(10)]
+    pd.DataFrame(
+        rows,
+        columns=[
+            "perturbed_gene",
+            "affected_gene",
+            "cosine_sim_mean",
+            "cosine_sim_stdev",
+            "n_detections",
+        ],
+    ).to_csv(tmp_path / "gene_shifts.tsv", sep="\t", index=False)
+    inputs = dataclasses.replace(inputs, gene_shifts=tmp_path / "gene_shifts.tsv")
+    text = build_report(inputs, study="toy", options=FAST)
+    section = text.split("<section id='perturbation'>")[1].split("</section>")[0]
+    assert "Gene-level shifts" in section and "over 2 perturbed genes" in section
+    assert section.index("<td>GB</td>") < section.index("<td>GA</td>")  # largest effect first
+    assert "<td>X4</td>" not in section  # 5 per perturbed gene: GB, GA, X0..X2
+    assert "<td>X2</td>" in section

@@ -397,6 +397,7 @@ def perturbation_table(
         Columns :data:`TABLE_COLUMNS`, sorted by the mean goal shift (the mean cosine shift
         without a goal state), largest first, then by gene.
     """
+    table = table[table["role"] != "group"]  # genes perturbed together: group_table
     plan = table[table["cell"] == ""].drop_duplicates(["gene_id", "role"])
     shifts = table[table["cell"] != ""]
     genes = sorted(set(plan["gene_id"]))

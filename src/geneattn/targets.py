@@ -318,9 +318,10 @@ def control_centroid(
     labels: Sequence[str] | np.ndarray,
     control: str,
     *,
+    summary_stat: str = "exact_mean",
     source: str | Path | None = None,
 ) -> np.ndarray:
-    """Mean embedding of the cells labelled ``control`` (the goal state).
+    """Embedding of the goal state: mean (or median) of the cells labelled ``control``.
 
     Parameters
     ----------
@@ -330,6 +331,9 @@ def control_centroid(
         Condition of each cell (compared as str).
     control
         The control label.
+    summary_stat
+        ``exact_mean`` or ``exact_median`` (Geneformer's ``EmbExtractor`` state embedding:
+        per dimension, the lower middle value for an even count).
     source
         File of the embeddings, named in errors.
 
@@ -346,7 +350,9 @@ def control_centroid(
     chosen = np.asarray(labels).astype(str) == control
     if not chosen.any():
         raise InputError(f"no cell labelled {control!r}", source)
-    return np.asarray(embeddings, dtype=np.float64)[chosen].mean(axis=0)
+    from geneattn.geneformer_shifts import cell_embedding_states
+
+    return cell_embedding_states(np.asarray(embeddings)[chosen], summary_stat)
 
 
 def perturbation_plan(

@@ -2,8 +2,9 @@
 
 For a cell with total counts ``n`` (over all genes, see ``obs["n_counts"]`` from QC) and a
 gene with count ``x`` and nonzero corpus median ``m``, the value ranked is
-``x / n * 10_000 / m``. Only genes with a Geneformer token (and, for ``medians="geneformer_v1"``,
-a median) and ``x > 0`` take part; they are sorted by descending value, ties broken by
+``x / n * 10_000 / m``. Only genes with a Geneformer token (and, for ``medians="geneformer_v1"``
+or its synonym ``"dictionary"``, a median in the given median dictionary: V1's, or V2's for
+V2 studies) and ``x > 0`` take part; they are sorted by descending value, ties broken by
 ascending token id, and truncated to ``max_len`` (2,048 for Geneformer V1, which uses no
 special tokens). The ranking itself runs in Rust (``geneattn._kernels.rank_encode_csr``),
 parallel over cells.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TARGET_SUM = 10_000.0
-MedianSource = Literal["geneformer_v1", "corpus", "none"]
+MedianSource = Literal["geneformer_v1", "dictionary", "corpus", "none"]
 GeneIdKind = Literal["symbol", "ensembl"]
 
 
@@ -158,6 +160,7 @@ def map_genes(
     token_dictionary: Mapping[str, int],
     gene_medians: Mapping[str, float] | None,
     name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Map gene names to Ensembl IDs and Geneformer tokens.
 
@@ -176,6 +179,10 @@ def map_genes(
         V1 keeps only genes with a nonzero corpus median).
     name_map
         ``{symbol: ensembl_id}``, required for ``gene_id="symbol"``.
+    gene_mapping
+        Geneformer's ``gene_mapping_file`` (``{gene_id: dictionary gene_id}``): each
+        Ensembl ID is upper-cased and mapped through it, and IDs it lacks are dropped (as
+        Geneformer's tokenizer does); None keeps the IDs as they are.
 
     Returns
     -------
@@ -194,6 +201,10 @@ def map_genes(
         raise InputError(f"gene_id must be 'symbol' or 'ensembl', got {gene_id!r}")
     token = np.full(len(names), -1, dtype=np.int32)
     reasons = {"no_ensembl_id": 0, "not_in_token_dictionary": 0, "no_median": 0}
+    if gene_mapping is not None:
+        mapped = np.array([gene_mapping.get(e.upper(), "") if e else "" for e in ensembl])
+        reasons["not_in_gene_mapping"] = int(np.count_nonzero((ensembl != "") & (mapped == "")))
+        ensembl = mapped.astype(object)
     for i, ens in enumerate(ensembl):
         if not ens:
             reasons["no_ensembl_id"] += 1
@@ -276,6 +287,7 @@ def tokenize_counts(
     token_dictionary: Mapping[str, int],
     gene_medians: Mapping[str, float] | None = None,
     name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
     gene_id: GeneIdKind = "symbol",
     medians: MedianSource = "geneformer_v1",
     max_len: int = 2048,
@@ -299,10 +311,13 @@ def tokenize_counts(
         Geneformer ``{ensembl_id: nonzero median}``; needed for ``medians="geneformer_v1"``.
     name_map
         ``{symbol: ensembl_id}``; needed for ``gene_id="symbol"``.
+    gene_mapping
+        Geneformer's gene ID mapping (see :func:`map_genes`); None: none.
     gene_id
         What ``var_names`` hold.
     medians
-        ``"geneformer_v1"`` (the dictionary medians; genes without one are dropped),
+        ``"geneformer_v1"`` or ``"dictionary"`` (the medians of ``gene_medians``, V1's or
+        a V2 study's; genes without one are dropped),
         ``"corpus"`` (nonzero medians of the normalised values of this matrix) or ``"none"``
         (every median 1: rank by normalised counts).
     max_len
@@ -318,10 +333,13 @@ def tokenize_counts(
     """
     from geneattn import _kernels
 
-    if medians not in ("geneformer_v1", "corpus", "none"):
-        raise InputError(f"medians must be geneformer_v1, corpus or none, got {medians!r}")
-    if medians == "geneformer_v1" and gene_medians is None:
-        raise InputError("medians='geneformer_v1' needs the Geneformer gene median dictionary")
+    if medians not in ("geneformer_v1", "dictionary", "corpus", "none"):
+        raise InputError(
+            f"medians must be geneformer_v1, dictionary, corpus or none, got {medians!r}"
+        )
+    from_dictionary = medians in ("geneformer_v1", "dictionary")
+    if from_dictionary and gene_medians is None:
+        raise InputError(f"medians={medians!r} needs a gene median dictionary")
     if max_len < 1:
         raise InputError(f"max_len must be at least 1, got {max_len}")
     x = sp.csr_matrix(x)
@@ -338,16 +356,17 @@ def tokenize_counts(
         c = bad[0]
         raise InputError(f"n_counts of cell {cell_ids[c]!r} is {n_counts[c]}; it must be >= 0")
 
-    use_medians = gene_medians if medians == "geneformer_v1" else None
+    use_medians = gene_medians if from_dictionary else None
     ensembl, token, reasons = map_genes(
         np.asarray(var_names),
         gene_id=gene_id,
         token_dictionary=token_dictionary,
         gene_medians=use_medians,
         name_map=name_map,
+        gene_mapping=gene_mapping,
     )
     x, token, ensembl, n_merged = merge_duplicate_tokens(x, token, ensembl)
-    if medians == "geneformer_v1":
+    if from_dictionary:
         median = np.array([gene_medians[g] for g in ensembl], dtype=np.float64)
     elif medians == "corpus":
         median = corpus_medians(x, n_counts)
@@ -417,6 +436,7 @@ def tokenize_anndata(
     token_dictionary: Mapping[str, int],
     gene_medians: Mapping[str, float] | None = None,
     name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
     gene_id: GeneIdKind = "symbol",
     medians: MedianSource = "geneformer_v1",
     max_len: int = 2048,
@@ -433,7 +453,9 @@ def tokenize_anndata(
     ----------
     adata
         QC'd counts.
-    token_dictionary, gene_medians, name_map, gene_id, medians, max_len, n_threads
+    token_dictionary, gene_medians, name_map, gene_mapping, gene_id, medians, max_len
+        As for :func:`tokenize_counts`.
+    n_threads
         As for :func:`tokenize_counts`.
     source
         The file ``adata`` was read from, named in the warning.
@@ -456,6 +478,7 @@ def tokenize_anndata(
         token_dictionary=token_dictionary,
         gene_medians=gene_medians,
         name_map=name_map,
+        gene_mapping=gene_mapping,
         gene_id=gene_id,
         medians=medians,
         max_len=max_len,
@@ -463,7 +486,16 @@ def tokenize_anndata(
     )
 
 
-def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
+#: Prefix of the per-cell attribute arrays in a tokens file.
+ATTRIBUTE_PREFIX = "attr__"
+
+
+def save_tokens(
+    path: str | Path,
+    cells: TokenizedCells,
+    *,
+    attributes: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Write tokens to ``.npz`` atomically (uncompressed, byte-deterministic).
 
     Parameters
@@ -472,9 +504,21 @@ def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
         Output path (``.npz``).
     cells
         The tokenized cells.
+    attributes
+        Per-cell labels carried with the tokens (Geneformer's ``custom_attr_name_dict``):
+        name -> one value per cell, stored as strings (``attr__{name}`` arrays); read them
+        back with :func:`load_token_attributes`.
     """
     from geneattn.io.atomic import atomic_path
 
+    extra = {}
+    for name, values in (attributes or {}).items():
+        values = np.asarray(values).astype(str)
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise InputError(f"attribute name {name!r} must be letters, digits, '_', '.', '-'")
+        if values.shape != (cells.n_cells,):
+            raise InputError(f"attribute {name!r} needs one value per cell ({cells.n_cells})")
+        extra[ATTRIBUTE_PREFIX + name] = values
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -483,7 +527,34 @@ def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
             lengths=cells.lengths,
             cell_ids=cells.cell_ids.astype(str),
             vocabulary=cells.vocabulary.astype(str),
+            **extra,
         )
+
+
+def load_token_attributes(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-cell attributes saved with tokens (:func:`save_tokens`), by name.
+
+    Parameters
+    ----------
+    path
+        A ``tokens.npz``.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        One string per cell for each attribute (empty without attributes).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {
+                k.removeprefix(ATTRIBUTE_PREFIX): z[k]
+                for k in z.files
+                if k.startswith(ATTRIBUTE_PREFIX)
+            }
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (ValueError, OSError) as err:
+        raise InputError(f"not a geneattn tokens file ({err})", path) from None
 
 
 #: Arrays of a tokens file (``lengths`` is written too, for readers that want it).

@@ -44,6 +44,8 @@ COMMAND_MODULES = (
     "geneattn.cli.perturb_plan",
     "geneattn.cli.perturb",
     "geneattn.cli.perturb_stats",
+    "geneattn.cli.gene_shifts",
+    "geneattn.cli.gather_gene_embeddings",
     "geneattn.cli.report",
     "geneattn.cli.bench",
 )

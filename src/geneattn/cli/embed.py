@@ -23,6 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_shard_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
     parser.add_argument("--out", required=True, help="embeddings.h5ad (of the shard) to write")
+    parser.add_argument(
+        "--gene-sums",
+        help="also write each gene's summed per-token states (.npz; Geneformer's "
+        "emb_mode gene), gathered by `geneattn gather-gene-embeddings`",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
         n_all,
         out.obsm[EMBEDDING_KEY].shape[1],
     )
+    sums = None
+    if args.gene_sums:
+        from geneattn.gene_embeddings import gene_embedding_sums
+
+        sums = gene_embedding_sums(model, cells, n_threads=args.threads)
     with atomic_path(args.out) as tmp:
         out.write_h5ad(tmp)
+        if sums is not None:
+            sums.save(args.gene_sums)
     return 0

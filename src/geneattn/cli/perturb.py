@@ -29,6 +29,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_shard_arguments(parser)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
     parser.add_argument("--out", required=True, help="per-cell shifts .tsv to write")
+    parser.add_argument(
+        "--definition",
+        choices=["auto", "geneformer", "geneattn"],
+        default="auto",
+        help="shift definitions: Geneformer's own (per-token cosines; the default for "
+        "checkpoints in delete/overexpress) or ours (pooled embeddings without the gene)",
+    )
+    parser.add_argument(
+        "--anchor",
+        help="an anchor gene (Ensembl ID, or symbol with --gene-names): every planned gene is "
+        "perturbed together with it (Geneformer's anchor_gene, combos 1); definition geneformer",
+    )
+    parser.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="GENE,GENE,...",
+        help="also perturb these genes together as one unit (repeatable; Geneformer's "
+        "genes_to_perturb list); rows of role 'group'; definition geneformer",
+    )
+    parser.add_argument("--gene-names", help="gene_name_id.tsv, to give genes by symbol")
+    parser.add_argument(
+        "--gene-shifts",
+        help="also write gene-level shift sums (.npz; Geneformer's cell_and_gene) of the "
+        "target genes on every gene; definition geneformer",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,17 +95,91 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         log.info("perturbed %d/%d cells (%.0f%%)", done, total, 100 * done / max(total, 1))
 
-    shifts = perturbation_shifts(
+    definition = args.definition
+    if definition == "auto":
+        checkpoint = model.params.get("kind") == "checkpoint"
+        gf_mode = args.mode in ("delete", "overexpress")
+        definition = "geneformer" if checkpoint and gf_mode else "geneattn"
+    if (args.gene_shifts or args.anchor or args.group) and definition != "geneformer":
+        raise InputError("--gene-shifts, --anchor and --group need --definition geneformer")
+    log.info("shift definition: %s", definition)
+    goal = plan.goal if len(plan.goal) else None
+    if definition == "geneattn":
+        shifts = perturbation_shifts(
+            model,
+            cells,
+            plan.tokens,
+            args.mode,
+            goal=goal,
+            shift=args.shift,
+            n_threads=args.threads,
+            progress=progress,
+        )
+        table = shift_table(plan, shifts, cells, args.mode)
+        sums = None
+    else:
+        table, sums = _geneformer(args, model, plan, cells, goal, progress)
+    with atomic_path(args.out) as path:
+        write_table(path, table)
+        if sums is not None:
+            sums.save(args.gene_shifts)
+    log.info("wrote %s (%d rows)", args.out, len(table))
+    return 0
+
+
+def _geneformer(args, model, plan, cells, goal, progress):
+    """The shard table (and gene-level sums) with Geneformer's definitions."""
+    import numpy as np
+
+    from geneattn.errors import InputError
+    from geneattn.geneformer_perturb import (
+        GeneShiftSums,
+        gene_token,
+        geneformer_perturbation_shifts,
+        geneformer_shift_table,
+    )
+    from geneattn.perturb import shift_table
+    from geneattn.resources.load import load_gene_name_map
+
+    names = load_gene_name_map(args.gene_names) if args.gene_names else None
+
+    def token(gene: str) -> int:
+        try:
+            return gene_token(gene, cells.vocabulary, names)
+        except InputError as err:
+            raise InputError(str(err), args.tokens) from None
+
+    anchor = None if args.anchor is None else token(args.anchor)
+    groups = [[token(g) for g in spec.split(",") if g.strip()] for spec in args.group]
+    options = {
+        "states": None if goal is None else {"goal": goal},
+        "goal": None if goal is None else "goal",
+        "n_threads": args.threads,
+    }
+    sums = None
+    if args.gene_shifts:
+        sums = GeneShiftSums.empty(plan.targets, np.arange(len(cells.vocabulary)))
+    shifts = geneformer_perturbation_shifts(
         model,
         cells,
         plan.tokens,
         args.mode,
-        goal=plan.goal if len(plan.goal) else None,
-        shift=args.shift,
-        n_threads=args.threads,
+        gene_sums=sums,
+        anchor=anchor,
         progress=progress,
+        **options,
     )
-    with atomic_path(args.out) as path:
-        write_table(path, shift_table(plan, shifts, cells, args.mode))
-    log.info("wrote %s (%d perturbations)", args.out, len(shifts))
-    return 0
+    group_shifts = None
+    if groups:
+        group_shifts = geneformer_perturbation_shifts(
+            model, cells, [], args.mode, groups=groups, **options
+        )
+    table = geneformer_shift_table(
+        shift_table(plan, shifts, cells, args.mode),
+        cells,
+        args.mode,
+        anchor=anchor,
+        groups=groups,
+        group_shifts=group_shifts,
+    )
+    return table, sums

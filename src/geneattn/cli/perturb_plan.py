@@ -24,6 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--embeddings", help="embeddings.h5ad of `geneattn embed` (the control centroid)"
     )
+    parser.add_argument(
+        "--summary-stat",
+        choices=["exact_mean", "exact_median"],
+        default="exact_mean",
+        help="goal-state embedding from the control cells' embeddings (Geneformer's "
+        "EmbExtractor summary_stat; exact_median: per dimension, the lower middle value)",
+    )
     parser.add_argument("--gene-names", required=True, help="gene_name_id.tsv (symbols)")
     parser.add_argument(
         "--modules", help="modules.tsv (for --genes-from hubs and the module column)"
@@ -114,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
     goal = None
     if args.control is not None:
         embeddings, emb_labels = read_embeddings(args.embeddings, args.condition_column)
-        goal = control_centroid(embeddings, emb_labels, args.control, source=args.embeddings)
+        goal = control_centroid(
+            embeddings,
+            emb_labels,
+            args.control,
+            summary_stat=args.summary_stat,
+            source=args.embeddings,
+        )
     plan = perturbation_plan(
         targets=chosen.tokens,
         presence=presence,

@@ -15,12 +15,32 @@ log = logging.getLogger(__name__)
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the tokenize options."""
     parser.add_argument("h5ad", help="QC'd counts (qc.h5ad; raw counts in X, obs n_counts)")
-    parser.add_argument("--token-dictionary", required=True, help="token_dictionary.tsv")
-    parser.add_argument("--medians-file", help="gene_median_dictionary.tsv (Geneformer V1)")
+    parser.add_argument(
+        "--token-dictionary", required=True, help="token dictionary (.tsv, or Geneformer's .pkl)"
+    )
+    parser.add_argument(
+        "--medians-file", help="gene median dictionary (.tsv, or Geneformer's .pkl; V1 or V2)"
+    )
     parser.add_argument("--gene-names", help="gene_name_id.tsv (symbol -> Ensembl ID)")
+    parser.add_argument(
+        "--gene-mapping",
+        help="Geneformer's gene_mapping_file (.pkl, or .tsv gene_id<TAB>mapped_id): Ensembl "
+        "IDs are mapped through it and IDs it lacks are dropped",
+    )
     parser.add_argument("--gene-id", choices=["symbol", "ensembl"], default="symbol")
     parser.add_argument(
-        "--medians", choices=["geneformer_v1", "corpus", "none"], default="geneformer_v1"
+        "--medians",
+        choices=["geneformer_v1", "dictionary", "corpus", "none"],
+        default="geneformer_v1",
+        help="geneformer_v1 and dictionary both use --medians-file",
+    )
+    parser.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="COLUMN[=NAME]",
+        help="carry obs COLUMN into tokens.npz as attribute NAME (repeatable; "
+        "Geneformer's custom_attr_name_dict)",
     )
     parser.add_argument("--max-len", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
@@ -38,12 +58,18 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
     from geneattn.io.readers import read_stage_h5ad
-    from geneattn.resources.load import load_gene_medians, load_gene_name_map, load_token_dictionary
+    from geneattn.resources.load import (
+        load_gene_mapping,
+        load_gene_medians,
+        load_gene_name_map,
+        load_token_dictionary,
+    )
     from geneattn.tokenize import save_tokens, tokenize_anndata
 
     adata = read_stage_h5ad(args.h5ad)
-    if args.medians == "geneformer_v1" and not args.medians_file:
-        raise InputError("--medians geneformer_v1 needs --medians-file")
+    if args.medians in ("geneformer_v1", "dictionary") and not args.medians_file:
+        raise InputError(f"--medians {args.medians} needs --medians-file")
+    attributes = _attribute_names(args.attribute, adata.obs, args)
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
     cells, summary = tokenize_anndata(
@@ -51,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         token_dictionary=load_token_dictionary(args.token_dictionary),
         gene_medians=load_gene_medians(args.medians_file) if args.medians_file else None,
         name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
+        gene_mapping=load_gene_mapping(args.gene_mapping) if args.gene_mapping else None,
         gene_id=args.gene_id,
         medians=args.medians,
         max_len=args.max_len,
@@ -71,5 +98,31 @@ def run(args: argparse.Namespace) -> int:
     )
     with atomic_path(args.summary) as tmp_summary:
         tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        save_tokens(args.out, cells)
+        save_tokens(
+            args.out,
+            cells,
+            attributes={
+                name: adata.obs[column].astype(str).reindex(cells.cell_ids.astype(str)).to_numpy()
+                for column, name in attributes.items()
+            },
+        )
     return 0
+
+
+def _attribute_names(specs: list[str], obs, args: argparse.Namespace) -> dict[str, str]:
+    """``{obs column: attribute name}`` from ``COLUMN[=NAME]`` specifications, checked."""
+    from geneattn.errors import InputError
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        column, _, name = spec.partition("=")
+        if column not in obs.columns:
+            raise InputError(
+                f"--attribute: no obs column {column!r} (columns: "
+                f"{', '.join(map(str, obs.columns))})",
+                args.h5ad,
+            )
+        out[column] = name or column
+    if len(set(out.values())) != len(out):
+        raise InputError("--attribute: two columns get the same name")
+    return out

@@ -35,6 +35,7 @@ import numpy as np
 from geneattn.errors import InputError
 from geneattn.models.bert import BertEncoder
 from geneattn.models.inputs import token_remap
+from geneattn.models.protocol import TokenInputs
 from geneattn.tokenize import TokenizedCells
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,25 @@ class CheckpointAttention:
             heads=self.attention_heads,
             n_threads=n_threads,
         )
+
+    def token_inputs(self, cells: TokenizedCells) -> TokenInputs:
+        """Model input ids of ``cells`` (mapped, truncated, framed) and the token map."""
+        ids, offsets = self.inputs(cells)
+        vocab = np.arange(len(cells.vocabulary), dtype=np.int64)
+        return TokenInputs(
+            ids=ids,
+            offsets=offsets,
+            model_id=self.model_ids(cells, vocab),
+            special=self.model.version == "V2",
+            max_len=self.model.max_len,
+            cls=self.pooling == "cls",
+        )
+
+    def token_states(
+        self, ids: np.ndarray, offsets: np.ndarray, *, n_threads: int = 1
+    ) -> np.ndarray:
+        """Hidden states of ``emb_layer`` of every input token, float32."""
+        return self._hidden(ids, offsets, self.model.n_layers + self.emb_layer, n_threads)
 
     def edit_embeddings(
         self,

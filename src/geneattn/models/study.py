@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
+from geneattn.models.protocol import TokenInputs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -226,6 +227,30 @@ class StudyModel:
             int(n_modules),
             n_threads=n_threads,
         )
+
+    def token_inputs(self, cells: TokenizedCells) -> TokenInputs:
+        """The cells' tokens as they are (the model reads our token ids, without limit)."""
+        vocab = self.gene_embeddings.shape[0]
+        ours = np.arange(len(cells.vocabulary), dtype=np.int64)
+        return TokenInputs(
+            ids=np.asarray(cells.tokens, dtype=np.int64),
+            offsets=np.asarray(cells.offsets, dtype=np.int64),
+            model_id=np.where(ours < vocab, ours, -1),
+        )
+
+    def token_states(
+        self, ids: np.ndarray, offsets: np.ndarray, *, n_threads: int = 1
+    ) -> np.ndarray:
+        """Each token's multi-head attention output (their mean is :meth:`embed`)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        interface = self.interface(n_threads=n_threads)
+        out = np.zeros((len(ids), self.d_model))
+        for c in range(len(offsets) - 1):
+            lo, hi = offsets[c], offsets[c + 1]
+            if hi > lo:
+                out[lo:hi] = interface.multi_head_attention(self.gene_embeddings[ids[lo:hi]])
+        return out
 
     def edit_embeddings(
         self,

@@ -84,6 +84,7 @@ class ReportInputs:
     differential: Path
     evaluation: Path
     perturbation: Path | None = None
+    gene_shifts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class ReportOptions:
     hub_labels: int = 5
     max_module_panels: int = 24
     perturbation_rows: int = 25
+    gene_shift_rows: int = 5
     volcano_labels: int = 12
     n_neighbors: int = 15
     neighbors_method: str = "umap"
@@ -176,7 +178,11 @@ def build_report(
         ("embeddings", "Cell embeddings", embeddings),
         ("modules", "Gene modules", module_html),
         ("enrichment", "Enrichment, differential attention, evaluation", tables),
-        ("perturbation", "In-silico perturbation", perturb_html),
+        (
+            "perturbation",
+            "In-silico perturbation",
+            perturb_html + _gene_shift_section(inputs.gene_shifts, opts),
+        ),
     ]
     return _document(study, _header(study, summary, config_text), sections)
 
@@ -878,6 +884,34 @@ def _perturbation_cell(column: str, value: Any) -> Any:
     if column == "module" and _is_number(value) and np.isfinite(value) and int(value) <= 0:
         return "no module" if int(value) == 0 else "not in the network"
     return value
+
+
+def _gene_shift_section(path: Path | None, opts: ReportOptions) -> str:
+    """The genes each target moves most (Geneformer's gene-level shifts), when given."""
+    if path is None:
+        return ""
+    columns = ("perturbed_gene", "affected_gene", "cosine_sim_mean", "cosine_sim_stdev")
+    table = read_tsv(
+        path,
+        (*columns, "n_detections"),
+        numeric=("cosine_sim_mean", "cosine_sim_stdev", "n_detections"),
+    )
+    if table.empty:
+        return "<h3>Gene-level shifts</h3><p class='none'>No gene-level shifts.</p>"
+    top = (
+        table.sort_values(["perturbed_gene", "cosine_sim_mean"], kind="mergesort")
+        .groupby("perturbed_gene", sort=True)
+        .head(opts.gene_shift_rows)
+    )
+    rows = top[[*columns, "n_detections"]].itertuples(index=False)
+    return (
+        f"<h3>Gene-level shifts</h3><p>For each perturbed gene, the {opts.gene_shift_rows} "
+        "genes whose own state moved most (lowest mean cosine between their states with and "
+        "without the perturbation, Geneformer's <code>cell_and_gene</code>), over "
+        f"{table['perturbed_gene'].nunique()} perturbed genes; all pairs are in "
+        f"<code>gene_shifts.tsv</code>.</p>"
+        + _html_table(["perturbed", "affected", "mean cosine", "sd", "cells"], list(rows))
+    )
 
 
 def _read_graph(path: Path) -> tuple[set[str], list[tuple[str, str]]]:
