@@ -38,6 +38,7 @@ use rayon::prelude::*;
 pub use activation::Activation;
 
 use crate::error::KernelResult;
+use crate::genohoption::{AttentionMode, CellGraph, CellHeads, LayerScratch, Strided};
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::simd::{add_into, add_scale, softmax_row};
@@ -182,6 +183,8 @@ pub struct Bert<'a> {
     pub n_heads: usize,
     pub activation: Activation,
     pub eps: f32,
+    /// Dense attention, or GenoHoption's graph-sparse attention in every layer.
+    pub attention: AttentionMode<'a>,
 }
 
 impl Bert<'_> {
@@ -219,6 +222,9 @@ impl Bert<'_> {
         e.position.check_finite("position embeddings")?;
         check_vec("token type embedding", e.token_type, d)?;
         e.norm.check("embeddings LayerNorm", d)?;
+        if let AttentionMode::GenoHoption(g) = &self.attention {
+            g.validate(e.word.rows, "row of the word embeddings")?;
+        }
         let inter = self.layers.first().map_or(0, |l| l.ffn_in.w.rows);
         for (i, l) in self.layers.iter().enumerate() {
             let name = |what: &str| format!("layer {i} {what}");
@@ -348,6 +354,7 @@ pub struct CellScratch {
     x: Vec<f32>,
     qkv: Vec<f32>,
     ctx: Vec<f32>,
+    genohoption: LayerScratch,
 }
 
 impl CellScratch {
@@ -391,6 +398,30 @@ impl CellScratch {
             scale: score_scale(model),
         };
         head.scores(h, r0, r1, out);
+    }
+}
+
+impl CellScratch {
+    /// The queries and keys of the last [`CellScratch::queries_keys`] call of a model in
+    /// GenoHoption mode, and the cell's graph.
+    pub fn genohoption_heads(&self, model: &Bert<'_>) -> (CellHeads<'_, f32>, &CellGraph) {
+        let d = model.d();
+        let dh = d / model.n_heads;
+        let at = |c0| Strided {
+            data: &self.qkv[..],
+            rs: 2 * d,
+            c0,
+        };
+        let heads = CellHeads {
+            q: at(0),
+            k: at(d),
+            v: None,
+            n: self.qkv.len() / (2 * d),
+            n_heads: model.n_heads,
+            dh,
+            scale: score_scale(model),
+        };
+        (heads, &self.genohoption.graph)
     }
 }
 
@@ -441,6 +472,9 @@ pub fn forward_cell<I: TokenId>(
         return;
     }
     embed(model, tokens, &mut s.x);
+    if let AttentionMode::GenoHoption(g) = &model.attention {
+        s.genohoption.build(tokens, g);
+    }
     emit(0, &s.x, n, d, wanted, &mut out);
     for (l, layer) in model.layers[..n_run].iter().enumerate() {
         let att = wanted
@@ -536,6 +570,13 @@ fn attention(
     project(&layer.qkv, &s.x, &mut s.qkv, parallel);
 
     s.ctx.resize(n * d, 0.0);
+    if let AttentionMode::GenoHoption(g) = &model.attention {
+        let dims = (n, d, h_count);
+        let (qkv, ctx) = (&s.qkv, &mut s.ctx);
+        s.genohoption
+            .layer(qkv, dims, &g.params, att, per_head, parallel, ctx);
+        return;
+    }
     let per_head = per_head && att.is_some();
     let nb = n.div_ceil(ATTN_ROWS);
     let mut dests: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();

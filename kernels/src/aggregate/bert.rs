@@ -12,6 +12,7 @@ use super::{
 };
 use crate::bert::{score_scale, Bert, CellScratch, Wanted};
 use crate::error::KernelResult;
+use crate::genohoption::{aggregate as gh, AttentionMode};
 use crate::kerr;
 use crate::matrix::{Ragged, TokenId};
 
@@ -112,6 +113,10 @@ pub fn bert_aggregate_cells<I: TokenId>(
 ) -> KernelResult<()> {
     let src = check(&cells, model, which, &universe)?;
     check_sums(universe.n, &out)?;
+    if let AttentionMode::GenoHoption(g) = model.attention {
+        let lh = (src.layer, src.heads);
+        return gh::bert_sums(&cells, model, g, lh, &universe, out, n_threads);
+    }
     crate::pool::install(n_threads, || {
         aggregate_in_pool(&cells, || src, &universe, out, n_threads)
     })
@@ -137,6 +142,12 @@ pub fn bert_module_cells<I: TokenId>(
         index: &index,
         n: universe.n,
     };
+    if let AttentionMode::GenoHoption(g) = model.attention {
+        let lh = (src.layer, src.heads);
+        return gh::bert_modules(
+            &cells, model, g, lh, &kept, module, n_modules, out, n_threads,
+        );
+    }
     crate::pool::install(n_threads, || {
         modules_in_pool(&cells, || src, &kept, module, n_modules, out)
     })

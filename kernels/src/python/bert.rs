@@ -15,6 +15,7 @@ use crate::bert::{
     bert_forward, Activation, BatchOutput, Bert, Embeddings, Layer, Linear, Norm, Pool, PoolMode,
     Wanted,
 };
+use crate::genohoption::AttentionMode;
 use crate::matrix::{Mat, Ragged, TokenId};
 
 /// The arrays of `embeddings`, in order.
@@ -183,6 +184,7 @@ fn model<'a>(
         n_heads,
         activation,
         eps,
+        attention: AttentionMode::Dense,
     })
 }
 
