@@ -11,11 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geneattn import _kernels
-from geneattn import genohoption_reference as ref
-from geneattn.bert_weights import BertConfig, BertWeights
 from geneattn.diffusion import coexpression_prior, log_normalise
 from geneattn.errors import InputError
-from geneattn.genohoption import (
+from geneattn.models.bert_weights import BertConfig, BertWeights
+from geneattn.models.genohoption import (
     GenoHoptionConfig,
     TokenGraph,
     coexpression_gene_graph,
@@ -26,6 +25,7 @@ from geneattn.genohoption import (
     save_token_graph,
     token_graph,
 )
+from geneattn.testing import genohoption as ref
 
 TOL64 = {"rtol": 1e-6, "atol": 1e-9}
 TOL32 = {"rtol": 1e-4, "atol": 1e-4}
@@ -491,13 +491,13 @@ def demo(resources_dir):
     """30 real demo cells tokenized with the V1 dictionary, their gene tokens, the PPI over
     the token ids, and a study model of those cells."""
     from geneattn.attention import symbols_for
-    from geneattn.resources import (
+    from geneattn.models.study import build_study_model
+    from geneattn.resources.load import (
         load_gene_medians,
         load_gene_name_map,
         load_ppi,
         load_token_dictionary,
     )
-    from geneattn.study_model import build_study_model
     from geneattn.tokenize import map_genes, tokenize_counts
 
     adata = ad.read_h5ad(resources_dir / "wu2020_200.h5ad")[:30].copy()

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from geneattn.bert_reference import _ln, activation, layer_norm
+from geneattn.testing.bert_reference import _ln, activation, layer_norm
 
 if TYPE_CHECKING:
-    from geneattn.bert_weights import BertConfig, BertWeights
+    from geneattn.models.bert_weights import BertConfig, BertWeights
 
 __all__ = [
     "add_attention",
@@ -225,8 +225,8 @@ def bert_forward(
     iterations: int = 6,
     n_layers: int | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A BERT encoder (:func:`geneattn.bert_reference.forward`) with GenoHoption attention in
-    every layer, float64.
+    """A BERT encoder (:func:`geneattn.testing.bert_reference.forward`) with GenoHoption
+    attention in every layer, float64.
 
     Returns
     -------

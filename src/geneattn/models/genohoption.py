@@ -243,7 +243,7 @@ def ppi_token_graph(edges: pd.DataFrame, token_symbols: Sequence[str]) -> sp.csr
     Parameters
     ----------
     edges
-        The PPI edge list (:func:`geneattn.resources.load_ppi`).
+        The PPI edge list (:func:`geneattn.resources.load.load_ppi`).
     token_symbols
         Gene symbol of every token id (``""``: none, e.g. special tokens).
     """
@@ -405,7 +405,7 @@ def save_token_graph(path: str | Path, graph: TokenGraph) -> None:
     """Write a token graph to ``.npz`` atomically (byte-deterministic)."""
     import json
 
-    from geneattn.atomic import atomic_path
+    from geneattn.io.atomic import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
@@ -420,7 +420,7 @@ def load_token_graph(path: str | Path) -> TokenGraph:
     """Read a token graph written by :func:`save_token_graph`."""
     import json
 
-    from geneattn.npz import read_npz_arrays
+    from geneattn.io.npz import read_npz_arrays
 
     arrays = read_npz_arrays(Path(path), ("indptr", "indices", "config"), "a token graph")
     try:
