@@ -42,6 +42,7 @@
 //! by diffusing indicator columns, in `O(E K)` per column.
 
 pub mod aggregate;
+pub mod perturb;
 
 use rayon::prelude::*;
 

@@ -479,3 +479,24 @@ def mha_genohoption_module_cells(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mha_module_cells` with GenoHoption's effective multi-hop attention (as
     :func:`mha_genohoption_aggregate_cells`): ``(sums, pairs)``, ``(n_cells, n_modules)``."""
+
+def mha_genohoption_edit_effects(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    edit_cell: np.ndarray,
+    edit_remove: np.ndarray,
+    edit_add: np.ndarray,
+    edit_exclude: np.ndarray,
+    genohoption: GenoHoptionArg,
+    *,
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mha_edit_effects` with GenoHoption attention: ``(original, perturbed)``,
+    ``(n_edits, d)`` each, before ``W_O``. An edit that removes or adds a key re-runs the
+    cell's GenoHoption attention over the edited tokens (the added token last; ``O(E K d)``
+    per edit); one that does neither leaves the embedding unchanged."""

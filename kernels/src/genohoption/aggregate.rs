@@ -198,7 +198,7 @@ fn modules_in_pool<T: Real, I: TokenId, S: GraphSource<T>>(
 }
 
 /// A study model's single multi-head layer: rows of the token table projected once per call.
-struct MhaSource<'a, T> {
+pub(super) struct MhaSource<'a, T> {
     proj: ProjectedRows<T>,
     gh: GenoHoption<'a>,
     heads: Vec<usize>,
@@ -209,7 +209,7 @@ struct MhaSource<'a, T> {
 
 /// Queries, keys, values and graph of one cell of a study model.
 #[derive(Debug, Default)]
-struct MhaCell<T> {
+pub(super) struct MhaCell<T> {
     q: Vec<T>,
     k: Vec<T>,
     v: Vec<T>,
@@ -219,7 +219,7 @@ struct MhaCell<T> {
 
 impl<'a, T: Real> MhaSource<'a, T> {
     /// Projects the rows the cells use (inside the pool; inputs validated).
-    fn new<I: TokenId>(
+    pub(super) fn new<I: TokenId>(
         cells: &Ragged<'_, I>,
         table: &Mat<'_, T>,
         heads: &Heads<'_, T>,
@@ -280,8 +280,28 @@ impl<T: Real> GraphSource<T> for MhaSource<'_, T> {
     }
 }
 
+/// Mean of the rows of `ctx` (`d` columns) but those in `skip` into `out`, summed in f64;
+/// zeros when no row is left.
+pub(super) fn pool_rows<T: Real>(ctx: &[T], d: usize, skip: &[usize], out: &mut [T]) {
+    let mut acc = vec![0.0f64; d];
+    let mut count = 0usize;
+    for (i, r) in ctx.chunks_exact(d).enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
+        count += 1;
+        for (a, &x) in acc.iter_mut().zip(r) {
+            *a += x.to_f64();
+        }
+    }
+    let inv = if count == 0 { 0.0 } else { 1.0 / count as f64 };
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = T::from_f64(a * inv);
+    }
+}
+
 /// Checks the study-model inputs; the prior must have one row per table row.
-fn check_mha<T: Real, I: TokenId>(
+pub(super) fn check_mha<T: Real, I: TokenId>(
     cells: &Ragged<'_, I>,
     table: &Mat<'_, T>,
     heads: &Heads<'_, T>,
@@ -335,16 +355,7 @@ pub fn mha_genohoption_pool_cells<T: Real, I: TokenId>(
                     Some((ctx, d)),
                     Weights::None,
                 );
-                let mut acc = vec![0.0f64; d];
-                for r in ctx.chunks_exact(d) {
-                    for (a, &x) in acc.iter_mut().zip(r) {
-                        *a += x.to_f64();
-                    }
-                }
-                let inv = 1.0 / n as f64;
-                for (o, a) in row.iter_mut().zip(&acc) {
-                    *o = T::from_f64(a * inv);
-                }
+                pool_rows(ctx, d, &[], row);
             },
         );
     })?;

@@ -5,11 +5,13 @@
 use super::aggregate::{
     mha_genohoption_aggregate_cells, mha_genohoption_module_cells, mha_genohoption_pool_cells,
 };
+use super::perturb::mha_genohoption_edit_effects;
 use super::*;
 use crate::aggregate::tests::{modules_of, naive_add, naive_modules};
 use crate::aggregate::{ModuleSumsMut, SumsMut, Universe};
 use crate::matrix::{Mat, Ragged};
 use crate::multihead::Heads;
+use crate::perturb::Edits;
 use crate::testdata::data;
 
 fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
@@ -416,7 +418,11 @@ impl Case {
 
     /// The naive output and head-averaged diffusion matrix of cell `c`.
     fn naive_cell(&self, c: usize, p: &Params) -> (Vec<f64>, Vec<f64>) {
-        let toks = self.cell(c);
+        self.naive_tokens(self.cell(c), p)
+    }
+
+    /// The naive output and head-averaged diffusion matrix of a token list.
+    fn naive_tokens(&self, toks: &[i32], p: &Params) -> (Vec<f64>, Vec<f64>) {
         let n = toks.len();
         let x: Vec<f64> = toks
             .iter()
@@ -584,4 +590,75 @@ fn study_kernels_refuse_a_prior_of_the_wrong_size() {
     assert!(e
         .0
         .contains("prior indptr must have one entry per table row (60) plus one"));
+}
+
+/// Mean of the rows of `x` (`d` columns) but `skip`.
+fn mean_rows(x: &[f64], d: usize, skip: &[usize]) -> Vec<f64> {
+    let rows: Vec<&[f64]> = x
+        .chunks_exact(d)
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(_, r)| r)
+        .collect();
+    (0..d)
+        .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / rows.len().max(1) as f64)
+        .collect()
+}
+
+#[test]
+fn edit_effects_equal_encoding_the_edited_cells() {
+    let c = Case::new();
+    let p = Params::from_name("ppr", 0.25, 5.0, 4).unwrap();
+    // cell 3 (9 tokens): delete position 2, overexpress an absent token (drop the last,
+    // add 30), move position 5 (nothing removed or added), delete the isolated 59 (pos 0);
+    // cell 1 (one token): overexpress 7
+    let cell = [1i64, 3, 3, 3, 3];
+    let remove = [0i64, 2, 8, -1, 0];
+    let add = [7i64, -1, 30, -1, -1];
+    let exclude = [-1i64, 2, -1, 5, 0];
+    let edits = Edits {
+        cell: &cell,
+        remove: &remove,
+        add: &add,
+        exclude: &exclude,
+    };
+    let (orig, pert) =
+        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), c.gh(p), edits, 2).unwrap();
+    let d = c.d;
+    for e in 0..cell.len() {
+        let toks = c.cell(cell[e] as usize);
+        let (out, _) = c.naive_tokens(toks, &p);
+        let excl: Vec<usize> = usize::try_from(exclude[e]).into_iter().collect();
+        close(
+            &orig[e * d..(e + 1) * d],
+            &mean_rows(&out, d, &excl),
+            1e-12,
+            "original",
+        );
+        let mut edited: Vec<i32> = Vec::new();
+        let mut skip = Vec::new();
+        for (i, &t) in toks.iter().enumerate() {
+            if i as i64 == remove[e] {
+                continue;
+            }
+            if i as i64 == exclude[e] {
+                skip.push(edited.len());
+            }
+            edited.push(t);
+        }
+        if add[e] >= 0 {
+            skip.push(edited.len());
+            edited.push(add[e] as i32);
+        }
+        let (out, _) = c.naive_tokens(&edited, &p);
+        close(
+            &pert[e * d..(e + 1) * d],
+            &mean_rows(&out, d, &skip),
+            1e-12,
+            "perturbed",
+        );
+    }
+    let one =
+        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), c.gh(p), edits, 1).unwrap();
+    assert_eq!(one, (orig, pert));
 }

@@ -20,11 +20,13 @@ use crate::aggregate::{ModuleSumsMut, SumsMut, Universe};
 use crate::genohoption::aggregate::{
     mha_genohoption_aggregate_cells, mha_genohoption_module_cells, mha_genohoption_pool_cells,
 };
+use crate::genohoption::perturb::mha_genohoption_edit_effects;
 use crate::genohoption::{
     genohoption_attention, AttentionMode, CellGraph, GenoHoption, GraphScratch, Params, Prior,
 };
 use crate::matrix::{Mat, Ragged, TokenId};
 use crate::multihead::Heads;
+use crate::perturb::Edits;
 
 /// The keys of a `genohoption` dict.
 const KEYS: [&str; 6] = ["indptr", "indices", "diffusion", "alpha", "t", "iterations"];
@@ -557,6 +559,79 @@ fn mha_genohoption_module_cells_py<'py>(
     })
 }
 
+/// mha_genohoption_edit_effects(tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add, edit_exclude, genohoption, *, n_threads=1)
+///
+/// mha_edit_effects with GenoHoption attention: every edit that removes or adds a key
+/// re-runs the cell's GenoHoption attention over the edited tokens (the added token last).
+/// float64 table and projections, int64 tokens, offsets and edit arrays. Returns (original,
+/// perturbed), each (n_edits, d), before W_O. Bit-identical for any n_threads.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (
+    tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add,
+    edit_exclude, genohoption, *, n_threads = 1
+))]
+#[pyo3(name = "mha_genohoption_edit_effects")]
+fn mha_genohoption_edit_effects_py<'py>(
+    py: Python<'py>,
+    tokens: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    table: &Bound<'py, PyAny>,
+    w_q: &Bound<'py, PyAny>,
+    w_k: &Bound<'py, PyAny>,
+    w_v: &Bound<'py, PyAny>,
+    n_heads: usize,
+    edit_cell: &Bound<'py, PyAny>,
+    edit_remove: &Bound<'py, PyAny>,
+    edit_add: &Bound<'py, PyAny>,
+    edit_exclude: &Bound<'py, PyAny>,
+    genohoption: &Bound<'py, PyAny>,
+    n_threads: usize,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let n_threads = threads(n_threads)?;
+    let gh = GhArgs::extract(genohoption)?;
+    let toks = array1::<i64>("tokens", "int64", tokens)?;
+    let offs = array1::<i64>("offsets", "int64", offsets)?;
+    let ta = array2::<f64>("table", "table", table)?;
+    let qa = array2::<f64>("w_q", "table", w_q)?;
+    let ka = array2::<f64>("w_k", "table", w_k)?;
+    let va = array2::<f64>("w_v", "table", w_v)?;
+    let names = ["edit_cell", "edit_remove", "edit_add", "edit_exclude"];
+    let arrays = [edit_cell, edit_remove, edit_add, edit_exclude]
+        .iter()
+        .zip(names)
+        .map(|(a, n)| array1::<i64>(n, "int64", a))
+        .collect::<PyResult<Vec<_>>>()?;
+    let s = arrays
+        .iter()
+        .zip(names)
+        .map(|(a, n)| slice1(n, a))
+        .collect::<PyResult<Vec<_>>>()?;
+    let edits = Edits {
+        cell: s[0],
+        remove: s[1],
+        add: s[2],
+        exclude: s[3],
+    };
+    let cells = Ragged {
+        tokens: slice1("tokens", &toks)?,
+        offsets: slice1("offsets", &offs)?,
+    };
+    let table = mat("table", &ta)?;
+    let heads = Heads {
+        w_q: mat("w_q", &qa)?,
+        w_k: mat("w_k", &ka)?,
+        w_v: Some(mat("w_v", &va)?),
+        n_heads,
+    };
+    let g = gh.get()?;
+    let d = table.cols;
+    let (orig, pert) =
+        py.detach(|| mha_genohoption_edit_effects(cells, table, heads, g, edits, n_threads))?;
+    let n = edits.cell.len();
+    Ok((to_numpy(py, orig, n, d)?, to_numpy(py, pert, n, d)?))
+}
+
 /// Adds the functions of this file to the module.
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(genohoption_attention_py, m)?)?;
@@ -565,5 +640,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mha_genohoption_encode_cells_py, m)?)?;
     m.add_function(wrap_pyfunction!(mha_genohoption_aggregate_cells_py, m)?)?;
     m.add_function(wrap_pyfunction!(mha_genohoption_module_cells_py, m)?)?;
+    m.add_function(wrap_pyfunction!(mha_genohoption_edit_effects_py, m)?)?;
     Ok(())
 }

@@ -39,6 +39,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ckpt.add_argument(
         "--attention-heads", type=int, nargs="*", help="heads averaged (default: all)"
     )
+    parser.add_argument(
+        "--attention-graph",
+        help="GenoHoption prior (geneattn attention-graph): attend GenoHoption's way in every "
+        "layer instead of densely",
+    )
     parser.add_argument("--out", required=True, help="model.npz (or model.json) to write")
 
 
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import scipy.sparse as sp
 
     from geneattn.io.readers import read_stage_h5ad
-    from geneattn.models.study import build_study_model, save_study_model
+    from geneattn.models.study import build_study_model, save_study_model, with_genohoption
     from geneattn.resources.load import load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import map_genes, merge_duplicate_tokens
 
@@ -87,11 +92,16 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
     )
+    if args.attention_graph is not None:
+        from geneattn.models.genohoption import load_token_graph
+
+        model = with_genohoption(model, load_token_graph(args.attention_graph))
     log.info(
-        "model: %d genes with embeddings, d_model %d, %d heads",
+        "model: %d genes with embeddings, d_model %d, %d heads, %s attention",
         model.params["genes_with_embedding"],
         model.d_model,
         model.n_heads,
+        model.params.get("attention", {}).get("mode", "dense"),
     )
     save_study_model(args.out, model)
     return 0
@@ -115,6 +125,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         attention_layer=args.attention_layer,
         attention_heads=args.attention_heads,
+        attention_graph=args.attention_graph,
     )
     m = stage.model
     log.info(

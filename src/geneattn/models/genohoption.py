@@ -46,6 +46,7 @@ __all__ = [
     "GRAPHS",
     "GenoHoptionConfig",
     "TokenGraph",
+    "build_token_graph",
     "coexpression_gene_graph",
     "coexpression_token_graph",
     "edges_per_cell",
@@ -143,11 +144,15 @@ class TokenGraph:
         are the tokens ``t`` attends to (sorted, no repeats, no diagonal).
     config
         The options it was built with.
+    vocabulary
+        Gene id of every token id (to move the graph onto another dictionary by gene), or
+        None.
     """
 
     indptr: np.ndarray
     indices: np.ndarray
     config: GenoHoptionConfig
+    vocabulary: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         indptr = np.ascontiguousarray(self.indptr, dtype=np.int64)
@@ -161,6 +166,11 @@ class TokenGraph:
             raise InputError(f"token graph indices must lie in 0..{n - 1}")
         object.__setattr__(self, "indptr", indptr)
         object.__setattr__(self, "indices", indices)
+        if self.vocabulary is not None:
+            vocabulary = np.asarray(self.vocabulary).astype(str)
+            if vocabulary.shape != (n,):
+                raise InputError(f"the vocabulary must have one gene per token ({n})")
+            object.__setattr__(self, "vocabulary", vocabulary)
 
     @property
     def n_tokens(self) -> int:
@@ -198,6 +208,11 @@ class TokenGraph:
             int, one entry per token id of this graph: its id in the other vocabulary.
         n_tokens
             Size of the other vocabulary.
+
+        Returns
+        -------
+        TokenGraph
+            Without a vocabulary.
         """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.shape != (self.n_tokens,):
@@ -370,6 +385,7 @@ def token_graph(
     *,
     ppi: sp.spmatrix | None = None,
     coexpression: sp.spmatrix | None = None,
+    vocabulary: np.ndarray | None = None,
 ) -> TokenGraph:
     """The prior of ``config.graph`` from the PPI and/or co-expression token graphs.
 
@@ -382,8 +398,10 @@ def token_graph(
     ppi, coexpression
         ``n_tokens x n_tokens`` graphs (:func:`ppi_token_graph`,
         :func:`coexpression_token_graph`); the ones ``config.graph`` needs must be given.
+    vocabulary
+        Gene id of every token id, kept with the graph.
     """
-    parts = []
+    parts: list[sp.spmatrix] = []
     if config.graph in ("ppi", "union"):
         if ppi is None:
             raise InputError(f"graph {config.graph!r} needs the PPI prior")
@@ -398,7 +416,67 @@ def token_graph(
             raise InputError(f"a prior has shape {p.shape}, expected ({n_tokens}, {n_tokens})")
         total = total + (sp.csr_matrix(p) != 0)
     coo = sp.coo_matrix(total)
-    return _from_pairs(coo.row.astype(np.int64), coo.col.astype(np.int64), n_tokens, config)
+    graph = _from_pairs(coo.row.astype(np.int64), coo.col.astype(np.int64), n_tokens, config)
+    return dataclasses.replace(graph, vocabulary=vocabulary)
+
+
+def build_token_graph(
+    config: GenoHoptionConfig,
+    vocabulary: np.ndarray,
+    *,
+    symbols: Sequence[str] | None = None,
+    ppi_edges: pd.DataFrame | None = None,
+    counts: sp.spmatrix | np.ndarray | None = None,
+    gene_tokens: np.ndarray | None = None,
+    n_counts: np.ndarray | None = None,
+) -> TokenGraph:
+    """The prior ``config.graph`` asks for, over a token vocabulary, built once per study.
+
+    Parameters
+    ----------
+    config
+        The options.
+    vocabulary
+        Gene id of every token id.
+    symbols
+        Gene symbol of every token id (the PPI names genes by symbol).
+    ppi_edges
+        The PPI edge list (``ppi`` and ``union``).
+    counts, gene_tokens, n_counts
+        The study's raw counts (cells x genes), each column's token id and each cell's total
+        counts (``coexpression`` and ``union``).
+
+    Returns
+    -------
+    TokenGraph
+        The prior with the diffusion options and the vocabulary.
+    """
+    n = len(vocabulary)
+    ppi = coexpression = None
+    if config.graph in ("ppi", "union"):
+        if ppi_edges is None or symbols is None:
+            raise InputError(f"graph {config.graph!r} needs the PPI edge list and gene symbols")
+        ppi = ppi_token_graph(ppi_edges, symbols)
+    if config.graph in ("coexpression", "union"):
+        if counts is None or gene_tokens is None:
+            raise InputError(f"graph {config.graph!r} needs the study's counts")
+        coexpression = coexpression_token_graph(
+            counts,
+            gene_tokens,
+            n,
+            n_counts=n_counts,
+            top=config.coexpression_top,
+            min_corr=config.coexpression_min,
+        )
+    graph = token_graph(config, n, ppi=ppi, coexpression=coexpression, vocabulary=vocabulary)
+    log.info(
+        "GenoHoption prior %s: %d token pairs over %d tokens (%d with neighbours)",
+        config.graph,
+        graph.n_edges,
+        n,
+        int(np.count_nonzero(np.diff(graph.indptr))),
+    )
+    return graph
 
 
 def save_token_graph(path: str | Path, graph: TokenGraph) -> None:
@@ -412,6 +490,7 @@ def save_token_graph(path: str | Path, graph: TokenGraph) -> None:
             fh,
             indptr=graph.indptr,
             indices=graph.indices,
+            vocabulary=np.zeros(0, dtype=str) if graph.vocabulary is None else graph.vocabulary,
             config=np.str_(json.dumps(graph.config.params(), sort_keys=True)),
         )
 
@@ -422,10 +501,12 @@ def load_token_graph(path: str | Path) -> TokenGraph:
 
     from geneattn.io.npz import read_npz_arrays
 
-    arrays = read_npz_arrays(Path(path), ("indptr", "indices", "config"), "a token graph")
+    names = ("indptr", "indices", "vocabulary", "config")
+    arrays = read_npz_arrays(Path(path), names, "a token graph")
     try:
         config = GenoHoptionConfig.from_params(json.loads(str(arrays["config"])))
-        return TokenGraph(arrays["indptr"], arrays["indices"], config)
+        vocabulary = arrays["vocabulary"] if arrays["vocabulary"].size else None
+        return TokenGraph(arrays["indptr"], arrays["indices"], config, vocabulary)
     except (ValueError, TypeError, InputError) as err:
         raise InputError(f"not a token graph ({err})", path) from None
 
