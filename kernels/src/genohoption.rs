@@ -271,8 +271,9 @@ impl CellGraph {
         &self.indices
     }
 
+    /// The positions `i` attends to.
     #[inline]
-    fn row(&self, i: usize) -> &[u32] {
+    pub fn row(&self, i: usize) -> &[u32] {
         &self.indices[self.indptr[i]..self.indptr[i + 1]]
     }
 
@@ -393,30 +394,75 @@ pub fn edge_weights<T: Real>(
 ) {
     let dh = heads.dh;
     w.clear();
-    w.reserve(graph.n_edges());
+    w.resize(graph.n_edges(), T::ZERO);
+    let (q, k) = (&heads.q, &heads.k);
+    let (qo, ko) = (q.c0 + h * dh, k.c0 + h * dh);
+    edge_scores(
+        &graph.indptr,
+        &graph.indices,
+        (q.data, q.rs, qo),
+        (k.data, k.rs, ko),
+        dh,
+        w,
+    );
     for i in 0..graph.n() {
-        let q = heads.q.row(i, h, dh);
-        let start = w.len();
-        for &j in graph.row(i) {
-            let k = heads.k.row(j as usize, h, dh);
-            let mut s = T::ZERO;
-            for (&a, &b) in q.iter().zip(k) {
-                s += a * b;
+        softmax_row(&mut w[graph.indptr[i]..graph.indptr[i + 1]], heads.scale);
+    }
+}
+
+crate::simd_fn! {
+    /// Raw scores `q_i . k_j` of every edge into `w` (queries and keys given as `(data, row
+    /// stride, column of the head)`), compiled with AVX2 whole like [`propagate_rows`].
+    fn edge_scores<T: Real>(
+        indptr: &[usize],
+        indices: &[u32],
+        q: (&[T], usize, usize),
+        k: (&[T], usize, usize),
+        dh: usize,
+        w: &mut [T],
+    ) {
+        for i in 0..indptr.len() - 1 {
+            let qi = &q.0[i * q.1 + q.2..i * q.1 + q.2 + dh];
+            for e in indptr[i]..indptr[i + 1] {
+                let j = indices[e] as usize;
+                let kj = &k.0[j * k.1 + k.2..j * k.1 + k.2 + dh];
+                let mut s = T::ZERO;
+                for (&a, &b) in qi.iter().zip(kj) {
+                    s += a * b;
+                }
+                w[e] = s;
             }
-            w.push(s);
         }
-        softmax_row(&mut w[start..], heads.scale);
     }
 }
 
 /// `out = A x` for `x` (`n x width`, row-major), `A` the graph with edge weights `w`.
 fn propagate<T: Real>(graph: &CellGraph, w: &[T], x: &[T], width: usize, out: &mut [T]) {
-    for (i, o) in out.chunks_exact_mut(width).enumerate() {
-        o.fill(T::ZERO);
-        let (e0, e1) = (graph.indptr[i], graph.indptr[i + 1]);
-        for (&j, &a) in graph.indices[e0..e1].iter().zip(&w[e0..e1]) {
-            let j = j as usize;
-            axpy(o, a, &x[j * width..(j + 1) * width]);
+    propagate_rows(&graph.indptr, &graph.indices, w, x, width, out);
+}
+
+crate::simd_fn! {
+    /// [`propagate`] on the CSR arrays, one body so that it is compiled with AVX2 whole
+    /// (a call per edge would cost as much as its `width` multiply-adds).
+    fn propagate_rows<T: Real>(
+        indptr: &[usize],
+        indices: &[u32],
+        w: &[T],
+        x: &[T],
+        width: usize,
+        out: &mut [T],
+    ) {
+        for (i, o) in out.chunks_exact_mut(width).enumerate() {
+            for v in o.iter_mut() {
+                *v = T::ZERO;
+            }
+            let (e0, e1) = (indptr[i], indptr[i + 1]);
+            for (&j, &a) in indices[e0..e1].iter().zip(&w[e0..e1]) {
+                let j = j as usize;
+                for (v, &b) in o.iter_mut().zip(&x[j * width..(j + 1) * width]) {
+                    *v += a * b;
+                }
+            }
         }
     }
 }
