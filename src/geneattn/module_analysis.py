@@ -246,9 +246,10 @@ def module_condition_association(
 ) -> pd.DataFrame:
     """Difference of each module's eigengene between case and control, with the right unit.
 
-    With ``samples``, each sample's mean eigengene per condition is the unit: when every
-    sample has cells of both conditions the test is paired (per-sample case minus control,
-    two-sided sign-flip permutation, exact for up to 14 samples), otherwise the samples'
+    With ``samples``, each sample's mean eigengene per condition is the unit: when at least
+    two samples have cells of both conditions the test is paired over those samples
+    (per-sample case minus control, two-sided sign-flip permutation, exact for up to 14
+    samples; samples with one condition are left out), otherwise the samples'
     means are compared by permuting their condition labels (exact when the relabellings are
     few; a sample with cells of both conditions then contributes one mean per condition).
     Without ``samples``, cells are the unit (permutation of cell labels): the table's
@@ -301,9 +302,12 @@ def module_condition_association(
             control_means.append(
                 eig[here & ~is_case].mean(axis=0) if (here & ~is_case).any() else None
             )
-        paired = all(
-            a is not None and b is not None for a, b in zip(case_means, control_means, strict=True)
-        )
+        both = [
+            i
+            for i, (a, b) in enumerate(zip(case_means, control_means, strict=True))
+            if a is not None and b is not None
+        ]
+        paired = len(both) >= 2
     for c, m in enumerate(np.asarray(ids).tolist()):
         if samples is None:
             values = eig[:, c]
@@ -311,8 +315,8 @@ def module_condition_association(
             case_mean, control_mean = values[is_case].mean(), values[~is_case].mean()
             p = _label_permutation_p(values, is_case, n_permutations, rng)
         elif paired:
-            a = np.array([x[c] for x in case_means])
-            b = np.array([x[c] for x in control_means])
+            a = np.array([case_means[i][c] for i in both])
+            b = np.array([control_means[i][c] for i in both])
             unit, n_units = "samples_paired", len(a)
             case_mean, control_mean = a.mean(), b.mean()
             p = _sign_flip_p(a - b, n_permutations, rng) if n_units else float("nan")
