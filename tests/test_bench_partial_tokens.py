@@ -15,10 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geneattn.attention import subset_cells
 from geneattn.errors import InputError
-from geneattn.npz import map_npz_arrays
-from geneattn.tokenize import TokenizedCells, load_cell_ids, load_tokens, save_tokens
+from geneattn.io.npz import map_npz_arrays
+from geneattn.tokenize import TokenizedCells, load_cell_ids, load_tokens, save_tokens, subset_cells
 
 
 def _cells(lengths: list[int], seed: int = 0, vocab: int = 300) -> TokenizedCells:
@@ -157,7 +156,7 @@ def test_real_demo_tokens_in_shards(tmp_path, resources_dir):
     import anndata as ad
     import scipy.sparse as sp
 
-    from geneattn.resources import load_gene_medians, load_gene_name_map, load_token_dictionary
+    from geneattn.resources.load import load_gene_medians, load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import tokenize_counts
 
     adata = ad.read_h5ad(resources_dir / "wu2020_200.h5ad")
@@ -196,7 +195,7 @@ def test_real_demo_tokens_in_shards(tmp_path, resources_dir):
     kind=st.sampled_from(["<i4", "<i8", "<U7", "<f8"]),
 )
 def test_read_ranges_from_the_file_equals_indexing(tmp_path, n, pairs, kind):
-    from geneattn.npz import read_ranges
+    from geneattn.io.npz import read_ranges
 
     rng = np.random.default_rng(n)
     values = rng.integers(0, 10**6, n)

@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geneattn import _kernels
-from geneattn import bert_reference as ref
-from geneattn.bert_weights import BertConfig, BertWeights, load_weights
-from geneattn.checkpoint import CheckpointModel
 from geneattn.errors import InputError
-from geneattn.model_inputs import model_input_ids
+from geneattn.models.bert import BertEncoder
+from geneattn.models.bert_weights import BertConfig, BertWeights, load_weights
+from geneattn.models.inputs import model_input_ids
+from geneattn.testing import bert_reference as ref
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 TINY = GOLDEN / "tiny_bert"
@@ -35,8 +35,8 @@ def golden() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def tiny() -> CheckpointModel:
-    return CheckpointModel.load(TINY, version="V1")
+def tiny() -> BertEncoder:
+    return BertEncoder.load(TINY, version="V1")
 
 
 def _batch(golden: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +95,7 @@ def test_mean_pooled_embeddings_match_pytorch(tiny, golden):
 
 
 def test_gelu_checkpoint_matches_pytorch(tmp_path, golden):
-    model = CheckpointModel.load(_with_config(tmp_path, hidden_act="gelu"), version="V1")
+    model = BertEncoder.load(_with_config(tmp_path, hidden_act="gelu"), version="V1")
     ids, offsets = _batch(golden)
     hidden = model.hidden_states(ids, offsets, layers=(2,))[2]
     for i in range(3):
@@ -173,7 +173,7 @@ def _cells(rng: np.random.Generator, lengths: list[int], vocab: int):
 )
 def test_encoder_matches_numpy_reference(layers, heads, dh, inter, act, lengths, seed):
     config = _config(layers, heads, dh, inter, act)
-    model = CheckpointModel(config, BertWeights.random(config, seed), version="V1")
+    model = BertEncoder(config, BertWeights.random(config, seed), version="V1")
     rng = np.random.default_rng(seed)
     ids, offsets = _cells(rng, lengths, config.vocab_size)
     out = model.forward(
@@ -200,7 +200,7 @@ def test_encoder_matches_numpy_reference(layers, heads, dh, inter, act, lengths,
 def test_ragged_batch_equals_cells_one_by_one_and_threads_change_nothing():
     config = _config(2, 4, 8, 48, "gelu", vocab=50)
     config = BertConfig(**{**config.__dict__, "max_position_embeddings": 400})
-    model = CheckpointModel(config, BertWeights.random(config, 3), version="V1")
+    model = BertEncoder(config, BertWeights.random(config, 3), version="V1")
     rng = np.random.default_rng(0)
     lengths = [300, 0, 7, 260, 1, 64]
     ids, offsets = _cells(rng, lengths, config.vocab_size)
@@ -259,11 +259,11 @@ def test_model_input_ids_truncate_map_and_frame():
     assert ids.dtype == np.int32
 
 
-def _v2() -> CheckpointModel:
+def _v2() -> BertEncoder:
     """The tiny checkpoint read as a V2 model (a dictionary with <cls> and <eos>)."""
     vocab = {"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3}
     vocab |= {f"ENSG{i:011d}": i for i in range(4, 100)}
-    return CheckpointModel.load(TINY, token_dictionary=vocab)
+    return BertEncoder.load(TINY, token_dictionary=vocab)
 
 
 def test_v2_inputs_pooling_and_cls():
@@ -304,43 +304,43 @@ def test_v1_inputs_and_empty_cells(tiny):
 
 def test_bad_checkpoints_are_refused_naming_the_file(tmp_path):
     with pytest.raises(InputError, match=r"no config\.json"):
-        CheckpointModel.load(tmp_path)
+        BertEncoder.load(tmp_path)
     d = _with_config(tmp_path, hidden_act="tanh")
     with pytest.raises(InputError, match="hidden_act 'tanh' is not supported"):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     shutil.rmtree(d)
     d = _with_config(tmp_path, hidden_size=48)
     shape = r"model.safetensors: tensor '.*' has shape \(2, 32\), config.json implies \(2, 48\)"
     with pytest.raises(InputError, match=shape):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     shutil.rmtree(d)
     d = _with_config(tmp_path, num_hidden_layers=3)
     with pytest.raises(InputError, match=r"missing tensor 'encoder\.layer\.2\.attention"):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     shutil.rmtree(d)
     d = _with_config(tmp_path, num_hidden_layers=1)
     with pytest.raises(InputError, match="more layers than num_hidden_layers"):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     (d / "model.safetensors").rename(d / "pytorch_model.bin")
     with pytest.raises(InputError, match=r"found pytorch_model\.bin: convert it"):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     shutil.rmtree(d)
     d = _with_config(tmp_path, num_attention_heads=5)
     with pytest.raises(InputError, match="not a multiple of num_attention_heads"):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     shutil.rmtree(d)
     d = _with_config(tmp_path, vocab_size=None)
     with pytest.raises(InputError, match=f"{d / 'config.json'}: config has no vocab_size"):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     shutil.rmtree(d)
     d = _with_config(tmp_path)
     (d / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(InputError, match="cannot read the weights"):
-        CheckpointModel.load(d, version="V1")
+        BertEncoder.load(d, version="V1")
     with pytest.raises(InputError, match="cannot tell a Geneformer V1 from a V2"):
-        CheckpointModel.load(TINY)
+        BertEncoder.load(TINY)
     with pytest.raises(InputError, match="needs its token dictionary"):
-        CheckpointModel.load(TINY, version="V2")
+        BertEncoder.load(TINY, version="V2")
 
 
 def test_bad_calls_get_clear_errors(tiny, golden):
@@ -416,7 +416,7 @@ def _reference_modules(
 
 
 def _reference_attention(
-    model: CheckpointModel, ids: np.ndarray, offsets: np.ndarray, layer: int, heads: list[int]
+    model: BertEncoder, ids: np.ndarray, offsets: np.ndarray, layer: int, heads: list[int]
 ) -> list[np.ndarray]:
     """Per cell, the numpy reference's attention of ``layer`` averaged over ``heads``."""
     out = []
@@ -440,7 +440,7 @@ def _reference_attention(
 def test_fused_sums_match_numpy_reference(layers, heads, dh, lengths, in_universe, n_modules, data):
     seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
     config = _config(layers, heads, dh, 8, data.draw(st.sampled_from(ACTS)), vocab=12)
-    model = CheckpointModel(config, BertWeights.random(config, seed), version="V1")
+    model = BertEncoder(config, BertWeights.random(config, seed), version="V1")
     rng = np.random.default_rng(seed)
     ids, offsets = _cells(rng, lengths, config.vocab_size)  # 12 tokens: repeats are common
     layer = data.draw(st.integers(-layers, layers - 1), label="layer")
@@ -476,11 +476,11 @@ def test_fused_sums_match_numpy_reference(layers, heads, dh, lengths, in_univers
     np.testing.assert_array_equal(got[1], want[1])
 
 
-def _long_cells_model() -> tuple[CheckpointModel, np.ndarray, np.ndarray, np.ndarray, int]:
+def _long_cells_model() -> tuple[BertEncoder, np.ndarray, np.ndarray, np.ndarray, int]:
     """A 2-layer model with 400 positions, cells past one block of query rows, a universe."""
     config = _config(2, 4, 8, 48, "gelu", vocab=50)
     config = BertConfig(**{**config.__dict__, "max_position_embeddings": 400})
-    model = CheckpointModel(config, BertWeights.random(config, 3), version="V1")
+    model = BertEncoder(config, BertWeights.random(config, 3), version="V1")
     rng = np.random.default_rng(1)
     ids, offsets = _cells(rng, [300, 0, 7, 260, 1, 64, 129], config.vocab_size)
     universe = np.full(config.vocab_size, -1, dtype=np.int64)

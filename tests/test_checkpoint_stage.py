@@ -2,7 +2,7 @@
 
 Random checkpoints (written in numpy with ``save_checkpoint``) over a small gene
 vocabulary; every stage result is compared with the numpy reference encoder
-(:mod:`geneattn.bert_reference`) applied to the same mapped, framed sequences.
+(:mod:`geneattn.testing.bert_reference`) applied to the same mapped, framed sequences.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geneattn import bert_reference as ref
 from geneattn.attention import aggregate_attention
-from geneattn.bert_weights import BertConfig, BertWeights, save_checkpoint
-from geneattn.checkpoint_stage import load_manifest, load_stage_model, write_manifest
 from geneattn.cli import main
 from geneattn.differential import module_attention
 from geneattn.errors import InputError
+from geneattn.models import load_model
+from geneattn.models.bert_weights import BertConfig, BertWeights, save_checkpoint
+from geneattn.models.checkpoint import load_manifest, write_manifest
 from geneattn.perturb import perturbation_shifts
+from geneattn.testing import bert_reference as ref
 from geneattn.tokenize import TokenizedCells, save_tokens
 
 N_GENES = 40
@@ -90,7 +91,7 @@ def _stage(root, tmp_path, **choices):
         version=None if dictionary.exists() else "V1",
         **kw,
     )
-    return load_stage_model(out)
+    return load_model(out)
 
 
 def _reference_inputs(stage, cells):
@@ -116,7 +117,7 @@ def test_model_cli_writes_a_manifest_that_loads_the_checkpoint(v1, tmp_path, cap
     again = tmp_path / "again.json"
     assert main([*args[:-1], str(again)]) == 0
     assert out.read_bytes() == again.read_bytes()
-    stage = load_stage_model(out)
+    stage = load_model(out)
     assert (stage.emb_layer, stage.attention_layer, stage.attention_heads) == (0, 1, (0, 2))
     # weights changed after the manifest was written: refused, naming the manifest
     weights = v1 / "model" / "model.safetensors"
@@ -188,7 +189,7 @@ def _pool_without(stage, ids, hidden, gene_id):
 @pytest.mark.parametrize("which", ["v1", "v2"])
 @pytest.mark.parametrize("mode", ["delete", "overexpress", "inhibit", "activate"])
 def test_perturbation_is_a_forward_pass_of_the_perturbed_sequence(which, mode, request, tmp_path):
-    from geneattn.perturb import perturbed_tokens
+    from geneattn.edits import perturbed_tokens
 
     stage = _stage(request.getfixturevalue(which), tmp_path)
     cells = _cells(4, seed=3)
@@ -270,3 +271,29 @@ def test_module_attention_with_a_checkpoint(v2, tmp_path):
             total = sum(a[i, j] for i in pos for j in pos if i != j)
             np.testing.assert_allclose(got.sums[c, k], total, **TOL)
             assert got.pairs[c, k] == len(pos) * (len(pos) - 1)
+
+
+@pytest.mark.parametrize("mode", ["inhibit", "activate"])
+def test_rank_shift_over_several_chunks_of_cells(mode, v1, tmp_path):
+    """More cells than one chunk (64): every chunk gets the same rank shift fraction.
+
+    Regression: the cosine shifts of the first chunk once overwrote the ``shift`` fraction,
+    so the second chunk handed an array to the checkpoint and failed.
+    """
+    stage = _stage(v1, tmp_path)
+    cells = _cells(70, seed=8)
+    genes = [1, 2, 3]
+    got = perturbation_shifts(stage, cells, genes, mode, goal=None, shift=0.3, chunk=64)
+    assert got["cell"].max() >= 64
+    # the same as one chunk of all 70 cells
+    whole = perturbation_shifts(stage, cells, genes, mode, goal=None, shift=0.3, chunk=70)
+    pd.testing.assert_frame_equal(got, whole)
+
+
+@pytest.mark.parametrize("which", ["v1", "v2"])
+def test_checkpoint_implements_the_model_protocol(which, request, tmp_path):
+    from geneattn.models.protocol import AttentionModel
+
+    stage = _stage(request.getfixturevalue(which), tmp_path)
+    assert isinstance(stage, AttentionModel)
+    assert stage.embed(_cells(3), n_threads=1).shape == (3, stage.d_model)

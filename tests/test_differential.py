@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_attention import make_model as attention_model
 
 import geneattn.differential as differential
 from geneattn import _kernels
@@ -27,9 +26,10 @@ from geneattn.differential import (
     save_module_attention,
 )
 from geneattn.errors import InputError
+from geneattn.models.study import StudyModel, save_study_model
 from geneattn.modules import DIFFERENTIAL_COLUMNS
 from geneattn.network import build_network, save_network
-from geneattn.study_model import StudyModel, save_model
+from geneattn.testing import toy
 from geneattn.tokenize import TokenizedCells, save_tokens
 
 VOCAB = 30
@@ -37,25 +37,12 @@ VOCAB = 30
 
 def make_cells(seed: int, n_cells: int, max_len: int, *, repeats: bool = False) -> TokenizedCells:
     """Cells of 0..max_len tokens, frequent tokens more likely (repeated tokens if asked)."""
-    rng = np.random.default_rng(seed)
-    weight = 1.0 / (1.0 + np.arange(VOCAB))
-    weight /= weight.sum()
-    cells = [
-        rng.choice(VOCAB, size=int(rng.integers(0, max_len + 1)), replace=repeats, p=weight)
-        for _ in range(n_cells)
-    ]
-    lengths = [len(c) for c in cells]
-    return TokenizedCells(
-        tokens=np.concatenate([[], *cells]).astype(np.int32),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        cell_ids=np.array([f"cell{i}" for i in range(n_cells)]),
-        vocabulary=np.array([f"ENSG{t:011d}" for t in range(VOCAB)]),
-    )
+    return toy.cells(seed, n_cells, max_len, vocab=VOCAB, min_len=0, repeats=repeats)
 
 
 def make_model(seed: int, d: int = 8, n_heads: int = 2) -> StudyModel:
     """The attention tests' random model over this file's vocabulary."""
-    return attention_model(seed, d, n_heads, vocab=VOCAB)
+    return toy.study_model(seed, d=d, n_heads=n_heads, vocab=VOCAB)
 
 
 def head_averaged(x: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, h: int) -> np.ndarray:
@@ -333,7 +320,7 @@ def study(tmp_path):
     cells = make_cells(11, 60, 25)
     model = make_model(12)
     save_tokens(tmp_path / "tokens.npz", cells)
-    save_model(tmp_path / "model.npz", model)
+    save_study_model(tmp_path / "model.npz", model)
     labels = np.where(np.arange(60) % 3 == 0, "NAT", "Tumor")
     obs = pd.DataFrame({"source": pd.Categorical(labels)}, index=cells.cell_ids)
     ad.AnnData(np.zeros((60, 1), dtype=np.float32), obs=obs).write_h5ad(tmp_path / "qc.h5ad")

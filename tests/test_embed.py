@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from geneattn.cli import main
-from geneattn.study_model import load_model
+from geneattn.models.study import load_study_model
 from geneattn.tokenize import load_tokens
 
 
@@ -65,7 +65,7 @@ def test_model_is_deterministic_and_covers_the_tokens(demo_tokens):
     assert _model(tmp, gf, tmp / "m1.npz") == 0
     assert _model(tmp, gf, tmp / "m2.npz") == 0
     assert (tmp / "m1.npz").read_bytes() == (tmp / "m2.npz").read_bytes()
-    model = load_model(tmp / "m1.npz")
+    model = load_study_model(tmp / "m1.npz")
     cells = load_tokens(tmp / "tokens.npz")
     used = np.unique(cells.tokens)
     assert np.all(np.linalg.norm(model.gene_embeddings[used], axis=1) > 0)
@@ -84,7 +84,7 @@ def test_embed_writes_obsm_in_token_order(demo_tokens):
     assert list(emb.obs_names) == list(cells.cell_ids)
     assert "source" in emb.obs
     # same as the interface on one cell
-    gi = load_model(tmp / "m.npz").interface()
+    gi = load_study_model(tmp / "m.npz").interface()
     one = gi.encode_batch(cells.cell(3), np.array([0, len(cells.cell(3))]))[0]
     np.testing.assert_allclose(emb.obsm["X_geneattn"][3], one, rtol=1e-5, atol=1e-6)
 

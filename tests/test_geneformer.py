@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from geneattn import GeneformerInterface, rank_value_encode
-from geneattn import reference as ref
+from geneattn.testing import reference as ref
 
 RTOL = 1e-9
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geneattn import _kernels
-from geneattn import reference as ref
+from geneattn.testing import reference as ref
 
 DTYPES = (np.float32, np.float64)
 

@@ -8,17 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geneattn import reference
+from geneattn.edits import perturbed_tokens, plan_edits
+from geneattn.models.study import StudyModel
 from geneattn.perturb import (
     choose_null_tokens,
-    edit_embeddings,
     goal_statistics,
     load_plan,
     perturbation_shifts,
-    perturbed_tokens,
-    plan_edits,
 )
-from geneattn.study_model import StudyModel
+from geneattn.testing import reference, toy
 from geneattn.tokenize import TokenizedCells
 
 VOCAB = 30
@@ -31,14 +29,7 @@ def make_model(seed: int, d: int = 8, heads: int = 2, scale: float = 1.0) -> Stu
 
 
 def make_cells(seed: int, n_cells: int, max_len: int) -> TokenizedCells:
-    rng = np.random.default_rng(seed)
-    per = [rng.permutation(VOCAB)[: rng.integers(1, max_len + 1)] for _ in range(n_cells)]
-    return TokenizedCells(
-        tokens=np.concatenate(per).astype(np.int32),
-        offsets=np.concatenate([[0], np.cumsum([len(p) for p in per])]).astype(np.int64),
-        cell_ids=np.array([f"c{i}" for i in range(n_cells)]),
-        vocabulary=np.array([f"ENSG{i:011d}" for i in range(VOCAB)]),
-    )
+    return toy.cells(seed, n_cells, max_len, vocab=VOCAB, frequent_first=False, prefix="c")
 
 
 def brute(model: StudyModel, seq: np.ndarray, pooled: np.ndarray) -> np.ndarray:
@@ -85,7 +76,7 @@ def test_kernel_equals_brute_force_forward(seed, mode, scale):
     cells = make_cells(seed + 1, 4, 12)
     targets = [3, 7, 21]
     plan = plan_edits(cells, targets, mode)
-    original, perturbed = edit_embeddings(model, cells, plan, n_threads=2)
+    original, perturbed = model.edit_embeddings(cells, plan.cell, plan.token, mode, n_threads=2)
     for e in range(len(plan.cell)):
         seq = cells.cell(int(plan.cell[e])).astype(np.int64)
         token = int(plan.token[e])
@@ -139,12 +130,12 @@ def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
     import anndata as ad
 
     from geneattn.cli import main
-    from geneattn.study_model import save_model
+    from geneattn.models.study import save_study_model
     from geneattn.tokenize import save_tokens
 
     cells = make_cells(8, 40, 20)
     save_tokens(tmp_path / "tokens.npz", cells)
-    save_model(tmp_path / "model.npz", make_model(9))
+    save_study_model(tmp_path / "model.npz", make_model(9))
     labels = np.where(np.arange(40) % 2 == 0, "Tumor", "NAT")
     obs = pd.DataFrame({"source": pd.Categorical(labels)}, index=cells.cell_ids)
     ad.AnnData(np.zeros((40, 1), dtype=np.float32), obs=obs).write_h5ad(tmp_path / "qc.h5ad")

@@ -388,7 +388,7 @@ def test_cli_failure_while_writing_leaves_nothing(tmp_path, toy_h5ad, monkeypatc
 
 
 def test_wu2020_demo(resources_dir):
-    from geneattn.readers import read_counts
+    from geneattn.io.readers import read_counts
 
     path = resources_dir / "wu2020_200.h5ad"
     adata = read_counts(path)

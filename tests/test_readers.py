@@ -15,7 +15,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
-from geneattn.readers import FORMATS, detect_format, read_counts, sum_duplicate_genes
+from geneattn.io.readers import FORMATS, detect_format, read_counts, sum_duplicate_genes
 
 CELLS = ["AAAC-1", "AAAG-1", "AACT-1"]
 GENES = ["MT-CO1", "CD3E", "CD8A", "GZMB"]
@@ -337,7 +337,7 @@ def test_duplicate_genes_are_summed(tmp_path, caplog):
     genes = ["CD3E", "MT-CO1", "CD3E", "CD8A", "CD3E"]
     counts = np.array([[1, 0, 2, 0, 4], [0, 3, 0, 5, 1], [7, 0, 0, 1, 0]])
     path = _write_csv(tmp_path / "dups.csv", counts, genes=genes)
-    with caplog.at_level(logging.WARNING, logger="geneattn.readers"):
+    with caplog.at_level(logging.WARNING, logger="geneattn.io.readers"):
         adata = read_counts(path)
     expected = np.array([[7, 0, 0], [1, 3, 5], [7, 0, 1]])
     _assert_counts(adata, counts=expected, genes=["CD3E", "MT-CO1", "CD8A"])
@@ -358,7 +358,7 @@ def test_duplicate_genes_keep_first_var_row():
 
 def test_duplicate_genes_in_10x_h5(tmp_path, caplog):
     path = _write_10x_h5(tmp_path / "dups.h5", genes=["A", "B", "A", "B"])
-    with caplog.at_level(logging.WARNING, logger="geneattn.readers"):
+    with caplog.at_level(logging.WARNING, logger="geneattn.io.readers"):
         adata = read_counts(path)
     np.testing.assert_array_equal(adata.X.toarray(), [[4, 0], [0, 7], [4, 1]])
     assert "2 gene names are duplicated; summed their 4 columns into 2: A, B" in caplog.text
@@ -366,7 +366,7 @@ def test_duplicate_genes_in_10x_h5(tmp_path, caplog):
 
 def test_duplicate_cells_made_unique(tmp_path, caplog):
     path = _write_csv(tmp_path / "cells.csv", cells=["c1", "c2", "c1"])
-    with caplog.at_level(logging.WARNING, logger="geneattn.readers"):
+    with caplog.at_level(logging.WARNING, logger="geneattn.io.readers"):
         adata = read_counts(path)
     assert adata.obs_names.is_unique
     assert list(adata.obs_names) == ["c1", "c2", "c1-1"]

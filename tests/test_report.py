@@ -13,7 +13,7 @@ import pytest
 
 from geneattn.cli import main
 from geneattn.errors import InputError
-from geneattn.report import ReportInputs, ReportOptions, build_report, umap_coordinates
+from geneattn.report.html import ReportInputs, ReportOptions, build_report, umap_coordinates
 
 #: The tests use scanpy's Gaussian-kernel neighbour graph: the default (UMAP's fuzzy
 #: simplicial set) first compiles numba code for several seconds per process.

@@ -137,7 +137,7 @@ def test_killed_run_leaves_no_partial_output_and_resumes(
 
     # Every file under a final name is complete: equal to the uninterrupted run's file, or
     # (for the shard files that run deleted as temp()) readable to the end. Temporary names
-    # of geneattn.atomic may be left behind; they are not outputs.
+    # of geneattn.io.atomic may be left behind; they are not outputs.
     baseline = demo_run.results
     problems = []
     for path in sorted(p for p in results.rglob("*") if p.is_file()):

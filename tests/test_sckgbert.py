@@ -9,9 +9,9 @@ import pytest
 import scipy.sparse as sp
 
 from geneattn import ScKGBERTInterface, rank_value_encode
-from geneattn import reference as ref
 from geneattn.errors import InputError
-from geneattn.knowledge import DENSE_LIMIT, load_prior_graph, random_prior_graph
+from geneattn.models.knowledge import DENSE_LIMIT, load_prior_graph, random_prior_graph
+from geneattn.testing import reference as ref
 
 RTOL, ATOL = 1e-9, 1e-15
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geneattn import GeneformerInterface, ScKGBERTInterface, rank_value_encode
-from geneattn import reference as ref
+from geneattn.testing import reference as ref
 
 
 def test_5_1_rank_value_encoding():

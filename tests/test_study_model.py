@@ -7,7 +7,12 @@ import pytest
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
-from geneattn.study_model import build_study_model, load_model, save_model
+from geneattn.models.study import (
+    StudyModel,
+    build_study_model,
+    load_study_model,
+    save_study_model,
+)
 
 
 def _programs(seed=0, n_cells=120):
@@ -52,10 +57,10 @@ def test_deterministic_and_roundtrip(tmp_path):
     x, n = _programs()
     one = build_study_model(x, n, np.arange(40), 40, d_model=8, n_heads=4, seed=3)
     two = build_study_model(x, n, np.arange(40), 40, d_model=8, n_heads=4, seed=3)
-    save_model(tmp_path / "a.npz", one)
-    save_model(tmp_path / "b.npz", two)
+    save_study_model(tmp_path / "a.npz", one)
+    save_study_model(tmp_path / "b.npz", two)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    back = load_model(tmp_path / "a.npz")
+    back = load_study_model(tmp_path / "a.npz")
     assert np.array_equal(back.gene_embeddings, one.gene_embeddings)
     assert back.n_heads == 4 and back.params["kind"] == "study_pca"
 
@@ -70,4 +75,23 @@ def test_bad_input(tmp_path):
         build_study_model(x, n, np.arange(40) + 10, 40, d_model=4, n_heads=2)
     (tmp_path / "m.npz").write_bytes(b"junk")
     with pytest.raises(InputError, match=r"m\.npz"):
-        load_model(tmp_path / "m.npz")
+        load_study_model(tmp_path / "m.npz")
+
+
+def test_study_model_implements_the_model_protocol():
+    from geneattn.models.protocol import AttentionModel
+    from geneattn.tokenize import TokenizedCells
+
+    rng = np.random.default_rng(0)
+    d = 8
+    model = StudyModel(rng.normal(size=(12, d)), *np.eye(d)[None].repeat(4, 0), 2, {})
+    assert isinstance(model, AttentionModel)
+    cells = TokenizedCells(
+        tokens=np.array([1, 4, 7, 2, 3], dtype=np.int32),
+        offsets=np.array([0, 3, 5], dtype=np.int64),
+        cell_ids=np.array(["a", "b"]),
+        vocabulary=np.array([f"g{i}" for i in range(12)]),
+    )
+    emb = model.embed(cells)
+    assert emb.shape == (2, d)
+    np.testing.assert_allclose(emb, model.interface().encode_batch(cells.tokens, cells.offsets))

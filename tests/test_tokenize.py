@@ -158,7 +158,7 @@ def test_demo_study_tokens_match_reference(resources_dir):
     """Real data: the demo h5ad through the real Geneformer V1 dictionaries."""
     import anndata as ad
 
-    from geneattn.resources import load_gene_medians, load_gene_name_map, load_token_dictionary
+    from geneattn.resources.load import load_gene_medians, load_gene_name_map, load_token_dictionary
 
     gf = resources_dir / "geneformer_v1"
     tokens = load_token_dictionary(gf / "token_dictionary.tsv")
@@ -238,7 +238,7 @@ def test_cli_ensembl_ids_from_var_gene_ids(tmp_path, resources_dir):
     """10x-style input: symbols as var_names, Ensembl IDs in var['gene_ids']."""
     import anndata as ad
 
-    from geneattn.resources import load_gene_name_map
+    from geneattn.resources.load import load_gene_name_map
 
     gf = resources_dir / "geneformer_v1"
     names = load_gene_name_map(gf / "gene_name_id.tsv")

@@ -16,8 +16,8 @@ import pandas as pd
 import yaml
 from workflow_runs import prepare_workdir, run_workflow
 
-from geneattn.bert_weights import BertConfig, BertWeights, save_checkpoint
-from geneattn.resources import load_token_dictionary
+from geneattn.models.bert_weights import BertConfig, BertWeights, save_checkpoint
+from geneattn.resources.load import load_token_dictionary
 
 
 def test_demo_study_runs_on_a_checkpoint(tmp_path, resources_dir):

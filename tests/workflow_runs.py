@@ -315,7 +315,7 @@ def byte_differences(a: Path, b: Path, names: Sequence[str]) -> list[str]:
 
 # --- outputs of an interrupted run --------------------------------------------------------
 
-#: Temporary names of geneattn.atomic.atomic_path: ``.{final name}.{random}.tmp{suffix}``.
+#: Temporary names of geneattn.io.atomic.atomic_path: ``.{final name}.{random}.tmp{suffix}``.
 ATOMIC_TEMP = re.compile(r"^\.(?P<final>.+)\.[A-Za-z0-9_]{8}\.tmp(?P<suffix>\.[^.]+)?$")
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from geneattn.encoding import rank_value_encode
 
 if TYPE_CHECKING:
-    from geneattn.geneformer import GeneformerInterface
-    from geneattn.sckgbert import ScKGBERTInterface
+    from geneattn.models.geneformer import GeneformerInterface
+    from geneattn.models.sckgbert import ScKGBERTInterface
 
 __version__ = "0.1.0"
 
@@ -21,8 +21,8 @@ __all__ = ["GeneformerInterface", "ScKGBERTInterface", "__version__", "rank_valu
 
 # The interfaces pull in scipy; load them on first use so `geneattn --help` stays fast.
 _LAZY = {
-    "ScKGBERTInterface": "geneattn.sckgbert",
-    "GeneformerInterface": "geneattn.geneformer",
+    "ScKGBERTInterface": "geneattn.models.sckgbert",
+    "GeneformerInterface": "geneattn.models.geneformer",
 }
 
 

@@ -16,16 +16,18 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from geneattn.attention_sums import AttentionSums
-from geneattn.checkpoint_stage import CheckpointStage
 from geneattn.errors import InputError
 from geneattn.shards import shard_bounds
-from geneattn.study_model import StudyModel
-from geneattn.tokenize import TokenizedCells
+from geneattn.tokenize import TokenizedCells, subset_cells
+
+if TYPE_CHECKING:
+    from geneattn.models.protocol import AttentionModel
 
 __all__ = [
     "aggregate_attention",
@@ -208,80 +210,9 @@ def symbols_for(
     return np.array(out, dtype=str)
 
 
-def _attention_adder(model: StudyModel | CheckpointStage, universe_tokens: np.ndarray):
-    """``add(cells, sums, incoming, n_threads)``: the model's attention among the universe
-    genes of ``cells`` added into the running sums, in Rust."""
-    from geneattn import _kernels
-
-    if isinstance(model, CheckpointStage):
-
-        def add_checkpoint(cells, sums, incoming, n_threads):
-            model.add_attention_sums(cells, universe_tokens, sums, incoming, n_threads=n_threads)
-
-        return add_checkpoint
-
-    table = np.ascontiguousarray(model.gene_embeddings)
-    vocab = table.shape[0]
-    if universe_tokens.max() >= vocab:
-        raise InputError(f"a universe token is outside the model's vocabulary (0..{vocab - 1})")
-    index = np.full(vocab, -1, dtype=np.int64)
-    index[universe_tokens] = np.arange(len(universe_tokens))
-    w_q = np.ascontiguousarray(model.w_q, dtype=table.dtype)
-    w_k = np.ascontiguousarray(model.w_k, dtype=table.dtype)
-
-    def add_study(cells, sums, incoming, n_threads):
-        if len(cells.tokens) and int(cells.tokens.max()) >= vocab:
-            raise InputError(
-                f"token {int(cells.tokens.max())} is outside the model's vocabulary ({vocab} rows)"
-            )
-        _kernels.mha_aggregate_cells(
-            np.ascontiguousarray(cells.tokens, dtype=np.int32),
-            np.ascontiguousarray(cells.offsets, dtype=np.int64),
-            table,
-            w_q,
-            w_k,
-            int(model.n_heads),
-            index,
-            len(universe_tokens),
-            n_threads=n_threads,
-            sums=sums,
-            incoming=incoming,
-        )
-
-    return add_study
-
-
-def subset_cells(cells: TokenizedCells, index: np.ndarray) -> TokenizedCells:
-    """The cells at ``index`` (in that order), with their tokens.
-
-    Parameters
-    ----------
-    cells
-        Tokenized cells.
-    index
-        Cell positions.
-
-    Returns
-    -------
-    TokenizedCells
-        The chosen cells, same vocabulary.
-    """
-    index = np.asarray(index, dtype=np.int64)
-    starts, ends = cells.offsets[index], cells.offsets[index + 1]
-    lengths = ends - starts
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-    return TokenizedCells(
-        tokens=np.ascontiguousarray(cells.tokens[take], dtype=np.int32),
-        offsets=offsets,
-        cell_ids=cells.cell_ids[index],
-        vocabulary=cells.vocabulary,
-    )
-
-
 def aggregate_attention(
     cells: TokenizedCells,
-    model: StudyModel | CheckpointStage,
+    model: AttentionModel,
     universe_tokens: np.ndarray,
     *,
     n_threads: int = 1,
@@ -297,8 +228,8 @@ def aggregate_attention(
     cells
         The cells (of one condition, or one shard of it).
     model
-        Single-layer attention weights (``gene_embeddings``, ``w_q``, ``w_k``, ``n_heads``),
-        or a checkpoint (its ``attention_layer``, averaged over ``attention_heads``).
+        The attention model (the study model's single layer, or a checkpoint's
+        ``attention_layer`` averaged over ``attention_heads``).
     universe_tokens
         Token ids of the universe genes, unique (from :func:`choose_universe`).
     n_threads
@@ -335,14 +266,14 @@ def aggregate_attention(
     gene_symbols = np.asarray(gene_symbols).astype(str)
     if gene_symbols.shape != (g,):
         raise InputError(f"gene_symbols has shape {gene_symbols.shape}, expected ({g},)")
-    add = _attention_adder(model, universe_tokens)
 
     sums = np.zeros((g, g), dtype=np.float64)
     incoming = np.zeros(g, dtype=np.float64)
     n = cells.n_cells
     bounds = np.unique(np.linspace(0, n, max(1, chunks) + 1).astype(np.int64))
     for c0, c1 in pairwise(bounds):
-        add(subset_cells(cells, np.arange(c0, c1)), sums, incoming, int(n_threads))
+        chunk = subset_cells(cells, np.arange(c0, c1))
+        model.add_attention_sums(chunk, universe_tokens, sums, incoming, n_threads=int(n_threads))
         if progress is not None:
             progress(int(c1), n)
 
@@ -368,7 +299,7 @@ def save_universe(path: str | Path, tokens: np.ndarray, gene_ids: np.ndarray, sy
     """Write the gene universe as a TSV (``token``, ``gene_id``, ``symbol``), atomically."""
     import pandas as pd
 
-    from geneattn.atomic import atomic_path
+    from geneattn.io.atomic import atomic_path
 
     table = pd.DataFrame(
         {

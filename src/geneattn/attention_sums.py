@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from geneattn.atomic import atomic_path
 from geneattn.errors import InputError
-from geneattn.npz import read_npz_arrays
+from geneattn.io.atomic import atomic_path
+from geneattn.io.npz import read_npz_arrays
 
 __all__ = [
     "ARRAY_NAMES",

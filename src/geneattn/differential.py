@@ -37,15 +37,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geneattn.atomic import atomic_path
 from geneattn.errors import InputError
-from geneattn.npz import read_npz_arrays
+from geneattn.io.atomic import atomic_path
+from geneattn.io.npz import read_npz_arrays
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from geneattn.checkpoint_stage import CheckpointStage
-    from geneattn.study_model import StudyModel
+    from geneattn.models.protocol import AttentionModel
     from geneattn.tokenize import TokenizedCells
 
 __all__ = [
@@ -152,7 +151,7 @@ def read_module_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def module_attention(
     cells: TokenizedCells,
-    model: StudyModel | CheckpointStage,
+    model: AttentionModel,
     gene_tokens: np.ndarray,
     gene_modules: np.ndarray,
     *,
@@ -166,8 +165,8 @@ def module_attention(
     cells
         The cells (of one condition, or one shard of it).
     model
-        Single-layer attention weights (``gene_embeddings``, ``w_q``, ``w_k``, ``n_heads``),
-        or a checkpoint (its ``attention_layer``, averaged over ``attention_heads``).
+        The attention model (the study model's single layer, or a checkpoint's
+        ``attention_layer`` averaged over ``attention_heads``).
     gene_tokens
         Token ids of the genes of the module table, unique.
     gene_modules
@@ -189,9 +188,6 @@ def module_attention(
         If the genes repeat a token or name one outside the model's vocabulary, the two
         arrays differ in length, or a module number is negative.
     """
-    from geneattn import _kernels
-    from geneattn.checkpoint_stage import CheckpointStage
-
     gene_tokens = np.asarray(gene_tokens, dtype=np.int64)
     gene_modules = np.asarray(gene_modules, dtype=np.int64)
     vocab = len(cells.vocabulary)
@@ -207,31 +203,9 @@ def module_attention(
     column = np.full(len(gene_tokens), -1, dtype=np.int64)
     assigned = gene_modules > 0
     column[assigned] = np.searchsorted(modules, gene_modules[assigned])
-    if isinstance(model, CheckpointStage):
-        sums, pairs = model.module_sums(
-            cells, gene_tokens, column, len(modules), n_threads=int(n_threads)
-        )
-    else:
-        table = np.ascontiguousarray(model.gene_embeddings)
-        if len(cells.tokens) and int(cells.tokens.max()) >= table.shape[0]:
-            raise InputError(
-                f"token {int(cells.tokens.max())} is outside the model's vocabulary "
-                f"({table.shape[0]} rows)"
-            )
-        index = np.full(table.shape[0], -1, dtype=np.int64)
-        index[gene_tokens] = np.arange(len(gene_tokens))
-        sums, pairs = _kernels.mha_module_cells(
-            np.ascontiguousarray(cells.tokens, dtype=np.int32),
-            np.ascontiguousarray(cells.offsets, dtype=np.int64),
-            table,
-            np.ascontiguousarray(model.w_q, dtype=table.dtype),
-            np.ascontiguousarray(model.w_k, dtype=table.dtype),
-            int(model.n_heads),
-            index,
-            column,
-            len(modules),
-            n_threads=int(n_threads),
-        )
+    sums, pairs = model.module_sums(
+        cells, gene_tokens, column, len(modules), n_threads=int(n_threads)
+    )
     return ModuleAttention(
         modules=modules.astype(np.int64),
         module_sizes=sizes.astype(np.int64),

@@ -74,7 +74,7 @@ def load_gene_sets(paths: Sequence[str | Path]) -> dict[str, dict[str, list[str]
     :class:`~geneattn.errors.InputError` naming the file.
     """
     from geneattn.errors import InputError
-    from geneattn.resources import read_gmt
+    from geneattn.resources.load import read_gmt
 
     collections: dict[str, dict[str, list[str]]] = {}
     for path in paths:

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import numpy as np
 from scipy import sparse
 
-from geneattn.atomic import atomic_path
 from geneattn.attention_sums import AttentionSums
 from geneattn.errors import InputError
-from geneattn.npz import read_npz_arrays
+from geneattn.io.atomic import atomic_path
+from geneattn.io.npz import read_npz_arrays
 
 if TYPE_CHECKING:
     import networkx as nx

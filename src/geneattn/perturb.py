@@ -1,18 +1,18 @@
 """In-silico perturbation of genes in case cells, and its goal-state statistics.
 
-Geneformer's ``InSilicoPerturber`` deletes a gene's token (or moves it to the front to
-"overexpress" it), re-embeds the cell and measures how far the embedding moved, and how far
-toward a goal state (here the control cells' centroid). Its ``inhibit`` and ``activate``
-modes are left "under development"; here they are rank shifts: the token moves down
-(inhibit) or up (activate) by a fraction of the cell's sequence.
+As Geneformer's ``InSilicoPerturber``, a gene's token is deleted or moved (see
+:mod:`geneattn.edits`), the cell re-embedded, and the shift of its embedding measured, and
+how far toward a goal state (here the control cells' centroid) it moved.
 
-The perturbations run through :func:`geneattn._kernels.mha_edit_effects`: one forward pass
-per cell, then ``O(n d)`` per perturbation instead of a new ``O(n^2 d)`` pass (see
-``kernels/src/perturb.rs``). The study model's attention has no position information, so
-moving a token changes nothing: ``inhibit``, ``activate`` and ``overexpress`` of an
-expressed gene leave the embedding unchanged (shifts exactly 0), and ``overexpress`` of an
-absent gene inserts it and drops the cell's last token. A rank-aware model (a pretrained
-checkpoint with position embeddings) is needed for rank shifts to matter.
+Each perturbation is an edit of a cell's tokens (:mod:`geneattn.edits`); the model
+(:class:`~geneattn.models.protocol.AttentionModel`) gives the original and perturbed cell
+embeddings of every edit. The study model's kernel (``mha_edit_effects``) makes one forward
+pass per cell, then ``O(n d)`` per perturbation instead of a new ``O(n^2 d)`` pass (see
+``kernels/src/perturb.rs``); its attention has no position information, so moving a token
+changes nothing: ``inhibit``, ``activate`` and ``overexpress`` of an expressed gene leave the
+embedding unchanged (shifts exactly 0), and ``overexpress`` of an absent gene inserts it and
+drops the cell's last token. A checkpoint re-encodes every perturbed sequence, so rank
+shifts matter there.
 
 For each perturbed gene and cell, with ``z`` the cell embedding without the gene's own
 token in the pooling (Geneformer excludes it from both embeddings) and ``z'`` the perturbed
@@ -31,17 +31,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from geneattn.checkpoint_stage import CheckpointStage
+from geneattn.edits import plan_edits
 from geneattn.enrichment import bh_fdr
 from geneattn.errors import InputError
-from geneattn.study_model import StudyModel
 from geneattn.tokenize import TokenizedCells
 
-MODES = ("delete", "overexpress", "inhibit", "activate")
+if TYPE_CHECKING:
+    from geneattn.models.protocol import AttentionModel
 
 #: Columns of ``perturbation.tsv``.
 TABLE_COLUMNS = (
@@ -58,154 +59,6 @@ TABLE_COLUMNS = (
 )
 
 
-def perturbed_tokens(
-    tokens: np.ndarray, token: int, mode: str, *, shift: float = 0.25
-) -> np.ndarray:
-    """One cell's rank-ordered tokens after perturbing ``token``.
-
-    Parameters
-    ----------
-    tokens
-        The cell's tokens, highest rank first.
-    token
-        The token perturbed.
-    mode
-        ``delete`` (remove it), ``overexpress`` (move it to the front; when absent, insert
-        it there and drop the last token), ``inhibit`` / ``activate`` (move it down / up by
-        ``round(shift * len(tokens))`` positions, at most to the end / front).
-    shift
-        Fraction of the sequence a rank shift moves the token.
-
-    Returns
-    -------
-    np.ndarray
-        The perturbed sequence.
-
-    Raises
-    ------
-    ValueError
-        Unknown mode, or ``token`` absent for a mode other than ``overexpress``.
-    """
-    seq = np.asarray(tokens, dtype=np.int64)
-    if mode not in MODES:
-        raise ValueError(f"unknown perturbation mode {mode!r} (choose from {', '.join(MODES)})")
-    where = np.flatnonzero(seq == token)
-    if mode == "overexpress":
-        if where.size == 0:
-            return np.concatenate([[token], seq[:-1]]) if seq.size else seq.copy()
-        return np.concatenate([[token], np.delete(seq, where[0])])
-    if where.size == 0:
-        raise ValueError(f"token {token} is not in the cell, so it cannot be {mode}d")
-    p = int(where[0])
-    rest = np.delete(seq, p)
-    if mode == "delete":
-        return rest
-    step = round(shift * seq.size)
-    target = min(p + step, seq.size - 1) if mode == "inhibit" else max(p - step, 0)
-    return np.insert(rest, target, token)
-
-
-@dataclasses.dataclass(frozen=True)
-class EditPlan:
-    """Perturbations of cells as kernel edits (see ``mha_edit_effects``).
-
-    Attributes
-    ----------
-    token
-        The perturbed token of each edit.
-    cell, remove, add, exclude
-        int64 arrays for the kernel: the cell (sorted), the position whose key is removed,
-        the token whose key is added, the position left out of both poolings (-1: none).
-    """
-
-    token: np.ndarray
-    cell: np.ndarray
-    remove: np.ndarray
-    add: np.ndarray
-    exclude: np.ndarray
-
-
-def plan_edits(cells: TokenizedCells, tokens: Sequence[int], mode: str) -> EditPlan:
-    """The edits perturbing each of ``tokens`` in every cell it applies to.
-
-    ``delete``, ``inhibit`` and ``activate`` apply to the cells expressing the token;
-    ``overexpress`` to every cell with at least one token. For the study model, whose
-    attention ignores order, a moved token is an edit without removed or added keys.
-
-    Parameters
-    ----------
-    cells
-        The cells.
-    tokens
-        The tokens to perturb.
-    mode
-        One of :data:`MODES`.
-
-    Returns
-    -------
-    EditPlan
-        Edits sorted by cell, then by the order of ``tokens``.
-    """
-    if mode not in MODES:
-        raise ValueError(f"unknown perturbation mode {mode!r} (choose from {', '.join(MODES)})")
-    wanted = np.asarray(list(tokens), dtype=np.int64)
-    order = {int(t): i for i, t in enumerate(wanted)}
-    rows: list[tuple[int, int, int, int, int, int]] = []
-    for c in range(cells.n_cells):
-        seq = cells.cell(c)
-        n = len(seq)
-        if n == 0:
-            continue
-        position = {int(t): p for p, t in enumerate(seq.tolist()) if int(t) in order}
-        for t in wanted.tolist():
-            p = position.get(t)
-            if mode == "delete":
-                if p is not None and n > 1:
-                    rows.append((c, order[t], t, p, -1, p))
-            elif mode == "overexpress":
-                if p is None:
-                    rows.append((c, order[t], t, n - 1, t, -1))
-                else:
-                    rows.append((c, order[t], t, -1, -1, p))
-            elif p is not None:
-                rows.append((c, order[t], t, -1, -1, p))
-    rows.sort(key=lambda r: (r[0], r[1]))
-    table = np.array(rows, dtype=np.int64).reshape(-1, 6)
-    return EditPlan(
-        token=table[:, 2].copy(),
-        cell=table[:, 0].copy(),
-        remove=table[:, 3].copy(),
-        add=table[:, 4].copy(),
-        exclude=table[:, 5].copy(),
-    )
-
-
-def edit_embeddings(
-    model: StudyModel, cells: TokenizedCells, plan: EditPlan, *, n_threads: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Original and perturbed cell embeddings of each edit, ``(n_edits, d_model)`` each."""
-    from geneattn import _kernels
-
-    if len(plan.cell) == 0:
-        empty = np.zeros((0, model.d_model))
-        return empty, empty.copy()
-    original, perturbed = _kernels.mha_edit_effects(
-        np.ascontiguousarray(cells.tokens, dtype=np.int64),
-        np.ascontiguousarray(cells.offsets, dtype=np.int64),
-        np.ascontiguousarray(model.gene_embeddings, dtype=np.float64),
-        np.ascontiguousarray(model.w_q, dtype=np.float64),
-        np.ascontiguousarray(model.w_k, dtype=np.float64),
-        np.ascontiguousarray(model.w_v, dtype=np.float64),
-        model.n_heads,
-        plan.cell,
-        plan.remove,
-        plan.add,
-        plan.exclude,
-        n_threads=n_threads,
-    )
-    return original @ model.w_o, perturbed @ model.w_o
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     na = np.linalg.norm(a, axis=-1)
     nb = np.linalg.norm(b, axis=-1)
@@ -214,7 +67,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def perturbation_shifts(
-    model: StudyModel | CheckpointStage,
+    model: AttentionModel,
     cells: TokenizedCells,
     tokens: Sequence[int],
     mode: str,
@@ -255,22 +108,19 @@ def perturbation_shifts(
     pandas.DataFrame
         ``token``, ``cell`` (index in ``cells``), ``cosine_shift``, ``goal_shift``.
     """
-    from geneattn.attention import subset_cells
+    from geneattn.tokenize import subset_cells
 
     parts = []
     for c0 in range(0, cells.n_cells, chunk):
         index = np.arange(c0, min(c0 + chunk, cells.n_cells))
         sub = subset_cells(cells, index)
         plan = plan_edits(sub, tokens, mode)
-        if isinstance(model, CheckpointStage):
-            original, perturbed = model.edit_embeddings(
-                sub, plan.cell, plan.token, mode, shift=shift, n_threads=n_threads
-            )
-        else:
-            original, perturbed = edit_embeddings(model, sub, plan, n_threads=n_threads)
-        shift = 1.0 - _cosine(original, perturbed)
+        original, perturbed = model.edit_embeddings(
+            sub, plan.cell, plan.token, mode, shift=shift, n_threads=n_threads
+        )
+        cosine_shift = 1.0 - _cosine(original, perturbed)
         if goal is None:
-            goal_shift = np.full(len(shift), np.nan)
+            goal_shift = np.full(len(cosine_shift), np.nan)
         else:
             g = np.broadcast_to(goal, original.shape)
             goal_shift = _cosine(perturbed, g) - _cosine(original, g)
@@ -279,7 +129,7 @@ def perturbation_shifts(
                 {
                     "token": plan.token,
                     "cell": index[plan.cell],
-                    "cosine_shift": shift,
+                    "cosine_shift": cosine_shift,
                     "goal_shift": goal_shift,
                 }
             )
@@ -442,7 +292,7 @@ class PerturbPlan:
 
 def save_plan(path: str | Path, plan: PerturbPlan) -> None:
     """Write ``plan`` atomically (uncompressed ``.npz``, byte-deterministic)."""
-    from geneattn.atomic import atomic_path
+    from geneattn.io.atomic import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
@@ -456,7 +306,7 @@ def save_plan(path: str | Path, plan: PerturbPlan) -> None:
 
 def load_plan(path: str | Path) -> PerturbPlan:
     """Read a plan written by :func:`save_plan`, checking its structure."""
-    from geneattn.npz import read_npz_arrays
+    from geneattn.io.npz import read_npz_arrays
 
     z = read_npz_arrays(path, ("tokens", "roles", "bins", "goal"), "a perturbation plan")
     plan = PerturbPlan(

@@ -60,7 +60,7 @@ def run_qc(
     Parameters
     ----------
     adata
-        Cells x genes with raw counts in ``X`` (e.g. from :func:`geneattn.readers.read_counts`).
+        Cells x genes with raw counts in ``X`` (e.g. from :func:`geneattn.io.readers.read_counts`).
         It is not modified.
     condition_column
         ``obs`` column holding the condition of each cell; None for a single-condition

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
-from geneattn.npz import map_npz_arrays, read_ranges
+from geneattn.io.npz import map_npz_arrays, read_ranges
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,34 @@ class TokenizedCells:
     def cell(self, i: int) -> np.ndarray:
         """Tokens of cell ``i``."""
         return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+
+def subset_cells(cells: TokenizedCells, index: np.ndarray) -> TokenizedCells:
+    """The cells at ``index`` (in that order), with their tokens.
+
+    Parameters
+    ----------
+    cells
+        Tokenized cells.
+    index
+        Cell positions.
+
+    Returns
+    -------
+    TokenizedCells
+        The chosen cells, same vocabulary.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    starts, ends = cells.offsets[index], cells.offsets[index + 1]
+    lengths = ends - starts
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    return TokenizedCells(
+        tokens=np.ascontiguousarray(cells.tokens[take], dtype=np.int32),
+        offsets=offsets,
+        cell_ids=cells.cell_ids[index],
+        vocabulary=cells.vocabulary,
+    )
 
 
 def vocabulary_array(token_dictionary: Mapping[str, int]) -> np.ndarray:
@@ -379,7 +407,7 @@ def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
     cells
         The tokenized cells.
     """
-    from geneattn.atomic import atomic_path
+    from geneattn.io.atomic import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
@@ -408,8 +436,8 @@ def load_tokens(path: str | Path, cells: CellSelection = None) -> TokenizedCells
     cells
         None reads every cell. A slice (any step) or an array of cell positions reads only
         those cells, in that order (repeats allowed): the file's arrays are located without
-        reading them (:func:`geneattn.npz.map_npz_arrays`) and only the chosen cells'
-        offsets, tokens and ids are read (:func:`geneattn.npz.read_ranges`), so the memory
+        reading them (:func:`geneattn.io.npz.map_npz_arrays`) and only the chosen cells'
+        offsets, tokens and ids are read (:func:`geneattn.io.npz.read_ranges`), so the memory
         needed follows the cells chosen, not the file. Cells next to each other in the file
         are read in one go: a contiguous slice is a few reads. Files whose arrays are
         compressed are read whole and then subset (same result, more memory).

@@ -323,7 +323,7 @@ struct BertArgs<'a, 'py> {
 fn index_arg(name: &str, v: i64) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| {
         PyValueError::new_err(format!(
-            "{name} must be a 0-based index >= 0, got {v} (CheckpointModel takes negative ones)"
+            "{name} must be a 0-based index >= 0, got {v} (BertEncoder takes negative ones)"
         ))
     })
 }

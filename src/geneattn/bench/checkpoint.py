@@ -3,10 +3,10 @@
 A random model of Geneformer V1's size (6 layers x 256 hidden x 4 heads, feed-forward 512,
 ReLU, 25,426 tokens, 2,048 positions) encodes a few cells of 2,048 tokens each (random
 distinct gene ids): every layer runs and the last one is mean-pooled, as
-:meth:`~geneattn.checkpoint.CheckpointModel.encode_batch` with ``emb_layer=0`` does. The
+:meth:`~geneattn.models.bert.BertEncoder.encode_batch` with ``emb_layer=0`` does. The
 same cells go through
 
-- the numpy reference forward pass (:func:`geneattn.bert_reference.forward`, float32, one
+- the numpy reference forward pass (:func:`geneattn.testing.bert_reference.forward`, float32, one
   cell at a time, numpy's BLAS limited to ``--threads`` with :mod:`threadpoolctl`), and
 - PyTorch on the CPU (``transformers.BertModel`` with the same weights, eager attention,
   ``torch.set_num_threads(--threads)``, one cell at a time, no padding) when ``torch`` and
@@ -14,11 +14,11 @@ same cells go through
   and the notes say why.
 
 A second row times the fused aggregation of the last layer's attention over a gene
-universe (:meth:`~geneattn.checkpoint.CheckpointModel.attention_sums`: the sums of the
+universe (:meth:`~geneattn.models.bert.BertEncoder.attention_sums`: the sums of the
 workflow's attention stage, no per-cell matrix in Python, the last layer's feed-forward not
-run) against :meth:`~geneattn.checkpoint.CheckpointModel.iter_attention` with each cell's
+run) against :meth:`~geneattn.models.bert.BertEncoder.iter_attention` with each cell's
 ``n x n`` matrix added into the same sums with numpy
-(:func:`geneattn.bert_reference.add_attention`). The universe is
+(:func:`geneattn.testing.bert_reference.add_attention`). The universe is
 :data:`UNIVERSE_GENES` random genes of the cells (the workflow's default size).
 
 Results are checked against the reference before anything is timed. Ours and each
@@ -35,11 +35,11 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from geneattn import bert_reference
 from geneattn.bench import Row, Timing
 from geneattn.bench.kernels import SETTLE_S, _check, _numpy_matmul_gflops
-from geneattn.bert_weights import BertConfig, BertWeights
-from geneattn.checkpoint import CheckpointModel
+from geneattn.models.bert import BertEncoder
+from geneattn.models.bert_weights import BertConfig, BertWeights
+from geneattn.testing import bert_reference
 
 NAME = "checkpoint"
 HELP = "BERT encoder of a Geneformer V1-size checkpoint against numpy (and PyTorch if present)"
@@ -83,7 +83,7 @@ def _universe(ids: np.ndarray, vocab: int) -> tuple[np.ndarray, int]:
 
 
 def _streamed_sums(
-    model: CheckpointModel,
+    model: BertEncoder,
     ids: np.ndarray,
     offsets: np.ndarray,
     universe: np.ndarray,
@@ -98,7 +98,7 @@ def _streamed_sums(
     return sums, incoming
 
 
-def _torch_encoder(model: CheckpointModel, threads: int):
+def _torch_encoder(model: BertEncoder, threads: int):
     """A function running ``transformers.BertModel`` on one cell, or the reason there is none."""
     try:
         import torch
@@ -166,7 +166,7 @@ def _rounds(fns: list, rounds: int) -> list[Timing]:
 def run(args: argparse.Namespace) -> list[Row]:
     """Time the encoder against the numpy reference (and PyTorch when it is installed)."""
     config = BertConfig(**V1)
-    model = CheckpointModel(config, BertWeights.random(config, seed=0), version="V1")
+    model = BertEncoder(config, BertWeights.random(config, seed=0), version="V1")
     n_cells, n = (2, 512) if args.quick else (4, 2048)
     ids, offsets = _cells(n_cells, n, config.vocab_size)
     threads = args.threads

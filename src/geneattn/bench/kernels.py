@@ -3,15 +3,15 @@
 Three cases, each checked for agreement before it is timed:
 
 - Gaussian attention of 2,000 queries over 2,000 keys, d = 64 (float64, the interfaces'
-  dtype, and float32), against :func:`geneattn.reference.gaussian_attention` (the seed's
+  dtype, and float32), against :func:`geneattn.testing.reference.gaussian_attention` (the seed's
   vectorised numpy formula).
 - Multi-head attention with the head-averaged weights, n = 2,048, d = 256, 4 heads, float32,
-  against :func:`geneattn.reference.multi_head_attention`; the row also gives the kernel's
+  against :func:`geneattn.testing.reference.multi_head_attention`; the row also gives the kernel's
   GFLOP/s next to numpy's float32 matmul rate measured in the same run.
 - :meth:`ScKGBERTInterface.encode_with_knowledge` of 1,000 cells resampled (fixed seed)
   from the real demo study, with the demo genes as vocabulary and the real PPI prior, in
   one :meth:`~geneattn.ScKGBERTInterface.encode_matrix` call against a per-cell loop of
-  :func:`geneattn.reference.encode_with_knowledge`. Without the resources the cells are
+  :func:`geneattn.testing.reference.encode_with_knowledge`. Without the resources the cells are
   synthetic counts and the row says so. A second row times the opt-in float32 attention
   (``precision="float32"``) against the same reference run.
 
@@ -35,8 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from geneattn import reference
 from geneattn.bench import Row, Timing
+from geneattn.testing import reference
 
 NAME = "kernels"
 HELP = "Gaussian and multi-head attention, and 1,000-cell scKGBERT embedding"

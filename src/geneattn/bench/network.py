@@ -2,7 +2,7 @@
 
 The cells are resampled (with replacement, fixed seed) from the real demo study, tokenized
 with :func:`geneattn.tokenize.tokenize_counts`; the model is the study-derived default
-(:func:`geneattn.study_model.build_study_model`, ``d_model=64``, 4 heads) and the universe
+(:func:`geneattn.models.study.build_study_model`, ``d_model=64``, 4 heads) and the universe
 the 2,000 most frequent genes present in at least 10 cells. Three rows:
 
 * ours (``mha_aggregate_cells``) against a per-cell Python loop over gene pairs into a dict,
@@ -84,8 +84,8 @@ def demo_study(n_cells: int, seed: int = 0):
     import scipy.sparse as sp
 
     from geneattn.attention import choose_universe, subset_cells
-    from geneattn.resources import load_gene_medians, load_gene_name_map, load_token_dictionary
-    from geneattn.study_model import build_study_model
+    from geneattn.models.study import build_study_model
+    from geneattn.resources.load import load_gene_medians, load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import map_genes, tokenize_counts
 
     root = Path("resources")
@@ -175,7 +175,7 @@ def numpy_vectorised(cells, model, index: np.ndarray, g: int) -> tuple[np.ndarra
 
 def _peak_memory(cells, model, index, g, threads: int, sizes: tuple[int, ...]) -> list[dict]:
     """Run the streaming child on the first ``n`` of ``cells`` for each size."""
-    from geneattn.attention import subset_cells
+    from geneattn.tokenize import subset_cells
 
     rng = np.random.default_rng(1)
     big = subset_cells(cells, rng.integers(0, cells.n_cells, max(sizes)))
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> list[Row]:
             model.n_heads, index, g, n_threads=args.threads,
         )  # fmt: skip
 
-    from geneattn.attention import subset_cells
+    from geneattn.tokenize import subset_cells
 
     # correctness first, on the subsets the references are timed on
     loop_cells = subset_cells(cells, np.arange(LOOP_CELLS))

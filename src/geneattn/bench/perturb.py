@@ -6,7 +6,7 @@ study, with the study model
 it deleted and is re-embedded with the gene excluded from both poolings. Ours is one call
 of the edit kernel (one forward pass per cell, then ``O(n d)`` per deletion); the reference
 recomputes the whole numpy forward pass of each perturbed sequence
-(:func:`geneattn.reference.multi_head_attention`), as Geneformer's perturber does. The
+(:func:`geneattn.testing.reference.multi_head_attention`), as Geneformer's perturber does. The
 reference is timed on the first :data:`REF_CELLS` cells and scaled by the number of
 perturbations; both are checked to agree on those cells first.
 """
@@ -30,7 +30,7 @@ REF_CELLS = 4
 
 def _brute(model, cells, plan) -> np.ndarray:
     """Perturbed embeddings by a full numpy forward pass per edit."""
-    from geneattn import reference
+    from geneattn.testing import reference
 
     out = np.zeros((len(plan.cell), model.d_model))
     for e in range(len(plan.cell)):
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> list[Row]:
 
     from geneattn.attention import presence_matrix, subset_cells
     from geneattn.bench.network import demo_study
-    from geneattn.perturb import edit_embeddings, plan_edits
+    from geneattn.edits import plan_edits
 
     n_cells = 20 if args.quick else N_CELLS
     made = demo_study(n_cells, seed=2)
@@ -65,11 +65,13 @@ def run(args: argparse.Namespace) -> list[Row]:
     plan = plan_edits(cells, genes, "delete")
 
     def ours():
-        return edit_embeddings(model, cells, plan, n_threads=args.threads)
+        return model.edit_embeddings(cells, plan.cell, plan.token, "delete", n_threads=args.threads)
 
     first = subset_cells(cells, np.arange(REF_CELLS))
     sub_plan = plan_edits(first, genes, "delete")
-    _, got = edit_embeddings(model, first, sub_plan, n_threads=args.threads)
+    _, got = model.edit_embeddings(
+        first, sub_plan.cell, sub_plan.token, "delete", n_threads=args.threads
+    )
     want = _brute(model, first, sub_plan)
     err = float(np.abs(got - want).max() / np.abs(want).max())
     if err > 1e-9:

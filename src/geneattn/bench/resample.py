@@ -56,8 +56,8 @@ def resample_cells(
     import anndata as ad
     import scipy.sparse as sp
 
-    from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
 
     if n_cells < 1:
         raise InputError(f"--cells must be >= 1, got {n_cells}")

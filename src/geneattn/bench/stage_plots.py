@@ -40,7 +40,7 @@ def plot_stages(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from geneattn.atomic import atomic_path
+    from geneattn.io.atomic import atomic_path
 
     fits = {str(row["stage"]): row for row in scaling}
     sizes = sorted({r.cells for r in results})
@@ -97,16 +97,30 @@ def plot_stages(
                     color="grey",
                     label="b = 1 (guide)",
                 )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        drawn = [v for line in ax.get_lines() for v in line.get_ydata() if v > 0]
+        if drawn:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            # nothing completed (every stage failed or was not run): say so, no log axes
+            ax.text(
+                0.5,
+                0.5,
+                "no stage completed at any size; see the status column of stages.tsv",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
+        if sizes:
+            ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
         ax.minorticks_off()
         ax.set_xlabel("cells (demo cells resampled with replacement)")
         ax.set_ylabel(ylabel)
         what = "wall time" if key == "wall_s" else "peak RSS"
         ax.set_title(f"geneattn stages: {what} against cells, b from log-log least squares")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
         fig.text(0.01, 0.01, subtitle, fontsize=7, va="bottom")
         fig.tight_layout(rect=(0, 0.07, 1, 1))
         with atomic_path(png) as tmp:

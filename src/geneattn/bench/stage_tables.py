@@ -28,7 +28,7 @@ def write_table(
     rows
         The rows.
     """
-    from geneattn.atomic import write_text
+    from geneattn.io.atomic import write_text
 
     lines = [f"# {k}: {' '.join(str(v).split())}" for k, v in header.items()]
     lines.append("\t".join(columns))

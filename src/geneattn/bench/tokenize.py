@@ -52,7 +52,7 @@ def _demo_matrix(n_cells: int, rng: np.random.Generator) -> tuple[sp.csr_matrix,
         return None
     import anndata as ad
 
-    from geneattn.resources import load_gene_medians, load_gene_name_map
+    from geneattn.resources.load import load_gene_medians, load_gene_name_map
 
     adata = ad.read_h5ad(demo)
     names = load_gene_name_map(gf / "gene_name_id.tsv")

@@ -48,15 +48,15 @@ def run(args: argparse.Namespace) -> int:
     """Take the universe (a table, or chosen from all cells), sum the condition's shard."""
     from geneattn.attention import aggregate_attention
     from geneattn.attention_sums import save_attention_sums
-    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.errors import InputError
+    from geneattn.models import load_model
     from geneattn.shards import check_shard_arguments, describe
     from geneattn.tokenize import load_tokens
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     check_shard_arguments(args)
-    model = load_stage_model(args.model)
+    model = load_model(args.model)
     labels, var_names = _read_obs(args.obs, args.condition_column)
     shard, n_chosen = condition_shard(labels, args)
     # a universe chosen here needs every cell; a universe table only the vocabulary
@@ -99,7 +99,7 @@ def gene_universe(args: argparse.Namespace, cells, var_names):
 
     from geneattn.attention import choose_universe, load_universe, symbols_for
     from geneattn.errors import InputError
-    from geneattn.resources import load_gene_name_map
+    from geneattn.resources.load import load_gene_name_map
 
     if getattr(args, "universe_table", None) is not None:
         return load_universe(args.universe_table, cells.vocabulary)
@@ -173,7 +173,7 @@ def labelled_cells(cell_ids, path: str, column: str, label: str):
 def _variable_universe(args: argparse.Namespace, cells, name_map):
     """:func:`geneattn.attention.highly_variable_universe` of the counts in ``--obs``."""
     from geneattn.attention import highly_variable_universe
-    from geneattn.readers import read_stage_h5ad
+    from geneattn.io.readers import read_stage_h5ad
 
     adata = read_stage_h5ad(args.obs)
     gene_ids = _column_gene_ids(adata, name_map)

@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
         return stages.run(args)
 
-    from geneattn.atomic import write_text
     from geneattn.bench import format_table, load_suites, machine_info, package_versions
+    from geneattn.io.atomic import write_text
 
     suites = load_suites()
     chosen = list(suites) if args.suite == "all" else [args.suite]

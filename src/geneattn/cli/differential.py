@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     """Test every module and write the table (and the GraphML), all or none."""
     import contextlib
 
-    from geneattn.atomic import atomic_path
     from geneattn.differential import cell_label_test, gather_module_attention
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
     from geneattn.network import write_graphml, write_table
 
     if args.permutations < 1:

@@ -25,25 +25,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="embeddings.h5ad (of the shard) to write")
 
 
-def embed_cells(model, cells, *, n_threads: int):
-    """Cell embeddings of the study model's interface or of a checkpoint."""
-    from geneattn.checkpoint_stage import CheckpointStage
-
-    if isinstance(model, CheckpointStage):
-        return model.embed(cells, n_threads=n_threads)
-    interface = model.interface(n_threads=n_threads)
-    return interface.encode_batch(cells.tokens, cells.offsets, n_threads=n_threads)
-
-
 def run(args: argparse.Namespace) -> int:
     """Embed the cells (mean-pooled multi-head attention output, Geneformer style)."""
     import anndata as ad
     import numpy as np
 
-    from geneattn.atomic import atomic_path
-    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.errors import InputError
-    from geneattn.readers import read_stage_h5ad
+    from geneattn.io.atomic import atomic_path
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.models import load_model
     from geneattn.shards import check_shard_arguments, describe, shard_of
     from geneattn.tokenize import load_cell_ids, load_tokens
 
@@ -51,14 +41,14 @@ def run(args: argparse.Namespace) -> int:
     n_all = len(load_cell_ids(args.tokens))
     start, stop = shard_of(n_all, args)
     cells = load_tokens(args.tokens, cells=slice(start, stop))
-    model = load_stage_model(args.model)
+    model = load_model(args.model)
     obs = read_stage_h5ad(args.obs, backed=True).obs
     missing = np.setdiff1d(cells.cell_ids, obs.index.to_numpy().astype(str))
     if missing.size:
         raise InputError(
             f"{missing.size} tokenized cells are not in it, e.g. {missing[0]!r}", args.obs
         )
-    emb = embed_cells(model, cells, n_threads=args.threads)
+    emb = model.embed(cells, n_threads=args.threads)
     out = ad.AnnData(
         X=np.zeros((cells.n_cells, 0), dtype=np.float32),
         obs=obs.loc[cells.cell_ids].copy(),

@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from geneattn.atomic import write_text
     from geneattn.errors import InputError
     from geneattn.evaluation import DEFAULT_PROGRAMS, enriched_fraction, program_cohesion
+    from geneattn.io.atomic import write_text
 
     def read(path: str, columns: set[str]) -> pd.DataFrame:
         try:

@@ -32,12 +32,12 @@ def run(args: argparse.Namespace) -> int:
     """Fetch the resources (or rewrite the manifest) and log one line per file."""
     from pathlib import Path
 
-    from geneattn.resources import fetch_resources, write_manifest
+    from geneattn.resources.fetch import fetch_resources, write_resources_manifest
 
     dest = Path(args.dest)
     if args.write_manifest:
         paths = fetch_resources(dest, wheels_dir=args.wheels, manifest={})
-        log.info("wrote %s", write_manifest(dest))
+        log.info("wrote %s", write_resources_manifest(dest))
     else:
         paths = fetch_resources(dest, wheels_dir=args.wheels)
     log.info("%d resource files ready under %s", len(paths), dest)

@@ -21,9 +21,9 @@ def run(args: argparse.Namespace) -> int:
     """Concatenate the shards' cells; refuse shards of different models or repeated cells."""
     import anndata as ad
 
-    from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
-    from geneattn.readers import read_stage_h5ad
+    from geneattn.io.atomic import atomic_path
+    from geneattn.io.readers import read_stage_h5ad
 
     parts = [read_stage_h5ad(path) for path in args.shards]
     first = parts[0]

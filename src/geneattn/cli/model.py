@@ -1,4 +1,4 @@
-"""``geneattn model``: the study-derived attention model (see :mod:`geneattn.study_model`)."""
+"""``geneattn model``: the study-derived attention model (see :mod:`geneattn.models.study`)."""
 
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import scipy.sparse as sp
 
-    from geneattn.readers import read_stage_h5ad
-    from geneattn.resources import load_gene_name_map, load_token_dictionary
-    from geneattn.study_model import build_study_model, save_model
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.models.study import build_study_model, save_study_model
+    from geneattn.resources.load import load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import map_genes, merge_duplicate_tokens
 
     adata = read_stage_h5ad(args.h5ad)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         model.d_model,
         model.n_heads,
     )
-    save_model(args.out, model)
+    save_study_model(args.out, model)
     return 0
 
 
@@ -101,8 +101,8 @@ def _checkpoint(args: argparse.Namespace) -> int:
     """Load the checkpoint with the chosen layers and heads, and write model.json."""
     from pathlib import Path
 
-    from geneattn.checkpoint_stage import write_manifest
     from geneattn.errors import InputError
+    from geneattn.models.checkpoint import write_manifest
 
     if Path(args.out).suffix != ".json":
         raise InputError("a checkpoint's manifest must be written to a .json file", args.out)

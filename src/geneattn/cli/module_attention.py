@@ -37,16 +37,16 @@ def run(args: argparse.Namespace) -> int:
     """Compute the shard's per-cell module attention and write it."""
     import numpy as np
 
-    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.cli.attention import _read_obs, condition_shard
     from geneattn.differential import module_attention, read_module_labels, save_module_attention
     from geneattn.errors import InputError
+    from geneattn.models import load_model
     from geneattn.shards import check_shard_arguments, describe
 
     if args.threads < 1:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     check_shard_arguments(args)
-    model = load_stage_model(args.model)
+    model = load_model(args.model)
     labels, _ = _read_obs(args.obs, args.condition_column)
     gene_ids, modules = read_module_labels(args.modules)
     shard, n_chosen = condition_shard(labels, args)

@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     """Find modules and write the outputs asked for, all or none."""
     import contextlib
 
-    from geneattn.atomic import atomic_path
     from geneattn.enrichment import load_gene_sets, module_enrichment
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
     from geneattn.modules import (
         detection_network,
         differential_connectivity,

@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     """Build the network and write the three outputs, all or none."""
     import contextlib
 
-    from geneattn.atomic import atomic_path
     from geneattn.attention_sums import load_attention_sums
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
     from geneattn.network import (
         build_network,
         edge_table,
@@ -128,7 +128,7 @@ def _prior(
     if args.prior in ("ppi", "union"):
         if not args.ppi:
             raise InputError(f"--prior {args.prior} needs --ppi")
-        from geneattn.resources import load_ppi
+        from geneattn.resources.load import load_ppi
 
         priors.append(
             ppi_prior(load_ppi(args.ppi), gene_symbols, min_confidence=args.min_confidence)

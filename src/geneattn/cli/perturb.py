@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the perturb options."""
-    from geneattn.perturb import MODES
+    from geneattn.edits import MODES
     from geneattn.shards import add_shard_arguments
 
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from geneattn.atomic import atomic_path
-    from geneattn.checkpoint_stage import load_stage_model
     from geneattn.cli.attention import labelled_cells
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
+    from geneattn.models import load_model
     from geneattn.network import write_table
     from geneattn.perturb import load_plan, perturbation_shifts
     from geneattn.shards import check_shard_arguments, describe, shard_of
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--shift must be between 0 and 1, got {args.shift}")
     check_shard_arguments(args)
     plan = load_plan(args.plan)
-    model = load_stage_model(args.model)
+    model = load_model(args.model)
     case_index = labelled_cells(
         load_cell_ids(args.tokens), args.obs, args.condition_column, args.case
     )

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.cli.attention import labelled_cells
     from geneattn.errors import InputError
     from geneattn.perturb import PerturbPlan, choose_null_tokens, save_plan
-    from geneattn.resources import load_gene_name_map
+    from geneattn.resources.load import load_gene_name_map
     from geneattn.tokenize import load_cell_ids, load_tokens
 
     if args.max_genes < 1:
@@ -108,7 +108,7 @@ def _control_centroid(args: argparse.Namespace):
     import numpy as np
 
     from geneattn.errors import InputError
-    from geneattn.readers import read_stage_h5ad
+    from geneattn.io.readers import read_stage_h5ad
 
     emb = read_stage_h5ad(args.embeddings)
     if "X_geneattn" not in emb.obsm:

@@ -24,11 +24,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
     from geneattn.network import write_table
     from geneattn.perturb import TABLE_COLUMNS, goal_statistics
-    from geneattn.resources import load_gene_name_map
+    from geneattn.resources.load import load_gene_name_map
 
     need = {"gene_id", "role", "bin", "cell", "mode", "cosine_shift", "goal_shift"}
     parts = []

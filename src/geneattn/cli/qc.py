@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the qc options."""
-    from geneattn.readers import FORMATS
+    from geneattn.io.readers import FORMATS
 
     parser.add_argument("counts", help="raw counts: .h5ad, 10x .h5, 10x mtx dir, .loom, .csv/.tsv")
     parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], dest="fmt")
@@ -45,10 +45,10 @@ def run(args: argparse.Namespace) -> int:
     """Run QC and write the three outputs together (all or none)."""
     import json
 
-    from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
+    from geneattn.io.atomic import atomic_path
+    from geneattn.io.readers import read_counts
     from geneattn.qc import plot_qc, run_qc
-    from geneattn.readers import read_counts
 
     if (args.condition_column is None) != (args.keep is None):
         raise InputError(

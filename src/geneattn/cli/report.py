@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be at least 1, got {value}")
     if not 0 < args.fdr < 1:
         raise InputError(f"--fdr must be between 0 and 1, got {args.fdr}")
-    from geneattn.report import ReportInputs, ReportOptions, read_config_text, write_report
+    from geneattn.report.html import ReportInputs, ReportOptions, read_config_text, write_report
 
     config_text = None
     if args.config_yaml == "-":

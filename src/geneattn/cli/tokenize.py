@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
     """Tokenize and write ``tokens.npz`` and the summary, both or neither."""
     import numpy as np
 
-    from geneattn.atomic import atomic_path
     from geneattn.errors import InputError
-    from geneattn.readers import read_stage_h5ad
-    from geneattn.resources import load_gene_medians, load_gene_name_map, load_token_dictionary
+    from geneattn.io.atomic import atomic_path
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.resources.load import load_gene_medians, load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import save_tokens, tokenize_counts
 
     adata = read_stage_h5ad(args.h5ad)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from geneattn.attention import save_universe
     from geneattn.cli.attention import gene_universe
-    from geneattn.readers import read_stage_h5ad
+    from geneattn.io.readers import read_stage_h5ad
     from geneattn.tokenize import load_tokens
 
     cells = load_tokens(args.tokens)

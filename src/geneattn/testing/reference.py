@@ -17,8 +17,8 @@ import scipy.sparse as sp
 from geneattn.encoding import rank_value_encode
 
 if TYPE_CHECKING:
-    from geneattn.geneformer import GeneformerInterface
-    from geneattn.sckgbert import ScKGBERTInterface
+    from geneattn.models.geneformer import GeneformerInterface
+    from geneattn.models.sckgbert import ScKGBERTInterface
 
 _TINY = 1e-30
 

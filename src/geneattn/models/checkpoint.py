@@ -3,8 +3,9 @@
 ``model.kind: checkpoint`` makes the ``model`` rule write a small JSON manifest
 (``model.json``) instead of study-derived weights: where the Hugging Face directory is,
 which token dictionary and Geneformer version, and the layer and pooling choices. Every
-stage that takes ``--model`` reads either file through :func:`load_stage_model`, so the
-stages run the same with a checkpoint as with the study model:
+stage that takes ``--model`` reads either file through :func:`geneattn.models.load_model`,
+and :class:`CheckpointAttention` implements the
+:class:`~geneattn.models.protocol.AttentionModel` protocol as the study model does:
 
 - embed: Geneformer's ``EmbExtractor`` (hidden states of ``emb_layer``, mean over gene
   tokens, or the ``<cls>`` vector of a V2 model);
@@ -16,7 +17,7 @@ stages run the same with a checkpoint as with the study model:
   gene's own token as for the study model.
 
 Our tokens are ids of the dictionary they were made with; they are mapped by gene onto the
-checkpoint's dictionary (:meth:`CheckpointModel.input_ids`), truncated to the model's input
+checkpoint's dictionary (:meth:`BertEncoder.input_ids`), truncated to the model's input
 size and framed by ``<cls>``/``<eos>`` for V2.
 """
 
@@ -31,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from geneattn.checkpoint import CheckpointModel
 from geneattn.errors import InputError
-from geneattn.model_inputs import token_remap
+from geneattn.models.bert import BertEncoder
+from geneattn.models.inputs import token_remap
 from geneattn.tokenize import TokenizedCells
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ TOKENS_PER_CALL = 1 << 18
 
 
 @dataclasses.dataclass
-class CheckpointStage:
+class CheckpointAttention:
     """A checkpoint with the workflow's choices of layers, heads and pooling.
 
     Attributes
@@ -63,7 +64,7 @@ class CheckpointStage:
         The manifest (JSON-serialisable), carried into outputs.
     """
 
-    model: CheckpointModel
+    model: BertEncoder
     emb_layer: int = -1
     pooling: str = "mean"
     attention_layer: int = -1
@@ -171,7 +172,7 @@ class CheckpointStage:
         pass of the perturbed sequence; both leave out the perturbed gene's own token (mean
         pooling) or take the ``<cls>`` vector. Returns float64 ``(n_edits, hidden_size)``.
         """
-        from geneattn.perturb import perturbed_tokens
+        from geneattn.edits import perturbed_tokens
 
         d = self.d_model
         n = len(edit_cell)
@@ -241,7 +242,7 @@ def write_manifest(
     pooling: str,
     attention_layer: int,
     attention_heads: Sequence[int] | None,
-) -> CheckpointStage:
+) -> CheckpointAttention:
     """Check a checkpoint loads with these choices and write its manifest atomically.
 
     The manifest records the paths as given and the sha256 of ``config.json`` and the
@@ -249,13 +250,13 @@ def write_manifest(
 
     Returns
     -------
-    CheckpointStage
+    CheckpointAttention
         The loaded checkpoint with the choices.
     """
-    from geneattn.atomic import write_text
+    from geneattn.io.atomic import write_text
 
     checkpoint = Path(checkpoint)
-    model = CheckpointModel.load(checkpoint, version=version, token_dictionary=token_dictionary)
+    model = BertEncoder.load(checkpoint, version=version, token_dictionary=token_dictionary)
     weights = sorted(p.name for p in checkpoint.glob("*.safetensors"))
     manifest = {
         "kind": "checkpoint",
@@ -277,10 +278,10 @@ def write_manifest(
     return stage
 
 
-def _stage(model: CheckpointModel, manifest: dict, source: str | Path) -> CheckpointStage:
+def _stage(model: BertEncoder, manifest: dict, source: str | Path) -> CheckpointAttention:
     """The stage model of a manifest, with its choices checked against the model."""
     heads = manifest.get("attention_heads")
-    stage = CheckpointStage(
+    stage = CheckpointAttention(
         model=model,
         emb_layer=int(manifest.get("emb_layer", -1)),
         pooling=str(manifest.get("pooling", "mean")),
@@ -302,7 +303,7 @@ def _stage(model: CheckpointModel, manifest: dict, source: str | Path) -> Checkp
     return stage
 
 
-def load_manifest(path: str | Path) -> CheckpointStage:
+def load_manifest(path: str | Path) -> CheckpointAttention:
     """The checkpoint a manifest names, loaded and checked against its recorded sha256."""
     path = Path(path)
     try:
@@ -320,23 +321,7 @@ def load_manifest(path: str | Path) -> CheckpointStage:
                 f"{checkpoint / name} changed since the manifest was written; rerun the model rule",
                 path,
             )
-    model = CheckpointModel.load(
+    model = BertEncoder.load(
         checkpoint, version=manifest["version"], token_dictionary=manifest["token_dictionary"]
     )
     return _stage(model, manifest, path)
-
-
-def load_stage_model(path: str | Path):
-    """The model of the ``--model`` option: study weights (``.npz``) or a checkpoint
-    manifest (``.json``).
-
-    Returns
-    -------
-    StudyModel or CheckpointStage
-        The model.
-    """
-    from geneattn.study_model import load_model
-
-    if Path(path).suffix == ".json":
-        return load_manifest(path)
-    return load_model(path)

@@ -17,8 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.encoding import rank_value_encode
-from geneattn.geneformer import _as, _compute_dtype, _f64, _token_array, rank_tokens_batch
-from geneattn.knowledge import load_prior_graph, neighbour_embeddings, random_prior_graph
+from geneattn.models.geneformer import _as, _compute_dtype, _f64, _token_array, rank_tokens_batch
+from geneattn.models.knowledge import load_prior_graph, neighbour_embeddings, random_prior_graph
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ScKGBERTInterface:
     -----
     ``__post_init__`` draws from ``np.random.default_rng(seed)`` in this order:
     ``_gene_embeddings ~ N(0, 0.02) (n_genes, d)``, the random prior graph
-    (:func:`geneattn.knowledge.random_prior_graph`; dense up to 4096 genes, CSR above),
+    (:func:`geneattn.models.knowledge.random_prior_graph`; dense up to 4096 genes, CSR above),
     ``_w_q``, ``_w_k``, ``_w_v ~ N(0, 0.02) (d, d)`` and ``_cls_embedding ~ N(0, 0.02) (d,)``.
 
     A real prior replaces the random graph: :meth:`with_prior` reads a gene-gene TSV, or
@@ -82,7 +82,7 @@ class ScKGBERTInterface:
 
         The weights are those of ``cls(d_model, len(genes), sigma, seed)``; only
         ``_kg_adjacency`` is replaced, by the sparse graph of
-        :func:`geneattn.knowledge.load_prior_graph` when ``prior`` is a path, or by
+        :func:`geneattn.models.knowledge.load_prior_graph` when ``prior`` is a path, or by
         ``prior`` itself when it is a matrix.
 
         Parameters

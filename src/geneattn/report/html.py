@@ -3,7 +3,7 @@
 The report gathers the outputs of the workflow into one file that opens offline: the config
 and package versions, QC, a UMAP of the cell embeddings, the module network, the enrichment,
 differential and evaluation tables, and (when given) the in-silico perturbation ranking.
-Figures are embedded PNGs (:mod:`geneattn.report_plots`), tables are HTML, and nothing
+Figures are embedded PNGs (:mod:`geneattn.report.plots`), tables are HTML, and nothing
 refers to an external resource. The report carries no date, and building it twice from the
 same inputs gives the same bytes.
 """
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geneattn.atomic import write_text
 from geneattn.errors import InputError
+from geneattn.io.atomic import write_text
 from geneattn.perturb import TABLE_COLUMNS
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def read_evaluation(path: str | Path) -> tuple[list[str], pd.DataFrame]:
 
 def read_perturbation(path: str | Path) -> pd.DataFrame:
     """Read and check ``perturbation.tsv`` (columns :data:`PERTURBATION_COLUMNS`)."""
-    from geneattn.report_plots import MODES
+    from geneattn.report.plots import MODES
 
     table = read_tsv(
         path,
@@ -403,8 +403,8 @@ def _header(study: str, summary: dict[str, Any], config_text: str | None) -> str
 
 
 def _qc_section(qc_path: Path, summary: dict[str, Any]) -> str:
-    from geneattn.readers import read_stage_h5ad
-    from geneattn.report_plots import qc_violins
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.report.plots import qc_violins
 
     column = str(summary["condition_column"])
     keep = [str(k) for k in summary["keep"]]
@@ -460,8 +460,8 @@ def _qc_section(qc_path: Path, summary: dict[str, Any]) -> str:
 
 
 def _embedding_section(path: Path, summary: dict[str, Any], opts: ReportOptions) -> str:
-    from geneattn.readers import read_stage_h5ad
-    from geneattn.report_plots import embedding_scatter
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.report.plots import embedding_scatter
 
     column = str(summary["condition_column"])
     keep = [str(k) for k in summary["keep"]]
@@ -497,7 +497,7 @@ def _module_section(
     differential: pd.DataFrame,
     opts: ReportOptions,
 ) -> str:
-    from geneattn.report_plots import module_network
+    from geneattn.report.plots import module_network
 
     nodes, edges_all = _read_graph(graph_path)
     if nodes and not nodes & set(modules["gene_id"].astype(str)):
@@ -607,7 +607,7 @@ def _tables_section(
 
 
 def _perturbation_section(table: pd.DataFrame | None, opts: ReportOptions) -> str:
-    from geneattn.report_plots import MODES, volcano
+    from geneattn.report.plots import MODES, volcano
 
     if table is None:
         return "<p class='none'>No perturbation results: the report was built without them.</p>"

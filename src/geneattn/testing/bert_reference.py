@@ -3,7 +3,7 @@
 This is Hugging Face's ``BertModel`` forward pass written out with numpy, line by line:
 the tests compare the Rust encoder (:func:`geneattn._kernels.bert_forward`) with it, and
 ``geneattn bench checkpoint`` times it as the baseline. It reads the same
-:class:`~geneattn.bert_weights.BertWeights` as the kernel. :func:`add_attention` is the
+:class:`~geneattn.models.bert_weights.BertWeights` as the kernel. :func:`add_attention` is the
 matching reference of the fused aggregation (:func:`geneattn._kernels.bert_aggregate_cells`).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import scipy.special
 
 if TYPE_CHECKING:
-    from geneattn.bert_weights import BertConfig, BertWeights
+    from geneattn.models.bert_weights import BertConfig, BertWeights
 
 
 def activation(name: str, x: np.ndarray) -> np.ndarray:

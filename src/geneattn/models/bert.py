@@ -6,20 +6,20 @@ weights are read with ``safetensors.numpy`` (no torch), checked against the conf
 encoder runs in Rust (:func:`geneattn._kernels.bert_forward`): float32, cells of different
 lengths in one call without padding, on a rayon pool of ``n_threads`` threads.
 
-:meth:`CheckpointModel.attention_sums` and :meth:`CheckpointModel.module_sums` aggregate one
+:meth:`BertEncoder.attention_sums` and :meth:`BertEncoder.module_sums` aggregate one
 layer's attention over a gene universe in Rust (:func:`geneattn._kernels.bert_aggregate_cells`,
 :func:`geneattn._kernels.bert_module_cells`), so no per-cell ``n x n`` matrix reaches Python.
 
 Geneformer V1 (6 layers x 256 hidden x 4 heads, 2,048 tokens, ReLU) takes gene tokens only;
 V2 (e.g. 12 x 768 x 12, 4,096 tokens) adds ``<cls>`` first and ``<eos>`` last. Build model
-inputs from our tokens with :meth:`CheckpointModel.input_ids`. The masked-LM head
+inputs from our tokens with :meth:`BertEncoder.input_ids`. The masked-LM head
 (``cls.*``) is not used.
 
-Layer numbers: :meth:`CheckpointModel.hidden_states` uses Hugging Face's ``hidden_states``
+Layer numbers: :meth:`BertEncoder.hidden_states` uses Hugging Face's ``hidden_states``
 indices (0 = embedding output, ``L`` = last layer; negative counts from the end);
-:meth:`CheckpointModel.attention`, :meth:`~CheckpointModel.attention_sums` and
-:meth:`~CheckpointModel.module_sums` use 0-based layer indices (-1 = last layer);
-:meth:`CheckpointModel.encode_batch` uses Geneformer's ``emb_layer`` (0 = last layer's
+:meth:`BertEncoder.attention`, :meth:`~BertEncoder.attention_sums` and
+:meth:`~BertEncoder.module_sums` use 0-based layer indices (-1 = last layer);
+:meth:`BertEncoder.encode_batch` uses Geneformer's ``emb_layer`` (0 = last layer's
 output, -1 = the one before, Geneformer's default).
 """
 
@@ -32,18 +32,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geneattn.bert_weights import BertConfig, BertWeights, LayerWeights, load_weights
 from geneattn.errors import InputError
-from geneattn.model_inputs import (
+from geneattn.models.bert_weights import BertConfig, BertWeights, LayerWeights, load_weights
+from geneattn.models.inputs import (
     CLS,
     EOS,
     check_ragged,
-    load_token_dictionary,
     model_input_ids,
     token_remap,
 )
+from geneattn.resources.load import load_token_dictionary
 
-__all__ = ["BertConfig", "BertWeights", "CheckpointModel", "LayerWeights", "load_weights"]
+__all__ = ["BertConfig", "BertEncoder", "BertWeights", "LayerWeights", "load_weights"]
 
 
 if TYPE_CHECKING:
@@ -52,11 +52,11 @@ if TYPE_CHECKING:
 #: Model input sizes of the Geneformer generations.
 V1_INPUT_SIZE, V2_INPUT_SIZE = 2048, 4096
 
-#: Cells per kernel call of :meth:`CheckpointModel.iter_attention`.
+#: Cells per kernel call of :meth:`BertEncoder.iter_attention`.
 CELLS_PER_CALL = 8
 
 
-class CheckpointModel:
+class BertEncoder:
     """A pretrained Geneformer (BERT) checkpoint, run on the CPU by the Rust encoder.
 
     Parameters
@@ -122,7 +122,7 @@ class CheckpointModel:
         version: str | None = None,
         token_dictionary: str | Path | Mapping[str, int] | None = None,
         n_threads: int = 1,
-    ) -> CheckpointModel:
+    ) -> BertEncoder:
         """Read a Hugging Face model directory (``config.json`` + ``model.safetensors``).
 
         Parameters
@@ -141,7 +141,7 @@ class CheckpointModel:
 
         Returns
         -------
-        CheckpointModel
+        BertEncoder
             The model.
 
         Raises

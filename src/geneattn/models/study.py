@@ -25,18 +25,23 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
 
+if TYPE_CHECKING:
+    from geneattn.tokenize import TokenizedCells
+
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyModel:
-    """Weights of a single-layer multi-head attention model.
+    """Weights of a single-layer multi-head attention model; an
+    :class:`~geneattn.models.protocol.AttentionModel`.
 
     Attributes
     ----------
@@ -88,6 +93,181 @@ class StudyModel:
         model._w_q, model._w_k, model._w_v, model._w_o = self.w_q, self.w_k, self.w_v, self.w_o
         model.n_threads = n_threads
         return model
+
+    def embed(self, cells: TokenizedCells, *, n_threads: int = 1) -> np.ndarray:
+        """Cell embeddings: mean-pooled multi-head attention output, ``(n_cells, d_model)``.
+
+        Parameters
+        ----------
+        cells
+            Tokenized cells (token ids index ``gene_embeddings``).
+        n_threads
+            Rayon threads.
+
+        Returns
+        -------
+        np.ndarray
+            float64 ``(n_cells, d_model)`` (:meth:`GeneformerInterface.encode_batch`).
+        """
+        interface = self.interface(n_threads=n_threads)
+        return interface.encode_batch(cells.tokens, cells.offsets, n_threads=n_threads)
+
+    def _index(self, tokens: np.ndarray, cells: TokenizedCells, what: str) -> np.ndarray:
+        """int64 over the vocabulary: position of each of ``tokens``, -1 elsewhere; checks
+        that ``tokens`` and the cells' tokens are in the vocabulary."""
+        vocab = self.gene_embeddings.shape[0]
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if len(tokens) and tokens.max() >= vocab:
+            raise InputError(f"a {what} token is outside the model's vocabulary (0..{vocab - 1})")
+        if len(cells.tokens) and int(cells.tokens.max()) >= vocab:
+            raise InputError(
+                f"token {int(cells.tokens.max())} is outside the model's vocabulary ({vocab} rows)"
+            )
+        index = np.full(vocab, -1, dtype=np.int64)
+        index[tokens] = np.arange(len(tokens))
+        return index
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        table = np.ascontiguousarray(self.gene_embeddings)
+        w_q = np.ascontiguousarray(self.w_q, dtype=table.dtype)
+        w_k = np.ascontiguousarray(self.w_k, dtype=table.dtype)
+        return table, w_q, w_k
+
+    def add_attention_sums(
+        self,
+        cells: TokenizedCells,
+        universe: np.ndarray,
+        sums: np.ndarray,
+        incoming: np.ndarray,
+        *,
+        n_threads: int = 1,
+    ) -> None:
+        """Add the cells' head-averaged attention among ``universe`` into the sums.
+
+        One Rust call (``mha_aggregate_cells``); no per-cell matrix reaches Python, and the
+        sums are bit-identical for any thread count.
+
+        Parameters
+        ----------
+        cells
+            The cells.
+        universe
+            Token ids of the universe genes, unique.
+        sums, incoming
+            ``(g, g)`` and ``(g,)`` float64 running sums, updated in place.
+        n_threads
+            Rayon threads.
+        """
+        from geneattn import _kernels
+
+        index = self._index(universe, cells, "universe")
+        table, w_q, w_k = self._weights()
+        _kernels.mha_aggregate_cells(
+            np.ascontiguousarray(cells.tokens, dtype=np.int32),
+            np.ascontiguousarray(cells.offsets, dtype=np.int64),
+            table,
+            w_q,
+            w_k,
+            int(self.n_heads),
+            index,
+            len(universe),
+            n_threads=n_threads,
+            sums=sums,
+            incoming=incoming,
+        )
+
+    def module_sums(
+        self,
+        cells: TokenizedCells,
+        gene_tokens: np.ndarray,
+        gene_columns: np.ndarray,
+        n_modules: int,
+        *,
+        n_threads: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell and module, head-averaged attention among the module's genes and the
+        number of their pairs (``mha_module_cells``).
+
+        Parameters
+        ----------
+        cells
+            The cells.
+        gene_tokens
+            Token ids of the module genes, unique.
+        gene_columns
+            Module column of each gene (-1: in no module).
+        n_modules
+            Number of module columns.
+        n_threads
+            Rayon threads.
+
+        Returns
+        -------
+        tuple of np.ndarray
+            ``sums`` float64 and ``pairs`` int64, ``(n_cells, n_modules)`` each.
+        """
+        from geneattn import _kernels
+
+        index = self._index(gene_tokens, cells, "module gene")
+        table, w_q, w_k = self._weights()
+        return _kernels.mha_module_cells(
+            np.ascontiguousarray(cells.tokens, dtype=np.int32),
+            np.ascontiguousarray(cells.offsets, dtype=np.int64),
+            table,
+            w_q,
+            w_k,
+            int(self.n_heads),
+            index,
+            np.asarray(gene_columns, dtype=np.int64),
+            int(n_modules),
+            n_threads=n_threads,
+        )
+
+    def edit_embeddings(
+        self,
+        cells: TokenizedCells,
+        edit_cell: np.ndarray,
+        edit_token: np.ndarray,
+        mode: str,
+        *,
+        shift: float = 0.25,
+        n_threads: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Original and perturbed cell embeddings of each edit.
+
+        The model is order-free, so an edit is the keys it removes and adds
+        (:func:`geneattn.edits.kernel_edits`): one forward pass per cell, then ``O(n d)``
+        per edit in Rust (``mha_edit_effects``). ``shift`` (how far inhibit / activate
+        move a token) changes nothing here.
+
+        Returns
+        -------
+        tuple of np.ndarray
+            float64 ``(n_edits, d_model)`` each.
+        """
+        from geneattn import _kernels
+        from geneattn.edits import kernel_edits
+
+        edit_cell = np.asarray(edit_cell, dtype=np.int64)
+        if len(edit_cell) == 0:
+            empty = np.zeros((0, self.d_model))
+            return empty, empty.copy()
+        remove, add, exclude = kernel_edits(cells, edit_cell, edit_token, mode)
+        original, perturbed = _kernels.mha_edit_effects(
+            np.ascontiguousarray(cells.tokens, dtype=np.int64),
+            np.ascontiguousarray(cells.offsets, dtype=np.int64),
+            np.ascontiguousarray(self.gene_embeddings, dtype=np.float64),
+            np.ascontiguousarray(self.w_q, dtype=np.float64),
+            np.ascontiguousarray(self.w_k, dtype=np.float64),
+            np.ascontiguousarray(self.w_v, dtype=np.float64),
+            self.n_heads,
+            edit_cell,
+            remove,
+            add,
+            exclude,
+            n_threads=n_threads,
+        )
+        return original @ self.w_o, perturbed @ self.w_o
 
 
 def pca_gene_loadings(
@@ -204,9 +384,9 @@ def build_study_model(
     return StudyModel(table, eye, eye.copy(), eye.copy(), eye.copy(), n_heads, params)
 
 
-def save_model(path: str | Path, model: StudyModel) -> None:
+def save_study_model(path: str | Path, model: StudyModel) -> None:
     """Write the model weights to ``.npz`` atomically (byte-deterministic)."""
-    from geneattn.atomic import atomic_path
+    from geneattn.io.atomic import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
@@ -221,8 +401,8 @@ def save_model(path: str | Path, model: StudyModel) -> None:
         )
 
 
-def load_model(path: str | Path) -> StudyModel:
-    """Read a model written by :func:`save_model`, checking shapes."""
+def load_study_model(path: str | Path) -> StudyModel:
+    """Read a model written by :func:`save_study_model`, checking shapes."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -15,7 +15,6 @@ tokens into a V2 dictionary keeps the V1 ranking and drops genes V2 does not kno
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -23,51 +22,6 @@ from geneattn.errors import InputError
 
 #: Names of the special tokens in Geneformer's dictionaries.
 CLS, EOS, PAD = "<cls>", "<eos>", "<pad>"
-
-
-def load_token_dictionary(source: str | Path | Mapping[str, int]) -> dict[str, int]:
-    """A Geneformer token dictionary, ``{gene_id or special name: token id}``.
-
-    Parameters
-    ----------
-    source
-        A mapping, a TSV with header ``gene_id<TAB>token`` (as ``geneattn fetch-resources``
-        writes), or Geneformer's pickled dictionary (``.pkl``, read with a restricted
-        unpickler that rebuilds nothing but a dict of strings and numbers).
-
-    Returns
-    -------
-    dict[str, int]
-        Distinct non-negative token ids.
-    """
-    from geneattn import resources
-
-    if isinstance(source, Mapping):
-        tokens = dict(source)
-        origin: str | Path | None = None
-    else:
-        origin = Path(source)
-        if origin.suffix == ".pkl":
-            try:
-                with origin.open("rb") as fh:
-                    tokens = resources._unpickle_dict(fh, str(origin))
-            except OSError as err:
-                raise InputError(f"cannot read: {err}", origin) from None
-        else:
-            tokens = resources.load_token_dictionary(origin)
-    bad = [
-        k
-        for k, v in tokens.items()
-        if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 0
-    ]
-    if bad:
-        raise InputError(
-            f"token dictionary entry {bad[0]!r} is not a gene id with a non-negative token",
-            origin,
-        )
-    if len(set(tokens.values())) != len(tokens):
-        raise InputError("two entries of the token dictionary share a token id", origin)
-    return tokens
 
 
 def token_remap(vocabulary: np.ndarray, token_dictionary: Mapping[str, int]) -> np.ndarray:
