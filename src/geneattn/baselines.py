@@ -30,10 +30,13 @@ __all__ = [
     "GRAPHS",
     "coexpression_graph",
     "coexpression_modules",
+    "compare_programs",
+    "embedding_comparison",
     "label_transfer",
     "pca_embedding",
     "random_embedding",
     "topological_overlap",
+    "universe_columns",
 ]
 
 #: Co-expression graphs of :func:`coexpression_graph`.
@@ -288,3 +291,117 @@ def label_transfer(
         "balanced_accuracy": float(balanced_accuracy_score(yk, predicted)),
         "accuracy": float(accuracy_score(yk, predicted)),
     }
+
+
+def universe_columns(var_ids: np.ndarray, var_names: np.ndarray, gene_ids, symbols) -> np.ndarray:
+    """Column of each universe gene in a counts matrix (-1 when absent).
+
+    Genes are found by Ensembl ID among ``var_ids`` (or the var names), then by symbol among
+    the var names, as :func:`geneattn.diffusion.coexpression_prior_from_h5ad` finds them.
+    """
+    var_ids = [str(v) for v in var_ids]
+    var_names = [str(v) for v in var_names]
+    by_id = {g: j for j, g in reversed(list(enumerate(var_ids)))}
+    by_name = {g: j for j, g in reversed(list(enumerate(var_names)))}
+    out = []
+    for gid, sym in zip(gene_ids, symbols, strict=True):
+        j = by_id.get(str(gid), by_name.get(str(gid)))
+        if j is None and sym:
+            j = by_name.get(str(sym))
+        out.append(-1 if j is None else j)
+    return np.asarray(out, dtype=np.int64)
+
+
+def compare_programs(
+    attention: np.ndarray,
+    coexpression: np.ndarray,
+    symbols: np.ndarray,
+    programs: dict[str, list[str]],
+    *,
+    n_permutations: int = 10_000,
+    seed: int = 0,
+):
+    """Known-program recovery of attention and co-expression modules side by side.
+
+    Parameters
+    ----------
+    attention, coexpression
+        Module of each universe gene (0 = unassigned) by each method.
+    symbols
+        Symbol of each universe gene.
+    programs
+        ``{name: [symbols]}``.
+    n_permutations, seed
+        As :func:`geneattn.evaluation.program_pair_sharing` (the same seed for both
+        methods, so they face the same random gene sets).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``program``, ``genes``, ``in_universe``, ``pairs``, ``expected_fraction``, then for
+        ``attention`` and ``coexpression``: ``*_fraction``, ``*_p_value``, ``*_module``,
+        ``*_members``; programs with fewer than 2 genes in the universe are left out.
+    """
+    import pandas as pd
+
+    from geneattn.evaluation import program_pair_sharing
+
+    symbols = np.asarray(symbols).astype(str)
+    parts = {}
+    for name, labels in (("attention", attention), ("coexpression", coexpression)):
+        table = pd.DataFrame({"gene": symbols, "module": np.asarray(labels, dtype=np.int64)})
+        parts[name] = program_pair_sharing(
+            table, programs, n_permutations=n_permutations, seed=seed
+        )
+    first = parts["attention"]
+    out = first[["program", "genes", "in_universe", "pairs", "expected_fraction"]].copy()
+    for name, table in parts.items():
+        for column in ("fraction", "p_value", "module", "members"):
+            out[f"{name}_{column}"] = table[column].to_numpy()
+    return out[out["in_universe"] >= 2].reset_index(drop=True)
+
+
+def embedding_comparison(
+    embedding: np.ndarray,
+    expression: np.ndarray | sparse.spmatrix,
+    labels: np.ndarray,
+    *,
+    k: int = 10,
+    n_folds: int = 5,
+    seed: int = 0,
+):
+    """Label transfer of the model's embeddings, PCA of the same width, and random vectors.
+
+    Parameters
+    ----------
+    embedding
+        ``(n_cells, d)`` model embeddings.
+    expression
+        Cells x genes log-normalised expression of the same cells (the gene universe).
+    labels
+        Label of each cell.
+    k, n_folds, seed
+        As :func:`label_transfer`; PCA and the random vectors use ``seed`` too.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per embedding (``geneattn``, ``pca``, ``random``): ``embedding``, ``width``
+        and the fields of :func:`label_transfer`.
+    """
+    import pandas as pd
+
+    embedding = np.asarray(embedding, dtype=np.float64)
+    n, d = embedding.shape
+    rows = []
+    for name, emb in (
+        ("geneattn", embedding),
+        (
+            "pca",
+            pca_embedding(expression, n_components=min(d, min(expression.shape) - 1), seed=seed),
+        ),
+        ("random", random_embedding(n, d, seed=seed)),
+    ):
+        res = label_transfer(emb, labels, k=k, n_folds=n_folds, seed=seed)
+        rows.append({"embedding": name, "width": emb.shape[1]} | res)
+    return pd.DataFrame(rows)
