@@ -79,8 +79,11 @@ rule perturbation:
         shards=lambda wc: expand(rules.perturb_shard.output[0], shard=shard_ids(PERTURB_CASE)),
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
+        h5ad=rules.qc.output.h5ad,
     output:
         f"{OUT}/perturbation.tsv",
+    params:
+        sample=opt("--sample-column", (config["conditions"] or {}).get("sample")),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 5),
@@ -91,4 +94,5 @@ rule perturbation:
         ENV
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
-        " --modules {input.modules} --out {output} > {log} 2>&1"
+        " --modules {input.modules} --obs {input.h5ad} {params.sample}"
+        " --out {output} > {log} 2>&1"

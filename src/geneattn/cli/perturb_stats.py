@@ -10,12 +10,23 @@ HELP = "gather perturbation shards: Wilcoxon tests against frequency-matched nul
 
 log = logging.getLogger(__name__)
 
+#: Columns after :data:`geneattn.perturb.TABLE_COLUMNS`: the unit the p-values treat as
+#: replicates (``samples`` or ``cells``), samples seen, the shift beyond the null genes and
+#: its bootstrap interval over samples.
+EXTRA_COLUMNS = ("unit", "n_samples", "effect", "ci_low", "ci_high")
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the perturb-stats options."""
     parser.add_argument("shards", nargs="+", help="per-cell shift tables of `geneattn perturb`")
     parser.add_argument("--gene-names", required=True, help="gene_name_id.tsv (symbols)")
     parser.add_argument("--modules", help="modules.tsv (the module column)")
+    parser.add_argument("--obs", help="QC'd h5ad whose obs holds --sample-column")
+    parser.add_argument(
+        "--sample-column",
+        help="obs column of the sample (donor) of each cell: test across samples, not cells",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap / sign-flip seed")
     parser.add_argument("--out", required=True, help="perturbation.tsv to write")
 
 
@@ -27,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
     from geneattn.network import write_table
-    from geneattn.perturb import TABLE_COLUMNS, goal_statistics
+    from geneattn.perturb import TABLE_COLUMNS
     from geneattn.resources.load import load_gene_name_map
 
     need = {"gene_id", "role", "bin", "cell", "mode", "cosine_shift", "goal_shift"}
@@ -56,7 +67,33 @@ def run(args: argparse.Namespace) -> int:
     column = "goal_shift" if shifts["goal_shift"].notna().any() else "cosine_shift"
     if column == "cosine_shift":
         log.info("no goal state (single-condition study): testing the cosine shifts")
-    stats = goal_statistics(shifts, targets, null, bin_of, column=column)
+    if args.sample_column is not None:
+        from geneattn.io.readers import read_stage_h5ad
+        from geneattn.perturb_stats import sample_level_statistics
+
+        if args.obs is None:
+            raise InputError("--sample-column needs --obs (the QC'd h5ad)")
+        obs = read_stage_h5ad(args.obs, backed=True).obs
+        if args.sample_column not in obs:
+            raise InputError(f"no obs column {args.sample_column!r}", args.obs)
+        cell_ids = np.asarray(sorted(set(shifts["cell"].astype(str))))
+        missing_cells = set(cell_ids.tolist()) - set(obs.index.astype(str))
+        if missing_cells:
+            raise InputError(f"{len(missing_cells)} perturbed cells not in obs", args.obs)
+        samples = obs[args.sample_column].astype(str).reindex(cell_ids).to_numpy()
+        cell_index = {c: i for i, c in enumerate(cell_ids.tolist())}
+        indexed = shifts.assign(cell=shifts["cell"].astype(str).map(cell_index).astype(np.int64))
+        stats = sample_level_statistics(
+            indexed, targets, null, bin_of, samples, column=column, seed=args.seed
+        )
+        log.info("tested across %d samples (%s)", len(set(samples)), args.sample_column)
+    else:
+        from geneattn.perturb_stats import cell_level_statistics
+
+        stats = cell_level_statistics(
+            shifts.assign(cell=np.arange(len(shifts))), targets, null, bin_of, column=column
+        )
+        log.warning("no sample column: the test treats every cell as an independent replicate")
 
     symbol_of: dict[str, str] = {}
     for symbol, ens in sorted(load_gene_name_map(args.gene_names).items()):
@@ -82,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
             "statistic": stats["statistic"].to_numpy(),
             "p_value": stats["p_value"].to_numpy(),
             "fdr": stats["fdr"].to_numpy(),
+            "unit": stats["unit"].to_numpy(),
+            "n_samples": stats["n_samples"].to_numpy(),
+            "effect": stats["effect"].to_numpy(),
+            "ci_low": stats["ci_low"].to_numpy(),
+            "ci_high": stats["ci_high"].to_numpy(),
         }
     )
     effect = out["mean_goal_shift"] if column == "goal_shift" else out["mean_cosine_shift"]
@@ -91,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         .drop(columns="_effect")
     )
     with atomic_path(args.out) as path:
-        write_table(path, out[list(TABLE_COLUMNS)])
+        write_table(path, out[[*TABLE_COLUMNS, *EXTRA_COLUMNS]])
     n_sig = int((out["fdr"] < 0.05).sum())
     log.info("%d genes, %d at FDR < 0.05; wrote %s", len(out), n_sig, args.out)
     return 0
