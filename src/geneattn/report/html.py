@@ -242,14 +242,30 @@ def read_tsv(
 
 
 def read_evaluation(path: str | Path) -> tuple[list[str], pd.DataFrame]:
-    """Read ``evaluation.tsv``: its leading ``#`` summary lines and its program table."""
-    notes, table = _parse_tsv(
-        _read_text(path),
+    """Read ``evaluation.tsv``: its leading ``#`` summary lines and its program table.
+
+    Two layouts: the program cohesion of the modules alone (``in_network``, ``together``,
+    ``module``, ``p_value``), or, with baselines, attention and co-expression modules side
+    by side (``in_universe``, ``attention_fraction``, ``coexpression_fraction``, ...).
+    """
+    text = _read_text(path)
+    if "\tattention_fraction\t" in text:
+        columns = ("program", "genes", "in_universe", "attention_fraction", "coexpression_fraction")
+        numeric = (
+            "genes",
+            "in_universe",
+            "attention_fraction",
+            "attention_p_value",
+            "coexpression_fraction",
+            "coexpression_p_value",
+        )
+        return _parse_tsv(text, path, columns, numeric)
+    return _parse_tsv(
+        text,
         path,
         ("program", "genes", "in_network", "together", "module", "p_value"),
         ("genes", "in_network", "together", "p_value"),
     )
-    return notes, table
 
 
 def read_perturbation(path: str | Path) -> pd.DataFrame:
