@@ -657,7 +657,7 @@ def _module_section(
         else ""
     )
     notes = {
-        "module": "Leiden module of the gene network (pooled over the conditions).",
+        "module": "Leiden module of the gene network (modules.detect_on says of which cells).",
         "genes": "Number of genes in the module.",
         "top hubs": "The 5 genes with the highest intramodular connectivity (summed attention "
         "edge weight to the module's other genes), strongest first.",
@@ -807,8 +807,8 @@ def _evaluation_row(row: dict[str, Any]) -> list[Any]:
                 value = "not in the network" if n == 0 else "only 1 gene in the network"
             else:
                 value = ""
-        elif column == "members" and not isinstance(value, str):
-            value = ""
+        elif column == "members":
+            value = ", ".join(value.split(",")) if isinstance(value, str) else ""
         out.append(value)
     return out
 
