@@ -47,10 +47,10 @@ use crate::simd::softmax_row;
 const BLOCK_ROWS: usize = 64;
 
 /// Gene rows of the sums owned by one task while a batch is added.
-const SUM_ROWS: usize = 16;
+pub(crate) const SUM_ROWS: usize = 16;
 
 /// Cells per batch and thread.
-const CELLS_PER_THREAD: usize = 2;
+pub(crate) const CELLS_PER_THREAD: usize = 2;
 
 /// Universe index of every token id: `index[t]` in `0..n`, or `-1` outside the universe.
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +83,7 @@ impl Universe<'_> {
         Ok(())
     }
 
-    fn get(&self, token: i64) -> Option<u32> {
+    pub(crate) fn get(&self, token: i64) -> Option<u32> {
         let u = self.index[token as usize];
         (u >= 0).then_some(u as u32)
     }
@@ -128,13 +128,13 @@ pub trait CellScores<T>: Sync {
 
 /// One cell's contribution, universe tokens sorted by (universe index, position).
 #[derive(Debug, Default)]
-struct CellPart {
+pub(crate) struct CellPart {
     /// Universe index of each of the `m` kept tokens, ascending.
-    genes: Vec<u32>,
+    pub(crate) genes: Vec<u32>,
     /// `m x m` head-averaged attention among the kept tokens.
-    block: Vec<f64>,
+    pub(crate) block: Vec<f64>,
     /// Column sums of the attention over all query rows, per kept token.
-    incoming: Vec<f64>,
+    pub(crate) incoming: Vec<f64>,
 }
 
 /// Per-thread buffers of [`cell_part`].
@@ -217,7 +217,13 @@ fn cell_part<T: Real, I: TokenId, S: CellScores<T>>(
 }
 
 /// Adds the parts of a batch, in order, to the rows `g0..` of the sums held in `rows`.
-fn add_parts(parts: &[CellPart], g0: usize, rows: &mut [f64], incoming: &mut [f64], g: usize) {
+pub(crate) fn add_parts(
+    parts: &[CellPart],
+    g0: usize,
+    rows: &mut [f64],
+    incoming: &mut [f64],
+    g: usize,
+) {
     let g1 = g0 + incoming.len();
     for p in parts {
         let m = p.genes.len();
@@ -235,7 +241,7 @@ fn add_parts(parts: &[CellPart], g0: usize, rows: &mut [f64], incoming: &mut [f6
 }
 
 /// Checks that the sums fit a universe of `g` genes.
-fn check_sums(g: usize, out: &SumsMut<'_>) -> KernelResult<()> {
+pub(crate) fn check_sums(g: usize, out: &SumsMut<'_>) -> KernelResult<()> {
     if g.checked_mul(g) != Some(out.sums.len()) || out.incoming.len() != g {
         return Err(kerr!(
             "sums must be {g} x {g} and incoming must have {g} entries, got {} and {}",
@@ -283,7 +289,7 @@ fn aggregate_in_pool<T: Real, I: TokenId, S: CellScores<T>>(
 
 /// Checks a gene -> module assignment and the outputs for `n_cells` cells; returns the
 /// universe restricted to module genes (only they need attention columns).
-fn check_modules(
+pub(crate) fn check_modules(
     universe: &Universe<'_>,
     module: &[i64],
     n_modules: usize,
@@ -330,7 +336,12 @@ fn check_modules(
 
 /// Adds one cell's within-module attention and pair counts to `sums` and `pairs` (one
 /// entry per module; `module[u]` is the module of universe gene `u`, negative for none).
-fn add_module_part(part: &CellPart, module: &[i64], sums: &mut [f64], pairs: &mut [i64]) {
+pub(crate) fn add_module_part(
+    part: &CellPart,
+    module: &[i64],
+    sums: &mut [f64],
+    pairs: &mut [i64],
+) {
     let m = part.genes.len();
     for (r, &u) in part.genes.iter().enumerate() {
         let k = module[u as usize];
@@ -502,7 +513,7 @@ pub fn mha_module_cells<T: Real, I: TokenId>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::testdata::data;
 
@@ -541,7 +552,7 @@ mod tests {
     }
 
     /// Adds one cell's attention `a` (`n x n`) to gene x gene sums by the definition.
-    pub(super) fn naive_add<I: TokenId>(
+    pub(crate) fn naive_add<I: TokenId>(
         a: &[f64],
         toks: &[I],
         index: &[i64],
@@ -566,7 +577,7 @@ mod tests {
     }
 
     /// One cell's within-module sums and ordered pairs of distinct genes, by the definition.
-    pub(super) fn naive_modules<I: TokenId>(
+    pub(crate) fn naive_modules<I: TokenId>(
         a: &[f64],
         toks: &[I],
         index: &[i64],
@@ -765,7 +776,7 @@ mod tests {
     }
 
     /// Modules of the test universe: gene `u` in module `u % 3`, every fifth gene in none.
-    pub(super) fn modules_of(g: usize) -> Vec<i64> {
+    pub(crate) fn modules_of(g: usize) -> Vec<i64> {
         (0..g)
             .map(|u| if u % 5 == 4 { -1 } else { (u % 3) as i64 })
             .collect()

@@ -47,6 +47,7 @@ pub use activation::Activation;
 
 use crate::error::KernelResult;
 use crate::flash::{self, KeysValues};
+use crate::genohoption::{AttentionMode, CellGraph, CellHeads, LayerScratch, Strided};
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
 use crate::sgemm::{self, Init, PackedB};
@@ -197,6 +198,8 @@ pub struct Bert<'a> {
     pub n_heads: usize,
     pub activation: Activation,
     pub eps: f32,
+    /// Dense attention, or GenoHoption's graph-sparse attention in every layer.
+    pub attention: AttentionMode<'a>,
 }
 
 impl Bert<'_> {
@@ -234,6 +237,9 @@ impl Bert<'_> {
         e.position.check_finite("position embeddings")?;
         check_vec("token type embedding", e.token_type, d)?;
         e.norm.check("embeddings LayerNorm", d)?;
+        if let AttentionMode::GenoHoption(g) = &self.attention {
+            g.validate(e.word.rows, "row of the word embeddings")?;
+        }
         let inter = self.layers.first().map_or(0, |l| l.ffn_in.w.rows);
         for (i, l) in self.layers.iter().enumerate() {
             let name = |what: &str| format!("layer {i} {what}");
@@ -409,6 +415,7 @@ pub struct CellScratch {
     ctx: Vec<f32>,
     inter: Vec<f32>,
     attn: AttentionScratch,
+    genohoption: LayerScratch,
 }
 
 /// Buffers of [`self_attention`].
@@ -457,6 +464,30 @@ impl CellScratch {
             scale: score_scale(model),
         };
         head.scores(h, r0, r1, out);
+    }
+}
+
+impl CellScratch {
+    /// The queries and keys of the last [`CellScratch::queries_keys`] call of a model in
+    /// GenoHoption mode, and the cell's graph.
+    pub fn genohoption_heads(&self, model: &Bert<'_>) -> (CellHeads<'_, f32>, &CellGraph) {
+        let d = model.d();
+        let dh = d / model.n_heads;
+        let at = |c0| Strided {
+            data: &self.qkv[..],
+            rs: 2 * d,
+            c0,
+        };
+        let heads = CellHeads {
+            q: at(0),
+            k: at(d),
+            v: None,
+            n: self.qkv.len() / (2 * d),
+            n_heads: model.n_heads,
+            dh,
+            scale: score_scale(model),
+        };
+        (heads, &self.genohoption.graph)
     }
 }
 
@@ -531,6 +562,14 @@ fn forward_group<I: TokenId>(
     if rows == 0 {
         return;
     }
+    let graph_mode = match &model.attention {
+        AttentionMode::GenoHoption(g) => Some(g),
+        AttentionMode::Dense => None,
+    };
+    // one cell: its graph now, which CellScratch::genohoption_heads reads after the layers
+    if let (Some(g), [only]) = (graph_mode, cells) {
+        s.genohoption.build(only, g);
+    }
     for (l, layer) in model.layers[..n_run].iter().enumerate() {
         let packed = &enc.layers[l];
         s.qkv.resize(rows * 3 * d, 0.0);
@@ -552,6 +591,18 @@ fn forward_group<I: TokenId>(
                 d,
             };
             let ctx = &mut s.ctx[a * d..b * d];
+            if let Some(g) = graph_mode {
+                // GenoHoption: attention over the prior's edges among the cell's genes
+                if cells.len() > 1 {
+                    s.genohoption.build(cells[c], g);
+                }
+                let per_head = weights.as_ref().is_some_and(|w| w.per_head);
+                let dims = (b - a, d, model.n_heads);
+                let att = weights.map(|w| w.out);
+                s.genohoption
+                    .layer(qkv.data, dims, &g.params, att, per_head, parallel, ctx);
+                continue;
+            }
             self_attention(model, qkv, ctx, weights, parallel, &mut s.attn);
         }
         dense_and_ffn(
@@ -818,8 +869,8 @@ impl HeadBlock<'_> {
     }
 }
 
-/// `x = LayerNorm(x + ctx W_o^T + b_o)`, then `x = LayerNorm(x + act(x W_i^T + b_i) W_2^T
-/// + b_2)`, block by block of [`DENSE_ROWS`] rows (`inter` holds a block's intermediate
+/// `x = LayerNorm(x + ctx W_o^T + b_o)`, then
+/// `x = LayerNorm(x + act(x W_i^T + b_i) W_2^T + b_2)`, block by block of [`DENSE_ROWS`] rows (`inter` holds a block's intermediate
 /// activations when the blocks run in order).
 fn dense_and_ffn(
     model: &Bert<'_>,

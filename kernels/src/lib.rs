@@ -11,6 +11,9 @@
 //! - [`bert`]: a whole BERT encoder (pretrained Geneformer checkpoints) over ragged cells.
 //! - [`aggregate`]: the attention of many cells (a study model's, or one layer of a
 //!   checkpoint's) summed into gene x gene arrays or per-cell module sums, fused.
+//! - [`genohoption`]: GenoHoption's graph-sparse attention with PPR / heat diffusion
+//!   (seed 001): Seq2Graph, the per-layer attention, and its effective multi-hop attention
+//!   summed over cells.
 //! - [`knowledge`]: the K-encoder's prior-graph neighbourhood embeddings.
 //! - [`sgemm`], [`flash`]: the encoder's packed f32 GEMM and fused softmax attention.
 //! - [`matrix`], [`real`], [`simd`]: matrices and GEMM, the f32/f64 trait, vector dispatch.
@@ -20,6 +23,7 @@ pub mod bert;
 pub mod error;
 pub mod flash;
 pub mod gaussian;
+pub mod genohoption;
 pub mod knowledge;
 pub mod matrix;
 pub mod multihead;

@@ -43,11 +43,15 @@ pub struct Edits<'a> {
 }
 
 impl Edits<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.cell.len()
     }
 
-    fn validate<I: TokenId>(&self, cells: &Ragged<'_, I>, vocab: usize) -> KernelResult<()> {
+    pub(crate) fn validate<I: TokenId>(
+        &self,
+        cells: &Ragged<'_, I>,
+        vocab: usize,
+    ) -> KernelResult<()> {
         let n = self.len();
         if self.remove.len() != n || self.add.len() != n || self.exclude.len() != n {
             return Err(kerr!(

@@ -171,7 +171,7 @@ pub fn panel_rows(
     if t.rows == 0 {
         return;
     }
-    assert!(w >= 1 && w <= NR && ldc >= w);
+    assert!((1..=NR).contains(&w) && ldc >= w);
     assert!(b.len() >= t.kc * NR, "gemm panel too short");
     assert!(t.kc == 0 || t.a.len() >= (t.rows - 1) * t.lda + t.kc);
     assert!(c.len() >= (t.rows - 1) * ldc + w);
@@ -217,7 +217,7 @@ pub fn tile_into(
     w: usize,
     load: bool,
 ) {
-    assert!(t.rows >= 1 && t.rows <= MR && w >= 1 && w <= NR);
+    assert!((1..=MR).contains(&t.rows) && (1..=NR).contains(&w));
     assert!(b.len() >= t.kc * NR, "gemm panel too short");
     assert!(t.kc == 0 || t.a.len() >= (t.rows - 1) * t.lda + t.kc);
     assert!(c.len() >= (t.rows - 1) * ldc + w);

@@ -9,11 +9,28 @@ that dtype. The GIL is released while a kernel runs, on a rayon pool of exactly
 
 from __future__ import annotations
 
-from typing import Literal, overload
+from typing import Literal, TypedDict, overload
 
 import numpy as np
 
 __version__: str
+
+class GenoHoptionArg(TypedDict):
+    """The ``genohoption`` argument: GenoHoption's prior and diffusion (seed 001).
+
+    ``indptr`` (int64, ``n_tokens + 1``) and ``indices`` (int64): the prior over token ids
+    as a CSR pattern, row ``t`` listing the tokens ``t`` attends to, one row per row of the
+    token table (word embeddings). ``diffusion``: ``"ppr"`` (``V_k = (1 - alpha) A V_(k-1)
+    + alpha V``) or ``"heat"`` (``e^(-t) sum_(k<=K) t^k / k! A^k V``); ``iterations`` is
+    ``K``.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    diffusion: Literal["ppr", "heat"]
+    alpha: float
+    t: float
+    iterations: int
 
 def rank_encode_csr(
     indptr: np.ndarray,
@@ -199,6 +216,7 @@ def bert_forward(
     attention_layers: list[int] = ...,
     per_head: bool = ...,
     n_threads: int = ...,
+    genohoption: GenoHoptionArg | None = ...,
 ) -> dict[str, object]:
     """BERT encoder (Hugging Face ``BertModel``) of many cells, float32, without padding.
 
@@ -212,7 +230,9 @@ def bert_forward(
     tokens skip_first .. n - skip_last, or the first token), "attention": [flat array] per
     attention_layers entry (cell c's (n_heads, n, n) or head-averaged (n, n) block at
     attention_offsets[c]:attention_offsets[c + 1]), "attention_offsets": int64}``.
-    Bit-identical for any ``n_threads`` and any batching of the cells.
+    Bit-identical for any ``n_threads`` and any batching of the cells. With ``genohoption``
+    every layer attends GenoHoption's way (Seq2Graph over the prior, edge softmax, diffusion)
+    and the attention returned is each head's diffusion matrix.
     """
 
 def mha_module_cells(
@@ -254,6 +274,7 @@ def bert_aggregate_cells(
     n_threads: int = ...,
     sums: np.ndarray | None = ...,
     incoming: np.ndarray | None = ...,
+    genohoption: GenoHoptionArg | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One layer's attention of a BERT checkpoint, summed into gene x gene arrays.
 
@@ -279,6 +300,9 @@ def bert_aggregate_cells(
     sums, incoming
         Running float64 ``(G, G)`` and ``(G,)`` arrays (writeable, C-contiguous) to add
         into in place, both or neither.
+    genohoption
+        GenoHoption in every layer (see :data:`GenoHoptionArg`); ``A`` is then the layer's
+        effective multi-hop attention, each head's diffusion matrix.
 
     Returns
     -------
@@ -313,6 +337,7 @@ def bert_module_cells(
     *,
     heads: list[int] | None = ...,
     n_threads: int = ...,
+    genohoption: GenoHoptionArg | None = ...,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Within-module attention of every cell, from one layer of a BERT checkpoint.
 
@@ -329,6 +354,8 @@ def bert_module_cells(
         Number of modules.
     n_threads
         Rayon threads, one cell per thread.
+    genohoption
+        As :func:`bert_aggregate_cells`.
 
     Returns
     -------
@@ -347,3 +374,129 @@ def bert_module_cells(
     TypeError
         An argument of the wrong dtype.
     """
+
+@overload
+def genohoption_attention(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    n_heads: int,
+    *,
+    diffusion: Literal["ppr", "heat"] = ...,
+    alpha: float = ...,
+    t: float = ...,
+    iterations: int = ...,
+    return_weights: Literal[False] = ...,
+    n_threads: int = ...,
+) -> np.ndarray: ...
+@overload
+def genohoption_attention(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    n_heads: int,
+    *,
+    diffusion: Literal["ppr", "heat"] = ...,
+    alpha: float = ...,
+    t: float = ...,
+    iterations: int = ...,
+    return_weights: Literal[True],
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+def seq2graph(
+    tokens: np.ndarray, prior_indptr: np.ndarray, prior_indices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seq2Graph of one cell: ``(indptr, indices)`` int64 among its positions.
+
+    The prior over token ids (int64 CSR pattern, row ``t`` the tokens ``t`` attends to)
+    restricted to the cell's int32/int64 ``tokens``, with a self-loop on every position; the
+    prior's diagonal is ignored. Row ``i`` lists the positions ``i`` attends to, ascending.
+    """
+
+def seq2graph_edges(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    prior_indptr: np.ndarray,
+    prior_indices: np.ndarray,
+    *,
+    n_threads: int = ...,
+) -> np.ndarray:
+    """Edges of each cell's Seq2Graph (self-loops included), int64 ``(n_cells,)``."""
+
+def mha_genohoption_encode_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    genohoption: GenoHoptionArg,
+    *,
+    n_threads: int = ...,
+) -> np.ndarray:
+    """:func:`mha_encode_cells` with GenoHoption attention: per cell, Seq2Graph over the
+    prior, edge softmax and diffusion per head, mean over positions of the concatenated
+    heads (before ``W_O``). ``(n_cells, d)``; zero rows for cells without tokens."""
+
+def mha_genohoption_aggregate_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    n_heads: int,
+    universe: np.ndarray,
+    n_universe: int,
+    genohoption: GenoHoptionArg,
+    *,
+    n_threads: int = ...,
+    sums: np.ndarray | None = ...,
+    incoming: np.ndarray | None = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mha_aggregate_cells` with GenoHoption's effective multi-hop attention: ``A``
+    replaced by each head's diffusion matrix ``M``, averaged over heads
+    (``sums[u_i, u_j] += M[i, j]``, ``incoming[u_j] += sum_i M[i, j]``). Bit-identical for
+    any ``n_threads`` and any split of the cells into calls."""
+
+def mha_genohoption_module_cells(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    n_heads: int,
+    universe: np.ndarray,
+    modules: np.ndarray,
+    n_modules: int,
+    genohoption: GenoHoptionArg,
+    *,
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mha_module_cells` with GenoHoption's effective multi-hop attention (as
+    :func:`mha_genohoption_aggregate_cells`): ``(sums, pairs)``, ``(n_cells, n_modules)``."""
+
+def mha_genohoption_edit_effects(
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    table: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    edit_cell: np.ndarray,
+    edit_remove: np.ndarray,
+    edit_add: np.ndarray,
+    edit_exclude: np.ndarray,
+    genohoption: GenoHoptionArg,
+    *,
+    n_threads: int = ...,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mha_edit_effects` with GenoHoption attention: ``(original, perturbed)``,
+    ``(n_edits, d)`` each, before ``W_O``. An edit that removes or adds a key re-runs the
+    cell's GenoHoption attention over the edited tokens (the added token last; ``O(E K d)``
+    per edit); one that does neither leaves the embedding unchanged."""

@@ -1,6 +1,44 @@
 # The attention model (study-derived weights, or a pretrained checkpoint's manifest) and the
 # cell embeddings (sharded over cells).
 
+# `attention.mode: genohoption`: GenoHoption's prior over the token ids, built once per study
+# and carried by the model (inside model.npz, or named with its sha256 by model.json).
+GENOHOPTION = config["attention"]["mode"] == "genohoption"
+ATTENTION_GRAPH = [f"{OUT}/attention_graph.npz"] if GENOHOPTION else []
+ATTENTION_GRAPH_OPT = f"--attention-graph {OUT}/attention_graph.npz" if GENOHOPTION else ""
+
+
+rule attention_graph:
+    input:
+        h5ad=rules.qc.output.h5ad,
+        token_dict=rules.fetch_resources.output.tokens,
+        names=rules.fetch_resources.output.names,
+        ppi=rules.fetch_resources.output.ppi,
+    output:
+        f"{OUT}/attention_graph.npz",
+    params:
+        a=config["attention"],
+        gene_id=config["input"]["gene_id"],
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000, 10),
+        runtime=runtime(10, 0.1),
+    log:
+        f"{LOGS}/attention_graph.log",
+    benchmark:
+        f"{BENCH}/attention_graph.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn attention-graph --token-dictionary {input.token_dict}"
+        " --gene-names {input.names} --ppi {input.ppi} --counts {input.h5ad}"
+        " --gene-id {params.gene_id} --graph {params.a[graph]}"
+        " --diffusion {params.a[diffusion]} --alpha {params.a[alpha]} --t {params.a[t]}"
+        " --iterations {params.a[iterations]}"
+        " --coexpression-top {params.a[coexpression_top]}"
+        " --coexpression-min {params.a[coexpression_min]} --out {output} > {log} 2>&1"
+
+
 
 if config["model"]["kind"] == "checkpoint":
 
@@ -9,6 +47,7 @@ if config["model"]["kind"] == "checkpoint":
             # the checkpoint's files, so that new weights rerun everything after them
             config=os.path.join(config["model"]["path"], "config.json"),
             weights=CHECKPOINT_WEIGHTS,
+            graph=ATTENTION_GRAPH,
         output:
             f"{OUT}/model.json",
         params:
@@ -18,6 +57,7 @@ if config["model"]["kind"] == "checkpoint":
                 [
                     opt("--checkpoint-token-dictionary", config["model"]["token_dictionary"]),
                     opt("--version", config["model"]["version"]),
+                    ATTENTION_GRAPH_OPT,
                     (
                         "--attention-heads "
                         + " ".join(str(h) for h in config["model"]["attention_heads"])
@@ -48,11 +88,13 @@ else:
             h5ad=rules.qc.output.h5ad,
             token_dict=rules.fetch_resources.output.tokens,
             names=rules.fetch_resources.output.names,
+            graph=ATTENTION_GRAPH,
         output:
             f"{OUT}/model.npz",
         params:
             gene_id=config["input"]["gene_id"],
             m=config["model"],
+            graph=ATTENTION_GRAPH_OPT,
         threads: 2
         resources:
             mem_mb=mem_mb(1500, 10),
@@ -68,7 +110,7 @@ else:
             " --gene-names {input.names} --gene-id {params.gene_id}"
             " --d-model {params.m[d_model]} --n-heads {params.m[n_heads]}"
             " --temperature {params.m[temperature]} --seed {params.m[seed]}"
-            " --out {output} > {log} 2>&1"
+            " {params.graph} --out {output} > {log} 2>&1"
 
 
 rule embed_shard:

@@ -21,7 +21,8 @@ rule universe:
     output:
         f"{OUT}/universe.tsv",
     params:
-        a=config["attention"],
+        # only the universe options: the attention mode does not change the universe
+        a={k: v for k, v in config["attention"].items() if k.startswith("universe")},
     threads: 1
     resources:
         mem_mb=mem_mb(1500, 10),

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::bert::{score_scale, Bert, CellScratch, Encoder, Wanted};
 use crate::error::KernelResult;
+use crate::genohoption::{aggregate as gh, AttentionMode};
 use crate::kerr;
 use crate::matrix::{Ragged, TokenId};
 
@@ -130,6 +131,10 @@ pub fn bert_aggregate_cells<I: TokenId>(
 ) -> KernelResult<()> {
     let src = check(&cells, model, which, &universe)?;
     check_sums(universe.n, &out)?;
+    if let AttentionMode::GenoHoption(g) = model.attention {
+        let lh = (src.layer, src.heads);
+        return gh::bert_sums(&cells, model, g, lh, &universe, out, n_threads);
+    }
     crate::pool::install(n_threads, || {
         aggregate_in_pool(&cells, || src.scores(), &universe, out, n_threads)
     })
@@ -155,6 +160,12 @@ pub fn bert_module_cells<I: TokenId>(
         index: &index,
         n: universe.n,
     };
+    if let AttentionMode::GenoHoption(g) = model.attention {
+        let lh = (src.layer, src.heads);
+        return gh::bert_modules(
+            &cells, model, g, lh, &kept, module, n_modules, out, n_threads,
+        );
+    }
     crate::pool::install(n_threads, || {
         modules_in_pool(&cells, || src.scores(), &kept, module, n_modules, out)
     })

@@ -119,6 +119,7 @@ impl Owned {
             n_heads: self.heads,
             activation: self.act,
             eps: 1e-12,
+            attention: AttentionMode::Dense,
         }
     }
 }

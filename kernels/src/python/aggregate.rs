@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 
 use super::attention::{array2, mat, Float};
 use super::bert::Weights;
+use super::genohoption::{attention_mode, GhArgs};
 use super::{array1, describe, has_dtype, slice1, threads};
 use crate::aggregate::{
     bert_aggregate_cells, bert_module_cells, mha_aggregate_cells, mha_module_cells, LayerHeads,
@@ -25,11 +26,11 @@ use crate::matrix::{Mat, Ragged, TokenId};
 use crate::multihead::Heads;
 
 /// `(sums, incoming)` as returned to Python.
-type SumsPair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+pub(super) type SumsPair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
 /// A C-contiguous 2-D array of dtype `T` as a matrix, kept borrowed in `keep`; `like` names
 /// the argument that fixed the dtype.
-fn matrix<'a, 'py, T: Float>(
+pub(super) fn matrix<'a, 'py, T: Float>(
     name: &str,
     like: &str,
     obj: &Bound<'py, PyAny>,
@@ -163,7 +164,7 @@ fn mha_aggregate_cells_py<'py>(
 
 /// Runs `add` on the running sums over a universe of `g` genes: `sums` and `incoming` when
 /// given (checked, added into in place and returned), else new zeroed arrays.
-fn running_sums<'py>(
+pub(super) fn running_sums<'py>(
     py: Python<'py>,
     g: usize,
     sums: Option<&Bound<'py, PyAny>>,
@@ -213,7 +214,7 @@ fn shape_error(e: numpy::ndarray::ShapeError) -> PyErr {
 }
 
 /// New `(n_cells, n_modules)` float64 sums and int64 pairs, filled by `fill`.
-fn module_arrays<'py>(
+pub(super) fn module_arrays<'py>(
     py: Python<'py>,
     n_cells: usize,
     n_modules: usize,
@@ -251,7 +252,7 @@ fn run_modules<T: Float, I: TokenId + Element>(
 }
 
 /// `(sums, pairs)` per cell and module as returned to Python.
-type ModuleArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+pub(super) type ModuleArrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
 /// mha_module_cells(tokens, offsets, table, w_q, w_k, n_heads, universe, modules, n_modules, *, n_threads=1)
 ///
@@ -338,7 +339,7 @@ fn with_bert_args<'py, R>(
     (n_heads, activation, layer_norm_eps): (usize, &str, f64),
     (layer, heads): (i64, Option<Vec<i64>>),
     (universe, n_universe): (&Bound<'py, PyAny>, usize),
-    n_threads: usize,
+    (n_threads, genohoption): (usize, Option<&Bound<'py, PyAny>>),
     f: impl FnOnce(BertArgs<'_, 'py>) -> PyResult<R>,
 ) -> PyResult<R> {
     let n_threads = threads(n_threads)?;
@@ -347,7 +348,13 @@ fn with_bert_args<'py, R>(
         .map(|hs| hs.into_iter().map(|h| index_arg("heads", h)).collect())
         .transpose()?;
     let w = Weights::borrow(embeddings, layers)?;
-    let model = w.model(n_heads, activation, layer_norm_eps)?;
+    let gh = genohoption.map(GhArgs::extract).transpose()?;
+    let model = w.model(
+        n_heads,
+        activation,
+        layer_norm_eps,
+        attention_mode(gh.as_ref())?,
+    )?;
     let offs = array1::<i64>("offsets", "int64", offsets)?;
     let uni: PyReadonlyArray1<'py, i64> = array1::<i64>("universe", "int64", universe)?;
     f(BertArgs {
@@ -406,19 +413,21 @@ fn bert_modules<I: TokenId + Element>(
     Ok(())
 }
 
-/// bert_aggregate_cells(tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe, n_universe, *, heads=None, n_threads=1, sums=None, incoming=None)
+/// bert_aggregate_cells(tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe, n_universe, *, heads=None, n_threads=1, sums=None, incoming=None, genohoption=None)
 ///
 /// The attention of encoder layer `layer` (0-based) of a BERT checkpoint (weights as for
 /// bert_forward), averaged over `heads` (None: all), of every cell (input ids
 /// tokens[offsets[c]:offsets[c+1]]), aggregated over the universe exactly as
 /// mha_aggregate_cells does. Only the layers up to `layer` are run. Returns (sums (G, G)
 /// float64, incoming (G,) float64), added into in place when given. Bit-identical for any
-/// n_threads and any split of the cells into calls.
+/// n_threads and any split of the cells into calls. With `genohoption` (see bert_forward)
+/// every layer attends GenoHoption's way and the sums are of layer `layer`'s effective
+/// multi-hop attention (the diffusion matrices, averaged over `heads`).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (
     tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe,
-    n_universe, *, heads = None, n_threads = 1, sums = None, incoming = None
+    n_universe, *, heads = None, n_threads = 1, sums = None, incoming = None, genohoption = None
 ))]
 #[pyo3(name = "bert_aggregate_cells")]
 fn bert_aggregate_cells_py<'py>(
@@ -437,6 +446,7 @@ fn bert_aggregate_cells_py<'py>(
     n_threads: usize,
     sums: Option<&Bound<'py, PyAny>>,
     incoming: Option<&Bound<'py, PyAny>>,
+    genohoption: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<SumsPair<'py>> {
     with_bert_args(
         tokens,
@@ -446,7 +456,7 @@ fn bert_aggregate_cells_py<'py>(
         (n_heads, activation, layer_norm_eps),
         (layer, heads),
         (universe, n_universe),
-        n_threads,
+        (n_threads, genohoption),
         |args| {
             running_sums(py, n_universe, sums, incoming, |out| {
                 if has_dtype::<i64>(tokens) {
@@ -459,17 +469,17 @@ fn bert_aggregate_cells_py<'py>(
     )
 }
 
-/// bert_module_cells(tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe, modules, n_modules, *, heads=None, n_threads=1)
+/// bert_module_cells(tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe, modules, n_modules, *, heads=None, n_threads=1, genohoption=None)
 ///
 /// Within-module attention of every cell, as mha_module_cells, with the attention of encoder
 /// layer `layer` of a BERT checkpoint averaged over `heads` (None: all). Returns (sums
 /// (n_cells, n_modules) float64, pairs (n_cells, n_modules) int64). Bit-identical for any
-/// n_threads.
+/// n_threads. `genohoption` as for bert_aggregate_cells.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (
     tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, layer, universe,
-    modules, n_modules, *, heads = None, n_threads = 1
+    modules, n_modules, *, heads = None, n_threads = 1, genohoption = None
 ))]
 #[pyo3(name = "bert_module_cells")]
 fn bert_module_cells_py<'py>(
@@ -487,6 +497,7 @@ fn bert_module_cells_py<'py>(
     n_modules: usize,
     heads: Option<Vec<i64>>,
     n_threads: usize,
+    genohoption: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<ModuleArrays<'py>> {
     let mods: PyReadonlyArray1<'py, i64> = array1::<i64>("modules", "int64", modules)?;
     let module = slice1("modules", &mods)?;
@@ -498,7 +509,7 @@ fn bert_module_cells_py<'py>(
         (n_heads, activation, layer_norm_eps),
         (layer, heads),
         (universe, module.len()),
-        n_threads,
+        (n_threads, genohoption),
         |args| {
             let n_cells = args.offsets.len().saturating_sub(1);
             module_arrays(py, n_cells, n_modules, |out| {

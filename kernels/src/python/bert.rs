@@ -10,11 +10,13 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use super::genohoption::{attention_mode, GhArgs};
 use super::{array1, describe, slice1, threads};
 use crate::bert::{
     bert_forward, Activation, BatchOutput, Bert, Embeddings, Layer, Linear, Norm, Pool, PoolMode,
     Wanted,
 };
+use crate::genohoption::AttentionMode;
 use crate::matrix::{Mat, Ragged, TokenId};
 
 /// The arrays of `embeddings`, in order.
@@ -142,10 +144,19 @@ impl<'py> Weights<'py> {
         })
     }
 
-    /// The model over these arrays (shapes and values are checked by the kernels).
-    pub(super) fn model(&self, n_heads: usize, activation: &str, eps: f64) -> PyResult<Bert<'_>> {
+    /// The model over these arrays (shapes and values are checked by the kernels), attending
+    /// as `attention` says.
+    pub(super) fn model<'a>(
+        &'a self,
+        n_heads: usize,
+        activation: &str,
+        eps: f64,
+        attention: AttentionMode<'a>,
+    ) -> PyResult<Bert<'a>> {
         let act = Activation::from_name(activation)?;
-        model(&self.emb, &self.layers, n_heads, act, eps as f32)
+        let mut m = model(&self.emb, &self.layers, n_heads, act, eps as f32)?;
+        m.attention = attention;
+        Ok(m)
     }
 }
 
@@ -183,6 +194,7 @@ fn model<'a>(
         n_heads,
         activation,
         eps,
+        attention: AttentionMode::Dense,
     })
 }
 
@@ -225,20 +237,22 @@ fn pool_arg(
 
 /// bert_forward(tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, *,
 ///              hidden_layers=(), pool_layer=None, pool="mean", skip_first=0, skip_last=0,
-///              attention_layers=(), per_head=False, n_threads=1)
+///              attention_layers=(), per_head=False, n_threads=1, genohoption=None)
 ///
 /// BERT encoder of many cells (float32). Cell c's input ids are tokens[offsets[c]:offsets[c+1]]
 /// (int32 or int64; offsets int64). Returns a dict: "hidden" (list of (n_tokens, d) arrays,
 /// one per hidden_layers entry, 0 = embedding output), "pooled" ((n_cells, d) or None),
 /// "attention" (list of flat arrays, one per attention_layers entry: cell c's
 /// (heads, n, n) or (n, n) block at attention_offsets[c]:attention_offsets[c+1]) and
-/// "attention_offsets" (int64, n_cells + 1).
+/// "attention_offsets" (int64, n_cells + 1). With `genohoption` (a dict: prior `indptr`,
+/// `indices`, `diffusion`, `alpha`, `t`, `iterations`) every layer attends GenoHoption's
+/// way, and the attention returned is each head's diffusion matrix.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (
     tokens, offsets, embeddings, layers, n_heads, activation, layer_norm_eps, *,
     hidden_layers = Vec::new(), pool_layer = None, pool = "mean", skip_first = 0, skip_last = 0,
-    attention_layers = Vec::new(), per_head = false, n_threads = 1
+    attention_layers = Vec::new(), per_head = false, n_threads = 1, genohoption = None
 ))]
 #[pyo3(name = "bert_forward")]
 fn bert_forward_py<'py>(
@@ -258,6 +272,7 @@ fn bert_forward_py<'py>(
     attention_layers: Vec<usize>,
     per_head: bool,
     n_threads: usize,
+    genohoption: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let n_threads = threads(n_threads)?;
     let wanted = Wanted {
@@ -267,7 +282,13 @@ fn bert_forward_py<'py>(
         per_head,
     };
     let w = Weights::borrow(&embeddings, &layers)?;
-    let m = w.model(n_heads, activation, layer_norm_eps)?;
+    let gh = genohoption.map(GhArgs::extract).transpose()?;
+    let m = w.model(
+        n_heads,
+        activation,
+        layer_norm_eps,
+        attention_mode(gh.as_ref())?,
+    )?;
     let offs: PyReadonlyArray1<'py, i64> = array1::<i64>("offsets", "int64", offsets)?;
     let offs = slice1("offsets", &offs)?;
     let out = if tokens.extract::<PyReadonlyArray1<'py, i32>>().is_ok() {

@@ -27,6 +27,7 @@ SUITES = (
     "geneattn.bench.network",
     "geneattn.bench.perturb",
     "geneattn.bench.checkpoint",
+    "geneattn.bench.genohoption",
 )
 
 

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "geneattn.cli.fetch_resources",
     "geneattn.cli.qc",
     "geneattn.cli.tokenize",
+    "geneattn.cli.attention_graph",
     "geneattn.cli.model",
     "geneattn.cli.embed",
     "geneattn.cli.gather_embeddings",

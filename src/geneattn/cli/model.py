@@ -39,6 +39,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ckpt.add_argument(
         "--attention-heads", type=int, nargs="*", help="heads averaged (default: all)"
     )
+    parser.add_argument(
+        "--attention-graph",
+        help="GenoHoption prior (geneattn attention-graph): attend GenoHoption's way in every "
+        "layer instead of densely",
+    )
     parser.add_argument("--out", required=True, help="model.npz (or model.json) to write")
 
 
@@ -51,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if args.h5ad is None or args.token_dictionary is None:
         raise InputError("the study model needs the QC'd h5ad and --token-dictionary")
     from geneattn.io.readers import read_stage_h5ad
-    from geneattn.models.study import save_study_model, study_model_from_anndata
+    from geneattn.models.study import (
+        save_study_model,
+        study_model_from_anndata,
+        with_genohoption,
+    )
     from geneattn.resources.load import load_gene_name_map, load_token_dictionary
 
     adata = read_stage_h5ad(args.h5ad)
@@ -67,11 +76,16 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
     )
+    if args.attention_graph is not None:
+        from geneattn.models.genohoption import load_token_graph
+
+        model = with_genohoption(model, load_token_graph(args.attention_graph))
     log.info(
-        "model: %d genes with embeddings, d_model %d, %d heads",
+        "model: %d genes with embeddings, d_model %d, %d heads, %s attention",
         model.params["genes_with_embedding"],
         model.d_model,
         model.n_heads,
+        model.params.get("attention", {}).get("mode", "dense"),
     )
     save_study_model(args.out, model)
     return 0
@@ -95,6 +109,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         attention_layer=args.attention_layer,
         attention_heads=args.attention_heads,
+        attention_graph=args.attention_graph,
     )
     m = stage.model
     log.info(

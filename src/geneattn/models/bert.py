@@ -77,6 +77,12 @@ class BertEncoder:
     -----
     ``n_threads`` (default 1) is the number of rayon threads of every call that does not
     pass its own; results do not depend on it. All outputs are float32.
+
+    ``genohoption`` (default None: dense attention) is the kernels' ``genohoption``
+    argument (:meth:`geneattn.models.genohoption.TokenGraph.kernel_arg` of a prior over this
+    model's token ids): every layer then attends GenoHoption's way (seed 001), and the
+    attention of :meth:`attention`, :meth:`attention_sums` and :meth:`module_sums` is each
+    head's diffusion matrix.
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class BertEncoder:
         self.token_dictionary = td
         self.path = None if path is None else Path(path)
         self.n_threads = 1
+        self.genohoption: dict | None = None
 
     @classmethod
     def load(
@@ -323,6 +330,7 @@ class BertEncoder:
             attention_layers=list(attention_layers),
             per_head=per_head,
             n_threads=self.n_threads if n_threads is None else n_threads,
+            genohoption=self.genohoption,
         )
 
     def encode_batch(
@@ -569,6 +577,7 @@ class BertEncoder:
             _count("n_universe", n_universe, 0),
             heads=keep,
             n_threads=self._threads(n_threads),
+            genohoption=self.genohoption,
             sums=sums,
             incoming=incoming,
         )
@@ -636,6 +645,7 @@ class BertEncoder:
             _count("n_modules", n_modules, 0),
             heads=keep,
             n_threads=self._threads(n_threads),
+            genohoption=self.genohoption,
         )
 
     def _aggregate_args(

@@ -19,6 +19,12 @@ and :class:`CheckpointAttention` implements the
 Our tokens are ids of the dictionary they were made with; they are mapped by gene onto the
 checkpoint's dictionary (:meth:`BertEncoder.input_ids`), truncated to the model's input
 size and framed by ``<cls>``/``<eos>`` for V2.
+
+With a GenoHoption prior (``attention.mode: genohoption``; :func:`write_manifest`'s
+``attention_graph``) every layer of the checkpoint attends GenoHoption's way, zero-shot
+(Geneformer as GenoHoption's backbone): the prior, built over our token ids, is moved onto
+the checkpoint's dictionary by gene (:meth:`CheckpointAttention.use_genohoption`), and all
+four stages run on it. The manifest records the prior's path and sha256.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 
 from geneattn.errors import InputError
 from geneattn.models.bert import BertEncoder
+from geneattn.models.genohoption import TokenGraph, load_token_graph
 from geneattn.models.inputs import token_remap
 from geneattn.models.protocol import TokenInputs
 from geneattn.tokenize import TokenizedCells
@@ -76,6 +83,27 @@ class CheckpointAttention:
     def d_model(self) -> int:
         """Width of the cell embeddings."""
         return self.model.hidden_size
+
+    def use_genohoption(self, graph: TokenGraph) -> None:
+        """Attend GenoHoption's way in every layer over ``graph``, a prior over our token
+        ids, moved onto the checkpoint's dictionary by gene (as the cells' tokens are).
+
+        Raises
+        ------
+        InputError
+            The checkpoint has its own dictionary and the graph no vocabulary to map.
+        """
+        vocab = self.model.config.vocab_size
+        if self.model.token_dictionary is None:
+            ids = np.arange(graph.n_tokens, dtype=np.int64)
+            ids[ids >= vocab] = -1
+        elif graph.vocabulary is None:
+            raise InputError(
+                "the GenoHoption prior has no vocabulary to map onto the checkpoint's dictionary"
+            )
+        else:
+            ids = token_remap(graph.vocabulary, self.model.token_dictionary)
+        self.model.genohoption = graph.remap(ids, vocab).kernel_arg()
 
     def inputs(self, cells: TokenizedCells) -> tuple[np.ndarray, np.ndarray]:
         """Model input ids of ``cells`` (mapped by gene, truncated, framed)."""
@@ -262,12 +290,15 @@ def write_manifest(
     pooling: str,
     attention_layer: int,
     attention_heads: Sequence[int] | None,
+    attention_graph: str | Path | None = None,
 ) -> CheckpointAttention:
     """Check a checkpoint loads with these choices and write its manifest atomically.
 
     The manifest (:func:`checkpoint_manifest`) records the paths as given and the sha256 of
     ``config.json`` and the weight files, so a changed checkpoint changes the manifest's
-    bytes.
+    bytes. With ``attention_graph`` (a GenoHoption prior,
+    :func:`~geneattn.models.genohoption.save_token_graph`) every layer attends GenoHoption's
+    way; the manifest's ``attention`` records its options, path and sha256.
 
     Returns
     -------
@@ -284,6 +315,7 @@ def write_manifest(
         pooling=pooling,
         attention_layer=attention_layer,
         attention_heads=attention_heads,
+        attention_graph=attention_graph,
         source=out,
     )
     write_text(out, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -299,6 +331,7 @@ def checkpoint_manifest(
     pooling: str = "mean",
     attention_layer: int = -1,
     attention_heads: Sequence[int] | None = None,
+    attention_graph: str | Path | None = None,
     source: str | Path | None = None,
 ) -> tuple[CheckpointAttention, dict]:
     """Load a checkpoint with the workflow's choices, and the manifest that reloads it.
@@ -311,6 +344,9 @@ def checkpoint_manifest(
         As for :meth:`BertEncoder.load`.
     emb_layer, pooling, attention_layer, attention_heads
         As the attributes of :class:`CheckpointAttention`.
+    attention_graph
+        A GenoHoption prior (:func:`~geneattn.models.genohoption.save_token_graph`): every
+        layer attends over its edges among a cell's genes.
     source
         Named in errors about the choices.
 
@@ -337,6 +373,15 @@ def checkpoint_manifest(
         "max_len": model.max_len,
         "sha256": {name: _sha256(checkpoint / name) for name in ["config.json", *weights]},
     }
+    if attention_graph is not None:
+        graph = load_token_graph(attention_graph)
+        manifest["attention"] = {
+            "mode": "genohoption",
+            **graph.config.params(),
+            "prior_edges": graph.n_edges,
+            "graph": str(attention_graph),
+            "graph_sha256": _sha256(Path(attention_graph)),
+        }
     return _stage(model, manifest, source), manifest
 
 
@@ -362,6 +407,16 @@ def _stage(model: BertEncoder, manifest: dict, source: str | Path) -> Checkpoint
         not stage.attention_heads or any(not -n_heads <= h < n_heads for h in stage.attention_heads)
     ):
         raise InputError(f"attention_heads must be heads in -{n_heads}..{n_heads - 1}", source)
+    attention = manifest.get("attention")
+    if attention is not None:
+        graph = Path(attention["graph"])
+        if not graph.is_file() or _sha256(graph) != attention["graph_sha256"]:
+            raise InputError(
+                f"the GenoHoption prior {graph} changed since the manifest was written; rerun "
+                "the model rule",
+                source,
+            )
+        stage.use_genohoption(load_token_graph(graph))
     return stage
 
 

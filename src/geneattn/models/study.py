@@ -17,6 +17,12 @@ components ``h * d_h .. (h + 1) * d_h``: a gene attends to the genes of its cell
 co-vary with it across the study, in competition with every other gene the cell expresses.
 Tokens that are not in the study get zero embeddings. A real pretrained checkpoint replaces
 all of this when the user has one.
+
+With a GenoHoption prior (:func:`with_genohoption`, the workflow's ``attention.mode:
+genohoption``) the same weights attend GenoHoption's way (seed 001): along the prior's edges
+among the cell's genes, then ``K`` diffusion steps (:mod:`geneattn.models.genohoption`); the
+embeddings, the attention sums (the effective multi-hop attention), the module sums and the
+perturbations all use it, and ``params["attention"]`` records it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
 
     from anndata import AnnData
 
+    from geneattn.models.genohoption import TokenGraph
     from geneattn.tokenize import GeneIdKind, TokenizedCells
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,8 @@ class StudyModel:
         Number of attention heads.
     params
         How the weights were made (JSON-serialisable).
+    genohoption
+        GenoHoption's prior over the token ids and diffusion, or None for dense attention.
     """
 
     gene_embeddings: np.ndarray
@@ -67,6 +76,7 @@ class StudyModel:
     w_o: np.ndarray
     n_heads: int
     params: dict
+    genohoption: TokenGraph | None = None
 
     @property
     def d_model(self) -> int:
@@ -112,8 +122,26 @@ class StudyModel:
         Returns
         -------
         np.ndarray
-            float64 ``(n_cells, d_model)`` (:meth:`GeneformerInterface.encode_batch`).
+            float64 ``(n_cells, d_model)`` (:meth:`GeneformerInterface.encode_batch`, or
+            ``mha_genohoption_encode_cells`` in GenoHoption mode).
         """
+        if self.genohoption is not None:
+            from geneattn import _kernels
+
+            self._index(np.zeros(0, dtype=np.int64), cells, "")  # checks the cells' tokens
+            table, w_q, w_k = self._weights()
+            pooled = _kernels.mha_genohoption_encode_cells(
+                np.ascontiguousarray(cells.tokens, dtype=np.int32),
+                np.ascontiguousarray(cells.offsets, dtype=np.int64),
+                table,
+                w_q,
+                w_k,
+                np.ascontiguousarray(self.w_v, dtype=table.dtype),
+                int(self.n_heads),
+                self.genohoption.kernel_arg(),
+                n_threads=n_threads,
+            )
+            return pooled @ self.w_o
         interface = self.interface(n_threads=n_threads)
         return interface.encode_batch(cells.tokens, cells.offsets, n_threads=n_threads)
 
@@ -149,8 +177,9 @@ class StudyModel:
     ) -> None:
         """Add the cells' head-averaged attention among ``universe`` into the sums.
 
-        One Rust call (``mha_aggregate_cells``); no per-cell matrix reaches Python, and the
-        sums are bit-identical for any thread count.
+        One Rust call (``mha_aggregate_cells``, or ``mha_genohoption_aggregate_cells`` with
+        the effective multi-hop attention in GenoHoption mode); no per-cell matrix reaches
+        Python, and the sums are bit-identical for any thread count.
 
         Parameters
         ----------
@@ -167,7 +196,7 @@ class StudyModel:
 
         index = self._index(universe, cells, "universe")
         table, w_q, w_k = self._weights()
-        _kernels.mha_aggregate_cells(
+        args = (
             np.ascontiguousarray(cells.tokens, dtype=np.int32),
             np.ascontiguousarray(cells.offsets, dtype=np.int64),
             table,
@@ -176,10 +205,17 @@ class StudyModel:
             int(self.n_heads),
             index,
             len(universe),
-            n_threads=n_threads,
-            sums=sums,
-            incoming=incoming,
         )
+        if self.genohoption is None:
+            _kernels.mha_aggregate_cells(*args, n_threads=n_threads, sums=sums, incoming=incoming)
+        else:
+            _kernels.mha_genohoption_aggregate_cells(
+                *args,
+                self.genohoption.kernel_arg(),
+                n_threads=n_threads,
+                sums=sums,
+                incoming=incoming,
+            )
 
     def module_sums(
         self,
@@ -215,7 +251,7 @@ class StudyModel:
 
         index = self._index(gene_tokens, cells, "module gene")
         table, w_q, w_k = self._weights()
-        return _kernels.mha_module_cells(
+        args = (
             np.ascontiguousarray(cells.tokens, dtype=np.int32),
             np.ascontiguousarray(cells.offsets, dtype=np.int64),
             table,
@@ -225,7 +261,11 @@ class StudyModel:
             index,
             np.asarray(gene_columns, dtype=np.int64),
             int(n_modules),
-            n_threads=n_threads,
+        )
+        if self.genohoption is None:
+            return _kernels.mha_module_cells(*args, n_threads=n_threads)
+        return _kernels.mha_genohoption_module_cells(
+            *args, self.genohoption.kernel_arg(), n_threads=n_threads
         )
 
     def token_inputs(self, cells: TokenizedCells) -> TokenInputs:
@@ -267,7 +307,9 @@ class StudyModel:
         The model is order-free, so an edit is the keys it removes and adds
         (:func:`geneattn.edits.kernel_edits`): one forward pass per cell, then ``O(n d)``
         per edit in Rust (``mha_edit_effects``). ``shift`` (how far inhibit / activate
-        move a token) changes nothing here.
+        move a token) changes nothing here. In GenoHoption mode every edit that removes or
+        adds a key re-runs the cell's attention over the edited genes
+        (``mha_genohoption_edit_effects``, ``O(E K d)`` per edit).
 
         Returns
         -------
@@ -282,7 +324,7 @@ class StudyModel:
             empty = np.zeros((0, self.d_model))
             return empty, empty.copy()
         remove, add, exclude = kernel_edits(cells, edit_cell, edit_token, mode)
-        original, perturbed = _kernels.mha_edit_effects(
+        args = (
             np.ascontiguousarray(cells.tokens, dtype=np.int64),
             np.ascontiguousarray(cells.offsets, dtype=np.int64),
             np.ascontiguousarray(self.gene_embeddings, dtype=np.float64),
@@ -294,8 +336,13 @@ class StudyModel:
             remove,
             add,
             exclude,
-            n_threads=n_threads,
         )
+        if self.genohoption is None:
+            original, perturbed = _kernels.mha_edit_effects(*args, n_threads=n_threads)
+        else:
+            original, perturbed = _kernels.mha_genohoption_edit_effects(
+                *args, self.genohoption.kernel_arg(), n_threads=n_threads
+            )
         return original @ self.w_o, perturbed @ self.w_o
 
 
@@ -480,10 +527,31 @@ def study_model_from_anndata(
     )
 
 
+def with_genohoption(model: StudyModel, graph: TokenGraph) -> StudyModel:
+    """The model attending GenoHoption's way over ``graph`` (one row per token id);
+    ``params["attention"]`` records the options and the prior's size."""
+    vocab = model.gene_embeddings.shape[0]
+    if graph.n_tokens != vocab:
+        raise InputError(
+            f"the GenoHoption prior has {graph.n_tokens} token ids but the model {vocab}"
+        )
+    attention = {"mode": "genohoption", **graph.config.params(), "prior_edges": graph.n_edges}
+    return dataclasses.replace(
+        model, genohoption=graph, params={**model.params, "attention": attention}
+    )
+
+
 def save_study_model(path: str | Path, model: StudyModel) -> None:
-    """Write the model weights to ``.npz`` atomically (byte-deterministic)."""
+    """Write the model weights (and a GenoHoption prior) to ``.npz`` atomically
+    (byte-deterministic)."""
     from geneattn.io.atomic import atomic_path
 
+    graph = {}
+    if model.genohoption is not None:
+        g = model.genohoption
+        graph = {"genohoption_indptr": g.indptr, "genohoption_indices": g.indices}
+        if g.vocabulary is not None:
+            graph["genohoption_vocabulary"] = g.vocabulary
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -494,6 +562,7 @@ def save_study_model(path: str | Path, model: StudyModel) -> None:
             w_o=model.w_o,
             n_heads=np.int64(model.n_heads),
             params=np.str_(json.dumps(model.params, sort_keys=True)),
+            **graph,
         )
 
 
@@ -511,6 +580,8 @@ def load_study_model(path: str | Path) -> StudyModel:
                 n_heads=int(z["n_heads"]),
                 params=json.loads(str(z["params"])),
             )
+            if "genohoption_indptr" in z.files:
+                model = _with_saved_graph(model, z, path)
     except FileNotFoundError:
         raise InputError("file not found", path) from None
     except (KeyError, ValueError, OSError) as err:
@@ -521,3 +592,24 @@ def load_study_model(path: str | Path) -> StudyModel:
     if model.n_heads < 1 or d % model.n_heads:
         raise InputError(f"d_model {d} is not divisible by n_heads {model.n_heads}", path)
     return model
+
+
+def _with_saved_graph(model: StudyModel, z, path: Path) -> StudyModel:
+    """The model with the GenoHoption prior saved in its file."""
+    from geneattn.models.genohoption import GenoHoptionConfig, TokenGraph
+
+    options = {
+        k: v
+        for k, v in model.params.get("attention", {}).items()
+        if k not in ("mode", "prior_edges")
+    }
+    vocabulary = z["genohoption_vocabulary"] if "genohoption_vocabulary" in z.files else None
+    graph = TokenGraph(
+        z["genohoption_indptr"],
+        z["genohoption_indices"],
+        GenoHoptionConfig.from_params(options),
+        vocabulary,
+    )
+    if graph.n_tokens != model.gene_embeddings.shape[0]:
+        raise InputError("the GenoHoption prior does not have one row per token id", path)
+    return dataclasses.replace(model, genohoption=graph)
