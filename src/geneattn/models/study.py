@@ -317,15 +317,38 @@ class StudyModel:
     def token_states(
         self, ids: np.ndarray, offsets: np.ndarray, *, n_threads: int = 1
     ) -> np.ndarray:
-        """Each token's multi-head attention output (their mean is :meth:`embed`)."""
+        """Each token's multi-head attention output, dense or GenoHoption's (their mean over
+        a cell is :meth:`embed`)."""
+        from geneattn import _kernels
+
         ids = np.asarray(ids, dtype=np.int64)
         offsets = np.asarray(offsets, dtype=np.int64)
         interface = self.interface(n_threads=n_threads)
         out = np.zeros((len(ids), self.d_model))
+        graph = None if self.genohoption is None else self.genohoption.kernel_arg()
         for c in range(len(offsets) - 1):
             lo, hi = offsets[c], offsets[c + 1]
-            if hi > lo:
-                out[lo:hi] = interface.multi_head_attention(self.gene_embeddings[ids[lo:hi]])
+            if hi == lo:
+                continue
+            x = np.ascontiguousarray(self.gene_embeddings[ids[lo:hi]], dtype=np.float64)
+            if graph is None:
+                out[lo:hi] = interface.multi_head_attention(x)
+                continue
+            indptr, indices = _kernels.seq2graph(ids[lo:hi], graph["indptr"], graph["indices"])
+            heads = _kernels.genohoption_attention(
+                np.ascontiguousarray(x @ self.w_q),
+                np.ascontiguousarray(x @ self.w_k),
+                np.ascontiguousarray(x @ self.w_v),
+                indptr,
+                indices,
+                self.n_heads,
+                diffusion=graph["diffusion"],
+                alpha=graph["alpha"],
+                t=graph["t"],
+                iterations=graph["iterations"],
+                n_threads=n_threads,
+            )
+            out[lo:hi] = heads @ self.w_o
         return out
 
     def edit_embeddings(
