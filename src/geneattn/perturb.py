@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 
 from geneattn.edits import plan_edits
-from geneattn.enrichment import bh_fdr
 from geneattn.errors import InputError
 from geneattn.tokenize import TokenizedCells
 
@@ -258,75 +257,6 @@ def choose_null_tokens(
             k = min(per_bin, len(pool))
             drawn.extend(rng.choice(pool, size=k, replace=False).tolist())
     return np.array(sorted(drawn), dtype=np.int64), bin_of
-
-
-def goal_statistics(
-    shifts: pd.DataFrame,
-    targets: Sequence[int],
-    null_tokens: Sequence[int],
-    bin_of: dict[int, int],
-    *,
-    column: str = "goal_shift",
-) -> pd.DataFrame:
-    """Per target token: its shifts against the null tokens of its frequency bin.
-
-    Two-sided Wilcoxon rank-sum test (``scipy.stats.mannwhitneyu``) of the target's
-    ``column`` values over cells against those of the null tokens in the same bin (all
-    null tokens when the bin has none), then Benjamini-Hochberg FDR over the targets.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``token``, ``n_cells``, ``mean_cosine_shift``, ``mean_goal_shift``, ``statistic``
-        (the rank-biserial effect ``2U / (n1 n2) - 1``), ``p_value``, ``fdr``.
-    """
-    from scipy.stats import mannwhitneyu
-
-    null_set = set(int(t) for t in null_tokens)
-    by_token = {int(t): g for t, g in shifts.groupby("token")}
-    null_by_bin: dict[int, list[np.ndarray]] = {}
-    for t in null_set:
-        if t in by_token:
-            null_by_bin.setdefault(bin_of.get(t, -1), []).append(by_token[t][column].to_numpy())
-    all_null = [v for vs in null_by_bin.values() for v in vs]
-    rows = []
-    for t in targets:
-        t = int(t)
-        g = by_token.get(t)
-        values = np.array([]) if g is None else g[column].to_numpy()
-        values = values[np.isfinite(values)]
-        ref_parts = null_by_bin.get(bin_of.get(t, -2)) or all_null
-        ref = np.concatenate(ref_parts) if ref_parts else np.array([])
-        ref = ref[np.isfinite(ref)]
-        if values.size and ref.size:
-            res = mannwhitneyu(values, ref, alternative="two-sided", method="asymptotic")
-            stat = 2.0 * float(res.statistic) / (values.size * ref.size) - 1.0
-            p = float(res.pvalue)
-        else:
-            stat = p = float("nan")
-        rows.append(
-            {
-                "token": t,
-                "n_cells": 0 if g is None else len(g),
-                "mean_cosine_shift": float("nan") if g is None else g["cosine_shift"].mean(),
-                "mean_goal_shift": float("nan") if g is None else g["goal_shift"].mean(),
-                "statistic": stat,
-                "p_value": p,
-            }
-        )
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "token",
-            "n_cells",
-            "mean_cosine_shift",
-            "mean_goal_shift",
-            "statistic",
-            "p_value",
-        ],
-    )
-    table["fdr"] = bh_fdr(table["p_value"].to_numpy(dtype=np.float64))
-    return table
 
 
 def read_shift_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
