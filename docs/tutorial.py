@@ -24,7 +24,9 @@ ga.tl.attention(adata)  # gene x gene attention sums per condition: uns["attenti
 ga.tl.network(adata)  # PPR diffusion over the PPI prior, top 10 edges: uns["network"]
 ga.tl.modules(adata)  # Leiden modules of the pooled network: uns["modules"], var["module"]
 ga.tl.differential(adata)  # case vs control, permuting cell labels: uns["differential"]
-ga.tl.evaluate(adata)  # enriched modules, known programs together: uns["evaluation"]
+# enriched modules; known programs kept together beside co-expression modules of the same
+# genes; label transfer of the embeddings beside PCA: uns["evaluation"]
+ga.tl.evaluate(adata, label_column="cluster_orig")
 ga.tl.perturb(adata)  # delete hub genes of the disease modules: uns["perturbation"]
 
 print(adata)
@@ -34,5 +36,6 @@ ga.pl.embedding(adata).savefig(out / "umap.png")
 ga.pl.modules(adata).savefig(out / "modules.png")
 ga.pl.perturbation(adata).savefig(out / "perturbation.png")
 ga.io.write_table(out / "modules.tsv", adata.uns["modules"]["table"])
+ga.io.write_table(out / "evaluation.tsv", adata.uns["evaluation"]["table"])
 ga.io.write_table(out / "perturbation.tsv", adata.uns["perturbation"]["table"])
 adata.write_h5ad(out / "study.h5ad")

@@ -58,11 +58,20 @@ def test_tutorial_runs_the_demo_study_as_the_workflow_does(resources_dir, demo_r
     for column in ("case_mean", "control_mean", "diff", "p_value", "fdr"):
         np.testing.assert_allclose(mine[column], differential[column], rtol=1e-5, err_msg=column)
 
-    # evaluation: the same programs together
+    # evaluation: the same programs, kept together by the same modules of both methods,
+    # and the same label transfer scores in the head
     evaluation = pd.read_csv(results / "evaluation.tsv", sep="\t", comment="#")
-    cohesion = study.uns["evaluation"]["table"]
-    assert cohesion["together"].tolist() == evaluation["together"].tolist()
-    assert cohesion["module"].tolist() == evaluation["module"].tolist()
+    mine = study.uns["evaluation"]["table"]
+    assert mine["program"].tolist() == evaluation["program"].tolist()
+    for column in ("attention_module", "coexpression_module", "pairs"):
+        assert mine[column].tolist() == evaluation[column].tolist(), column
+    for column in ("attention_fraction", "coexpression_fraction", "attention_p_value"):
+        np.testing.assert_allclose(mine[column], evaluation[column], rtol=1e-5, err_msg=column)
+    head = (results / "evaluation.tsv").read_text().splitlines()
+    transfer = study.uns["evaluation"]["transfer"]
+    line = next(t for t in head if t.startswith("# label transfer"))
+    for row in transfer.itertuples():
+        assert f" {row.embedding} {row.balanced_accuracy:.3f}" in line
 
     # perturbation: the same genes, cells and shifts. The workflow's shard tables keep six
     # significant digits, so its rank-sum statistics see ties the API's full-precision shifts

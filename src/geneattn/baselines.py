@@ -32,6 +32,7 @@ __all__ = [
     "coexpression_modules",
     "compare_programs",
     "embedding_comparison",
+    "evaluate_against_baselines",
     "label_transfer",
     "pca_embedding",
     "random_embedding",
@@ -405,3 +406,131 @@ def embedding_comparison(
         res = label_transfer(emb, labels, k=k, n_folds=n_folds, seed=seed)
         rows.append({"embedding": name, "width": emb.shape[1]} | res)
     return pd.DataFrame(rows)
+
+
+def evaluate_against_baselines(
+    modules,
+    counts,
+    programs: dict[str, list[str]],
+    *,
+    fdr: float,
+    n_enriched: int,
+    n_modules: int,
+    fraction: float,
+    markers: str | None = None,
+    embedding: np.ndarray | None = None,
+    cell_names=None,
+    label_column: str | None = None,
+    top_k: int = 10,
+    resolution: float = 1.0,
+    objective: str = "rb_configuration",
+    min_size: int = 5,
+    n_permutations: int = 10_000,
+    seed: int = 0,
+    source: str | None = None,
+) -> dict:
+    """The ``evaluate`` stage with its baselines: attention modules vs co-expression modules
+    on the same genes and known programs, and (with labels) the embeddings vs PCA.
+
+    Parameters
+    ----------
+    modules
+        The module table (``gene``, ``gene_id``, ``module``).
+    counts
+        AnnData of the QC'd raw counts (``obs["n_counts"]`` when present normalises).
+    programs
+        ``{name: [symbols]}`` known programs; ``markers`` (the pinned
+        ``human_immune_cell_markers.json``) adds its cell-type programs.
+    fdr, n_enriched, n_modules, fraction
+        The enrichment summary (:func:`geneattn.evaluation.enriched_fraction`), for the
+        table's head.
+    embedding, cell_names, label_column
+        The model's cell embeddings, the names of their cells (rows of ``counts`` by name)
+        and the ``counts.obs`` column of labels: label transfer vs PCA and random vectors.
+    top_k, resolution, objective, min_size, n_permutations, seed
+        The co-expression graph's edges per gene, and Leiden and permutations as the
+        attention modules.
+    source
+        Name of the counts file, for errors.
+
+    Returns
+    -------
+    dict
+        ``head`` (the ``#`` comment lines of ``evaluation.tsv``), ``table``
+        (:func:`compare_programs`), ``coexpression`` (the co-expression module table:
+        ``gene``, ``gene_id``, ``module``) and ``transfer`` (:func:`embedding_comparison`,
+        or None).
+    """
+    import logging
+
+    import pandas as pd
+
+    from geneattn.diffusion import log_normalise
+    from geneattn.evaluation import immune_marker_programs
+
+    if "gene_id" not in modules.columns:
+        raise InputError("the module table has no column gene_id (needed with counts)")
+    var_names = counts.var_names.astype(str).to_numpy()
+    var_ids = var_names
+    if "gene_ids" in counts.var:
+        var_ids = counts.var["gene_ids"].astype(str).to_numpy()
+    columns = universe_columns(var_ids, var_names, modules["gene_id"], modules["gene"])
+    if not (columns >= 0).any():
+        raise InputError("none of the module genes is in the counts", source)
+    if (columns < 0).any():
+        logging.getLogger(__name__).warning(
+            "%d module genes not in the counts: no co-expression", (columns < 0).sum()
+        )
+    n_counts = None
+    if "n_counts" in counts.obs:
+        n_counts = counts.obs["n_counts"].to_numpy(dtype=np.float64)
+    full = log_normalise(counts.X, n_counts=n_counts)
+    expression = full[:, np.maximum(columns, 0)].toarray()
+    expression[:, columns < 0] = 0.0
+    coexpr = coexpression_modules(
+        expression,
+        top_k=top_k,
+        resolution=resolution,
+        objective=objective,
+        seed=seed,
+        min_size=min_size,
+    )
+    if markers:
+        programs = dict(programs) | immune_marker_programs(markers)
+    table = compare_programs(
+        modules["module"].to_numpy(dtype=np.int64),
+        coexpr,
+        modules["gene"].astype(str).to_numpy(),
+        programs,
+        n_permutations=n_permutations,
+        seed=seed,
+    )
+    ties = int((table["attention_fraction"] >= table["coexpression_fraction"] - 1e-12).sum())
+    head = (
+        f"# modules: {n_modules}\n# enriched at FDR < {fdr:g}: {n_enriched} ({fraction:.3f})\n"
+        f"# co-expression modules (correlation kNN, top {top_k}, Leiden as the modules):"
+        f" {len(set(coexpr.tolist()) - {0})}\n"
+        f"# programs with >= 2 genes in the universe: {len(table)}; attention modules keep at"
+        f" least as large a fraction of their pairs together in {ties}\n"
+    )
+    transfer = None
+    if label_column:
+        if embedding is None or cell_names is None:
+            raise InputError("label transfer needs the embeddings and their cell names")
+        if label_column not in counts.obs:
+            raise InputError(f"no obs column {label_column!r}", source)
+        index = pd.Index(counts.obs_names.astype(str)).get_indexer(pd.Index(cell_names).astype(str))
+        if (index < 0).any():
+            raise InputError("embedded cells missing from the counts", source)
+        labels = counts.obs[label_column].astype(object).to_numpy()[index]
+        transfer = embedding_comparison(np.asarray(embedding), expression[index], labels, seed=seed)
+        head += (
+            f"# label transfer of {label_column!r} (kNN k=10, 5-fold stratified, balanced"
+            f" accuracy, {int(transfer['n_labels'].iloc[0])} labels):"
+            + ",".join(f" {r.embedding} {r.balanced_accuracy:.3f}" for r in transfer.itertuples())
+            + "\n"
+        )
+    coexpression = pd.DataFrame(
+        {"gene": modules["gene"], "gene_id": modules["gene_id"], "module": coexpr}
+    )
+    return {"head": head, "table": table, "coexpression": coexpression, "transfer": transfer}

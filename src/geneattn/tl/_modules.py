@@ -241,21 +241,38 @@ def evaluate(
     fdr: float = 0.05,
     permutations: int = 10_000,
     seed: int = 0,
+    baselines: bool = True,
+    markers: str | Path | None = "genesets/human_immune_cell_markers.json",
+    label_column: str | None = None,
+    top_k: int = 10,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Do the modules mean something? (the ``evaluate`` rule): the fraction of modules with
-    an enriched gene set, and whether known programs share a module against random gene
-    sets (:func:`geneattn.evaluation.program_cohesion`).
+    an enriched gene set, and how well known programs share a module, beside WGCNA-like
+    co-expression modules of the same genes and, with cell labels, the embeddings beside
+    PCA (:func:`geneattn.baselines.evaluate_against_baselines`).
 
     Parameters
     ----------
     adata
-        With modules (:func:`modules`).
+        With modules (:func:`modules`); ``X`` the QC'd counts (:func:`geneattn.pp.qc`).
     programs
         ``{name: symbols}`` (None: :data:`geneattn.evaluation.DEFAULT_PROGRAMS`, the
         demo's config ``evaluation.programs``).
     fdr, permutations, seed
-        As config ``evaluation`` (and its seed).
+        As config ``evaluation`` (and ``modules.seed``).
+    baselines
+        Compare with co-expression modules (and PCA); False: the attention modules'
+        program cohesion alone (:func:`geneattn.evaluation.program_cohesion`).
+    markers
+        Cell-type marker programs added to ``programs``: a JSON file, or the path of a
+        pinned resource (the default, as the workflow); None: none.
+    label_column
+        ``obs`` column of cell labels for label transfer of ``obsm["X_geneattn"]``, PCA
+        and random vectors (config ``evaluation.label_column``); None: none.
+    top_k
+        Co-expression edges per gene (config ``network.top_k``); Leiden's resolution,
+        objective and minimum size are those the modules were found with.
     copy
         Return a copy instead of changing ``adata``.
 
@@ -263,20 +280,60 @@ def evaluate(
     -------
     anndata.AnnData or None
         The copy when ``copy``; otherwise ``uns["evaluation"]`` with ``table`` (the rows of
-        ``evaluation.tsv``), ``n_modules``, ``n_enriched``, ``fraction`` and ``params``.
+        ``evaluation.tsv``), ``n_modules``, ``n_enriched``, ``fraction``, ``params``, and
+        with baselines ``coexpression`` (the co-expression modules) and ``transfer`` (label
+        transfer, or absent).
     """
+    from geneattn.baselines import evaluate_against_baselines
+    from geneattn.datasets import resource
     from geneattn.evaluation import DEFAULT_PROGRAMS, enriched_fraction, program_cohesion
 
     adata = adata.copy() if copy else adata
     stored = require(adata, "modules")
     chosen = {k: list(v) for k, v in (DEFAULT_PROGRAMS if programs is None else programs).items()}
     frac = enriched_fraction(stored["table"], stored["enrichment"], fdr=fdr)
-    cohesion = program_cohesion(stored["table"], chosen, n_permutations=permutations, seed=seed)
+    params = {"programs": chosen, "fdr": fdr, "permutations": permutations, "seed": seed}
+    if not baselines:
+        cohesion = program_cohesion(stored["table"], chosen, n_permutations=permutations, seed=seed)
+        record(adata, "evaluation", params | {"baselines": False}, table=cohesion, **frac)
+        return adata if copy else None
+    marker_path = None
+    if markers is not None:
+        marker_path = Path(markers)
+        if not marker_path.is_file():
+            marker_path = resource(str(markers))
+    found = stored["params"]
+    result = evaluate_against_baselines(
+        stored["table"],
+        adata,
+        chosen,
+        fdr=fdr,
+        **frac,
+        markers=None if marker_path is None else str(marker_path),
+        embedding=adata.obsm.get("X_geneattn") if label_column else None,
+        cell_names=adata.obs_names if label_column else None,
+        label_column=label_column,
+        top_k=top_k,
+        resolution=found["resolution"],
+        objective=found["objective"],
+        min_size=found["min_size"],
+        n_permutations=permutations,
+        seed=seed,
+    )
+    extra = {"transfer": result["transfer"]} if result["transfer"] is not None else {}
     record(
         adata,
         "evaluation",
-        {"programs": chosen, "fdr": fdr, "permutations": permutations, "seed": seed},
-        table=cohesion,
+        params
+        | {
+            "baselines": True,
+            "markers": None if markers is None else str(markers),
+            "label_column": label_column,
+            "top_k": top_k,
+        },
+        table=result["table"],
+        coexpression=result["coexpression"],
+        **extra,
         **frac,
     )
     return adata if copy else None
