@@ -490,7 +490,6 @@ def test_token_graphs_union_remap_and_save(tmp_path):
 def demo(resources_dir):
     """30 real demo cells tokenized with the V1 dictionary, their gene tokens, the PPI over
     the token ids, and a study model of those cells."""
-    from geneattn.attention import symbols_for
     from geneattn.models.study import build_study_model
     from geneattn.resources.load import (
         load_gene_medians,
@@ -499,6 +498,7 @@ def demo(resources_dir):
         load_token_dictionary,
     )
     from geneattn.tokenize import map_genes, tokenize_counts
+    from geneattn.universe import symbols_for
 
     adata = ad.read_h5ad(resources_dir / "wu2020_200.h5ad")[:30].copy()
     gf = resources_dir / "geneformer_v1"

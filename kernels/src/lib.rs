@@ -15,11 +15,13 @@
 //!   (seed 001): Seq2Graph, the per-layer attention, and its effective multi-hop attention
 //!   summed over cells.
 //! - [`knowledge`]: the K-encoder's prior-graph neighbourhood embeddings.
+//! - [`sgemm`], [`flash`]: the encoder's packed f32 GEMM and fused softmax attention.
 //! - [`matrix`], [`real`], [`simd`]: matrices and GEMM, the f32/f64 trait, vector dispatch.
 
 pub mod aggregate;
 pub mod bert;
 pub mod error;
+pub mod flash;
 pub mod gaussian;
 pub mod genohoption;
 pub mod knowledge;
@@ -29,6 +31,7 @@ pub mod perturb;
 pub mod pool;
 pub mod projected;
 pub mod real;
+pub mod sgemm;
 pub mod simd;
 pub mod tokenize;
 

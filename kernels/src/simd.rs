@@ -30,6 +30,7 @@ macro_rules! simd_fn {
         $(#[$meta])*
         $vis fn $name<T: $crate::real::Real>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
+            #[allow(clippy::extra_unused_type_parameters)]
             fn body<T: $crate::real::Real, const FMA: bool>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {

@@ -10,7 +10,7 @@ use super::{
     aggregate_in_pool, check_modules, check_sums, modules_in_pool, CellScores, ModuleSumsMut,
     SumsMut, Universe,
 };
-use crate::bert::{score_scale, Bert, CellScratch, Wanted};
+use crate::bert::{score_scale, Bert, CellScratch, Encoder, Wanted};
 use crate::error::KernelResult;
 use crate::genohoption::{aggregate as gh, AttentionMode};
 use crate::kerr;
@@ -25,9 +25,27 @@ pub struct LayerHeads<'a> {
     pub heads: Option<&'a [usize]>,
 }
 
+/// Which layer and heads of a checkpoint, checked.
+struct Choice<'a, 'm> {
+    model: &'a Bert<'m>,
+    layer: usize,
+    heads: Vec<usize>,
+}
+
+impl<'a, 'm> Choice<'a, 'm> {
+    /// The scores, with the layers up to the chosen one packed (call inside the pool).
+    fn scores(self) -> BertScores<'a, 'm> {
+        BertScores {
+            enc: Encoder::new(self.model, self.layer + 1),
+            layer: self.layer,
+            heads: self.heads,
+        }
+    }
+}
+
 /// One layer's attention of a checkpoint, cell by cell.
 struct BertScores<'a, 'm> {
-    model: &'a Bert<'m>,
+    enc: Encoder<'a, 'm>,
     layer: usize,
     heads: Vec<usize>,
 }
@@ -40,15 +58,15 @@ impl CellScores<f32> for BertScores<'_, '_> {
     }
 
     fn scale(&self) -> f32 {
-        score_scale(self.model)
+        score_scale(self.enc.model)
     }
 
     fn prepare<I: TokenId>(&self, tokens: &[I], s: &mut CellScratch) {
-        s.queries_keys(self.model, tokens, self.layer);
+        s.queries_keys(&self.enc, tokens, self.layer);
     }
 
     fn scores(&self, s: &CellScratch, h: usize, r0: usize, r1: usize, out: &mut [f32]) {
-        s.scores(self.model, h, r0, r1, out);
+        s.scores(self.enc.model, h, r0, r1, out);
     }
 }
 
@@ -58,7 +76,7 @@ fn check<'a, 'm, I: TokenId>(
     model: &'a Bert<'m>,
     which: LayerHeads<'_>,
     universe: &Universe<'_>,
-) -> KernelResult<BertScores<'a, 'm>> {
+) -> KernelResult<Choice<'a, 'm>> {
     model.validate()?;
     model.check_cells(cells)?;
     let wanted = Wanted {
@@ -91,7 +109,7 @@ fn check<'a, 'm, I: TokenId>(
     };
     let vocab = model.embeddings.word.rows;
     universe.validate(vocab, "row of the word embeddings")?;
-    Ok(BertScores {
+    Ok(Choice {
         model,
         layer: which.layer,
         heads,
@@ -118,7 +136,7 @@ pub fn bert_aggregate_cells<I: TokenId>(
         return gh::bert_sums(&cells, model, g, lh, &universe, out, n_threads);
     }
     crate::pool::install(n_threads, || {
-        aggregate_in_pool(&cells, || src, &universe, out, n_threads)
+        aggregate_in_pool(&cells, || src.scores(), &universe, out, n_threads)
     })
 }
 
@@ -149,7 +167,7 @@ pub fn bert_module_cells<I: TokenId>(
         );
     }
     crate::pool::install(n_threads, || {
-        modules_in_pool(&cells, || src, &kept, module, n_modules, out)
+        modules_in_pool(&cells, || src.scores(), &kept, module, n_modules, out)
     })
 }
 

@@ -23,7 +23,7 @@ use crate::aggregate::{
     add_module_part, add_parts, check_modules, check_sums, CellPart, ModuleSumsMut, SumsMut,
     Universe, CELLS_PER_THREAD, SUM_ROWS,
 };
-use crate::bert::{Bert, CellScratch};
+use crate::bert::{Bert, CellScratch, Encoder};
 use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{Mat, Ragged, TokenId};
@@ -417,7 +417,7 @@ pub fn mha_genohoption_module_cells<T: Real, I: TokenId>(
 /// One layer of a BERT checkpoint in GenoHoption mode: the encoder runs the earlier layers
 /// (GenoHoption attention in each) and the layer's query and key projections.
 struct BertSource<'a, 'm> {
-    model: &'a Bert<'m>,
+    enc: Encoder<'a, 'm>,
     gh: GenoHoption<'m>,
     layer: usize,
     heads: Vec<usize>,
@@ -435,11 +435,11 @@ impl GraphSource<f32> for BertSource<'_, '_> {
     }
 
     fn prepare<I: TokenId>(&self, tokens: &[I], s: &mut CellScratch) {
-        s.queries_keys(self.model, tokens, self.layer);
+        s.queries_keys(&self.enc, tokens, self.layer);
     }
 
     fn cell<'s>(&self, s: &'s CellScratch) -> (CellHeads<'s, f32>, &'s CellGraph) {
-        s.genohoption_heads(self.model)
+        s.genohoption_heads(self.enc.model)
     }
 }
 
@@ -454,13 +454,13 @@ pub(crate) fn bert_sums<I: TokenId>(
     out: SumsMut<'_>,
     n_threads: usize,
 ) -> KernelResult<()> {
-    let src = BertSource {
-        model,
-        gh,
-        layer,
-        heads,
-    };
     crate::pool::install(n_threads, || {
+        let src = BertSource {
+            enc: Encoder::new(model, layer + 1),
+            gh,
+            layer,
+            heads,
+        };
         sums_in_pool(cells, &src, universe, out, n_threads)
     })
 }
@@ -479,13 +479,13 @@ pub(crate) fn bert_modules<I: TokenId>(
     out: ModuleSumsMut<'_>,
     n_threads: usize,
 ) -> KernelResult<()> {
-    let src = BertSource {
-        model,
-        gh,
-        layer,
-        heads,
-    };
     crate::pool::install(n_threads, || {
+        let src = BertSource {
+            enc: Encoder::new(model, layer + 1),
+            gh,
+            layer,
+            heads,
+        };
         modules_in_pool(cells, &src, kept, module, n_modules, out)
     })
 }

@@ -80,7 +80,6 @@ def demo_inputs():
     import anndata as ad
     import scipy.sparse as sp
 
-    from geneattn.attention import symbols_for
     from geneattn.models.genohoption import GenoHoptionConfig, build_token_graph
     from geneattn.models.study import build_study_model
     from geneattn.resources.load import (
@@ -90,6 +89,7 @@ def demo_inputs():
         load_token_dictionary,
     )
     from geneattn.tokenize import map_genes, tokenize_counts
+    from geneattn.universe import symbols_for
 
     root = Path("resources")
     gf = root / "geneformer_v1"

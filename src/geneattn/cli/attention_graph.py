@@ -45,11 +45,11 @@ def run(args: argparse.Namespace) -> int:
     """Build the prior and write it."""
     import numpy as np
 
-    from geneattn.attention import symbols_for
     from geneattn.errors import InputError
     from geneattn.models.genohoption import GenoHoptionConfig, build_token_graph, save_token_graph
     from geneattn.resources.load import load_gene_name_map, load_ppi, load_token_dictionary
     from geneattn.tokenize import vocabulary_array
+    from geneattn.universe import symbols_for
 
     config = GenoHoptionConfig(
         graph=args.graph,

@@ -23,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=8.0)
+    parser.add_argument(
+        "--value-rank",
+        choices=["log", "none"],
+        default="log",
+        help="scale each token's value by ln((n+1)/(rank+1)) (log) or not (none)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     ckpt = parser.add_argument_group("a pretrained checkpoint instead of the study model")
     ckpt.add_argument(
@@ -55,41 +61,26 @@ def run(args: argparse.Namespace) -> int:
         return _checkpoint(args)
     if args.h5ad is None or args.token_dictionary is None:
         raise InputError("the study model needs the QC'd h5ad and --token-dictionary")
-    import numpy as np
-    import scipy.sparse as sp
-
     from geneattn.io.readers import read_stage_h5ad
-    from geneattn.models.study import build_study_model, save_study_model, with_genohoption
+    from geneattn.models.study import (
+        save_study_model,
+        study_model_from_anndata,
+        with_genohoption,
+    )
     from geneattn.resources.load import load_gene_name_map, load_token_dictionary
-    from geneattn.tokenize import map_genes, merge_duplicate_tokens
 
     adata = read_stage_h5ad(args.h5ad)
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
-    tokens = load_token_dictionary(args.token_dictionary)
-    var_names = adata.var_names.to_numpy()
-    if args.gene_id == "ensembl" and "gene_ids" in adata.var:
-        var_names = adata.var["gene_ids"].astype(str).to_numpy()
-    ensembl, token, _ = map_genes(
-        var_names,
-        gene_id=args.gene_id,
-        token_dictionary=tokens,
-        gene_medians=None,
+    model = study_model_from_anndata(
+        adata,
+        token_dictionary=load_token_dictionary(args.token_dictionary),
         name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
-    )
-    x, token, _, _ = merge_duplicate_tokens(sp.csr_matrix(adata.X), token, ensembl)
-    if "n_counts" in adata.obs:
-        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
-    else:
-        n_counts = np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
-    model = build_study_model(
-        x,
-        n_counts,
-        token,
-        len(tokens),
+        gene_id=args.gene_id,
         d_model=args.d_model,
         n_heads=args.n_heads,
         temperature=args.temperature,
+        value_rank=args.value_rank,
         seed=args.seed,
     )
     if args.attention_graph is not None:

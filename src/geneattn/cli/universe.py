@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the universe options."""
-    from geneattn.cli.attention import add_universe_arguments
+    from geneattn.cli.options import add_universe_arguments
 
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
     parser.add_argument("--obs", required=True, help="qc.h5ad (counts for --universe variable)")
@@ -25,18 +25,12 @@ def run(args: argparse.Namespace) -> int:
     """Choose the universe from every tokenized cell and write its table."""
     import numpy as np
 
-    from geneattn.attention import save_universe
-    from geneattn.cli.attention import gene_universe
-    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.cli.options import universe_from_args
     from geneattn.tokenize import load_tokens
+    from geneattn.universe import save_universe
 
     cells = load_tokens(args.tokens)
-    adata = read_stage_h5ad(args.obs, backed=True)
-    try:
-        var_names = adata.var_names.astype(str).tolist()
-    finally:
-        adata.file.close()
-    tokens, symbols = gene_universe(args, cells, var_names)
+    tokens, symbols = universe_from_args(args, cells)
     gene_ids = np.asarray(cells.vocabulary)[tokens].astype(str)
     save_universe(args.out, tokens, gene_ids, symbols)
     log.info("%s universe of %d genes from %d cells", args.universe, len(tokens), cells.n_cells)
