@@ -199,10 +199,9 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     evidence.to_csv(OUT / "evidence.tsv", sep="\t", index=False)
     prog.to_csv(OUT / "programs.tsv", sep="\t", index=False)
-    with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+    with pd.option_context("display.width", 250, "display.max_colwidth", 120):
         print(evidence.to_string(index=False))
-        cols = ["model", "attention", "program", "in_network", "together", "p_value"]
-        print(prog[cols].to_string(index=False))
+        print(prog.to_string(index=False))
     return 0
 
 
