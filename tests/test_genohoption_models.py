@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import anndata as ad
@@ -302,3 +303,50 @@ def test_demo_study_runs_in_genohoption_mode(tmp_path, resources_dir):
     perturbation = pd.read_csv(out / "perturbation.tsv", sep="\t")
     assert len(perturbation) > 0 and np.isfinite(perturbation["mean_cosine_shift"]).all()
     assert (out / "report.html").stat().st_size > 0
+
+
+def test_rank_scaled_study_model_in_genohoption_mode(study):
+    """Values scaled by ln((n + 1) / (i + 1)) as the dense default model's; a moved gene's
+    value takes its new position's weight, the other genes keep theirs."""
+    from geneattn.edits import kernel_moves
+
+    model, cells, graph = study
+    ranked = dataclasses.replace(model, params={**model.params, "value_rank": "log"})
+    c = graph.config
+    kw = {"diffusion": c.diffusion, "alpha": c.alpha, "t": c.t, "iterations": c.iterations}
+
+    def reference(tokens, weights):
+        x = ranked.gene_embeddings[tokens]
+        out, _ = ref.genohoption_attention(
+            x @ ranked.w_q, x @ ranked.w_k, (x @ ranked.w_v) * weights[:, None],
+            ref.seq2graph(tokens, graph.matrix()), ranked.n_heads, **kw,
+        )  # fmt: skip
+        return out
+
+    def rank(n):
+        return np.log((n + 1) / (np.arange(n) + 1))
+
+    emb = ranked.embed(cells)
+    for cell in range(cells.n_cells):
+        seq = cells.cell(cell).astype(np.int64)
+        want = reference(seq, rank(seq.size)).mean(axis=0) @ ranked.w_o
+        np.testing.assert_allclose(emb[cell], want, **TOL64)
+    assert not np.allclose(emb, model.embed(cells))
+    edit_cell = np.array([0, 2, 2])
+    edit_token = np.array([cells.cell(0)[3], cells.cell(2)[5], cells.cell(2)[0]])
+    moves = kernel_moves(cells, edit_cell, edit_token, "inhibit", shift=0.25)
+    original, perturbed = ranked.edit_embeddings(
+        cells, edit_cell, edit_token, "inhibit", shift=0.25, n_threads=2
+    )
+    for e, (cell, token) in enumerate(zip(edit_cell, edit_token, strict=True)):
+        seq = cells.cell(cell).astype(np.int64)
+        w = rank(seq.size)
+        p = int(np.flatnonzero(seq == token)[0])
+        keep = np.arange(seq.size) != p
+        np.testing.assert_allclose(
+            original[e], reference(seq, w)[keep].mean(axis=0) @ ranked.w_o, **TOL64
+        )
+        w[p] = np.log((seq.size + 1) / (moves[e] + 1))
+        want = reference(seq, w)[keep].mean(axis=0) @ ranked.w_o
+        np.testing.assert_allclose(perturbed[e], want, **TOL64)
+    assert not np.allclose(perturbed, original)

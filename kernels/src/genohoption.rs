@@ -630,6 +630,9 @@ pub fn attend<T: Real>(
     weights: Weights<'_, T>,
 ) {
     let (n, h_count, dh) = (heads.n, heads.n_heads, heads.dh);
+    if n == 0 {
+        return;
+    }
     s.heads.resize_with(h_count, HeadScratch::default);
     let mut mats: Vec<Option<&mut [T]>> = Vec::with_capacity(h_count);
     let mut mean_buf: Vec<T> = Vec::new();

@@ -449,11 +449,13 @@ def mha_genohoption_encode_cells(
     n_heads: int,
     genohoption: GenoHoptionArg,
     *,
+    rank_values: bool = ...,
     n_threads: int = ...,
 ) -> np.ndarray:
     """:func:`mha_encode_cells` with GenoHoption attention: per cell, Seq2Graph over the
     prior, edge softmax and diffusion per head, mean over positions of the concatenated
-    heads (before ``W_O``). ``(n_cells, d)``; zero rows for cells without tokens."""
+    heads (before ``W_O``), values rank-scaled with ``rank_values`` as there. ``(n_cells,
+    d)``; zero rows for cells without tokens."""
 
 def mha_genohoption_aggregate_cells(
     tokens: np.ndarray,
@@ -506,9 +508,12 @@ def mha_genohoption_edit_effects(
     edit_exclude: np.ndarray,
     genohoption: GenoHoptionArg,
     *,
+    rank_values: bool = ...,
+    edit_move: np.ndarray | None = ...,
     n_threads: int = ...,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mha_edit_effects` with GenoHoption attention: ``(original, perturbed)``,
-    ``(n_edits, d)`` each, before ``W_O``. An edit that removes or adds a key re-runs the
-    cell's GenoHoption attention over the edited tokens (the added token last; ``O(E K d)``
-    per edit); one that does neither leaves the embedding unchanged."""
+    ``(n_edits, d)`` each, before ``W_O``. An edit that removes or adds a key (or, with
+    ``rank_values``, moves one: ``edit_move``) re-runs the cell's GenoHoption attention over
+    the edited tokens (the added token last; ``O(E K d)`` per edit); one that does none of
+    these leaves the embedding unchanged."""

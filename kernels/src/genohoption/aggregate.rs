@@ -27,7 +27,7 @@ use crate::bert::{Bert, CellScratch, Encoder};
 use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{Mat, Ragged, TokenId};
-use crate::multihead::{score_scale, Heads};
+use crate::multihead::{rank_weight, score_scale, Heads};
 use crate::projected::ProjectedRows;
 use crate::real::Real;
 
@@ -218,6 +218,29 @@ pub(super) struct MhaCell<T> {
 }
 
 impl<'a, T: Real> MhaSource<'a, T> {
+    /// Queries, keys, values (row `i` scaled by `value_scale[i]` when given) and graph of
+    /// the cell of `tokens`.
+    pub(super) fn prepare_scaled<I: TokenId>(
+        &self,
+        tokens: &[I],
+        value_scale: Option<&[T]>,
+        s: &mut MhaCell<T>,
+    ) {
+        self.proj.gather(0, tokens, false, &mut s.q);
+        self.proj.gather(1, tokens, false, &mut s.k);
+        if self.with_values {
+            self.proj.gather(2, tokens, false, &mut s.v);
+            if let Some(w) = value_scale {
+                for (row, &x) in s.v.chunks_exact_mut(self.d).zip(w) {
+                    for v in row.iter_mut() {
+                        *v *= x;
+                    }
+                }
+            }
+        }
+        s.graph.build(tokens, &self.gh.prior, &mut s.gs);
+    }
+
     /// Projects the rows the cells use (inside the pool; inputs validated).
     pub(super) fn new<I: TokenId>(
         cells: &Ragged<'_, I>,
@@ -253,12 +276,7 @@ impl<T: Real> GraphSource<T> for MhaSource<'_, T> {
     }
 
     fn prepare<I: TokenId>(&self, tokens: &[I], s: &mut MhaCell<T>) {
-        self.proj.gather(0, tokens, false, &mut s.q);
-        self.proj.gather(1, tokens, false, &mut s.k);
-        if self.with_values {
-            self.proj.gather(2, tokens, false, &mut s.v);
-        }
-        s.graph.build(tokens, &self.gh.prior, &mut s.gs);
+        self.prepare_scaled(tokens, None, s);
     }
 
     fn cell<'s>(&self, s: &'s MhaCell<T>) -> (CellHeads<'s, T>, &'s CellGraph) {
@@ -317,13 +335,15 @@ pub(super) fn check_mha<T: Real, I: TokenId>(
 /// `W_O`, as [`crate::multihead::mha_pool_cells`] with the dense attention replaced): cell
 /// `c`'s inputs are the rows `cells.cell(c)` of `table`; its row of the result
 /// (`n_cells x d`) is the mean over positions of the concatenated diffused heads (columns
-/// past `n_heads * dh` zero). Cells without tokens give zero rows. The result does not
-/// depend on `n_threads`.
+/// past `n_heads * dh` zero). Cells without tokens give zero rows. With `rank_values` each
+/// token's value is scaled by its [`crate::multihead::rank_weight`] (the attention does not
+/// change), as `mha_pool_cells_ranked` does. The result does not depend on `n_threads`.
 pub fn mha_genohoption_pool_cells<T: Real, I: TokenId>(
     cells: Ragged<'_, I>,
     table: Mat<'_, T>,
     heads: Heads<'_, T>,
     gh: GenoHoption<'_>,
+    rank_values: bool,
     n_threads: usize,
 ) -> KernelResult<Vec<T>> {
     check_mha(&cells, &table, &heads, &gh)?;
@@ -335,14 +355,26 @@ pub fn mha_genohoption_pool_cells<T: Real, I: TokenId>(
     crate::pool::install(n_threads, || {
         let src = MhaSource::new(&cells, &table, &heads, gh);
         out.par_chunks_mut(d).enumerate().for_each_init(
-            || (MhaCell::default(), AttendScratch::default(), Vec::new()),
-            |(cell, att, ctx), (c, row)| {
+            || {
+                (
+                    MhaCell::default(),
+                    AttendScratch::default(),
+                    Vec::new(),
+                    Vec::new(),
+                )
+            },
+            |(cell, att, ctx, scale), (c, row)| {
                 let tokens = cells.cell(c);
                 let n = tokens.len();
                 if n == 0 {
                     return;
                 }
-                src.prepare(tokens, cell);
+                let scale = rank_values.then(|| {
+                    scale.clear();
+                    scale.extend((0..n).map(|i| rank_weight::<T>(i, n)));
+                    &scale[..]
+                });
+                src.prepare_scaled(tokens, scale, cell);
                 let (h, graph) = src.cell(cell);
                 ctx.clear();
                 ctx.resize(n * d, T::ZERO);

@@ -268,6 +268,18 @@ fn attention_matches_matrix_powers() {
 }
 
 #[test]
+fn a_cell_without_tokens_is_no_error() {
+    let g = CellGraph::from_csr(&[0], &[], 0).unwrap();
+    let p = Params::from_name("ppr", 0.25, 5.0, 6).unwrap();
+    let r = genohoption_attention::<f64>(&[], &[], &[], (0, 4), 2, &g, &p, true, 2).unwrap();
+    assert!(r.output.is_empty() && r.weights.unwrap().is_empty());
+    let mut s = LayerScratch::default();
+    let mut att: Vec<f32> = Vec::new();
+    s.layer(&[], (0, 4, 2), &p, Some(&mut att), false, true, &mut []);
+    s.layer(&[], (0, 4, 2), &p, Some(&mut att), true, false, &mut []);
+}
+
+#[test]
 fn a_node_without_neighbours_keeps_its_value() {
     // rows 0 and 2 empty: they become self-loops
     let g = CellGraph::from_csr(&[0, 0, 2, 2, 3], &[0, 3, 1], 4).unwrap();
@@ -423,6 +435,16 @@ impl Case {
 
     /// The naive output and head-averaged diffusion matrix of a token list.
     fn naive_tokens(&self, toks: &[i32], p: &Params) -> (Vec<f64>, Vec<f64>) {
+        self.naive_scaled(toks, p, None)
+    }
+
+    /// [`Case::naive_tokens`] with value row `i` scaled by `scale[i]`.
+    fn naive_scaled(
+        &self,
+        toks: &[i32],
+        p: &Params,
+        scale: Option<&[f64]>,
+    ) -> (Vec<f64>, Vec<f64>) {
         let n = toks.len();
         let x: Vec<f64> = toks
             .iter()
@@ -433,6 +455,12 @@ impl Case {
             matmul(&x, &self.wk, n, self.d, self.d),
             matmul(&x, &self.wv, n, self.d, self.d),
         );
+        let mut v = v;
+        if let Some(w) = scale {
+            for (row, &f) in v.chunks_exact_mut(self.d).zip(w) {
+                row.iter_mut().for_each(|x| *x *= f);
+            }
+        }
         let mut g = CellGraph::default();
         g.build(toks, &self.gh(*p).prior, &mut GraphScratch::default());
         let (out, ms) = naive(&q, &k, &v, &g, n, self.d, self.h, p);
@@ -478,7 +506,8 @@ fn pooled_cells_are_the_mean_of_the_outputs() {
         Params::from_name("heat", 0.25, 5.0, 3).unwrap(),
     ] {
         let pooled =
-            mha_genohoption_pool_cells(c.ragged(), c.table(), c.heads(), c.gh(p), 2).unwrap();
+            mha_genohoption_pool_cells(c.ragged(), c.table(), c.heads(), c.gh(p), false, 2)
+                .unwrap();
         assert!(pooled[..c.d].iter().all(|&x| x == 0.0));
         for cell in 1..4 {
             let (out, _) = c.naive_cell(cell, &p);
@@ -493,7 +522,8 @@ fn pooled_cells_are_the_mean_of_the_outputs() {
                 "pooled",
             );
         }
-        let one = mha_genohoption_pool_cells(c.ragged(), c.table(), c.heads(), c.gh(p), 1).unwrap();
+        let one = mha_genohoption_pool_cells(c.ragged(), c.table(), c.heads(), c.gh(p), false, 1)
+            .unwrap();
         assert_eq!(one, pooled);
     }
 }
@@ -586,7 +616,8 @@ fn study_kernels_refuse_a_prior_of_the_wrong_size() {
         },
         params: p,
     };
-    let e = mha_genohoption_pool_cells(c.ragged(), c.table(), c.heads(), short, 1).unwrap_err();
+    let e =
+        mha_genohoption_pool_cells(c.ragged(), c.table(), c.heads(), short, false, 1).unwrap_err();
     assert!(e
         .0
         .contains("prior indptr must have one entry per table row (60) plus one"));
@@ -623,7 +654,8 @@ fn edit_effects_equal_encoding_the_edited_cells() {
         exclude: &exclude,
     };
     let (orig, pert) =
-        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), c.gh(p), edits, 2).unwrap();
+        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), c.gh(p), edits, None, 2)
+            .unwrap();
     let d = c.d;
     for e in 0..cell.len() {
         let toks = c.cell(cell[e] as usize);
@@ -659,6 +691,93 @@ fn edit_effects_equal_encoding_the_edited_cells() {
         );
     }
     let one =
-        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), c.gh(p), edits, 1).unwrap();
+        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), c.gh(p), edits, None, 1)
+            .unwrap();
     assert_eq!(one, (orig, pert));
+}
+
+#[test]
+fn rank_scaled_values_in_pooling_and_edits() {
+    use crate::multihead::rank_weight;
+    let c = Case::new();
+    let p = Params::from_name("heat", 0.25, 2.0, 3).unwrap();
+    let d = c.d;
+    let weights = |n: usize| -> Vec<f64> { (0..n).map(|i| rank_weight::<f64>(i, n)).collect() };
+    let pooled =
+        mha_genohoption_pool_cells(c.ragged(), c.table(), c.heads(), c.gh(p), true, 2).unwrap();
+    for cell in 1..4 {
+        let toks = c.cell(cell);
+        let (out, _) = c.naive_scaled(toks, &p, Some(&weights(toks.len())));
+        close(
+            &pooled[cell * d..(cell + 1) * d],
+            &mean_rows(&out, d, &[]),
+            1e-12,
+            "ranked",
+        );
+    }
+    // cell 3 (9 tokens): move position 2 to 6, delete position 4, overexpress absent 30
+    // (drop the last), move position 0 to the front (no change of weight)
+    let cell = [3i64, 3, 3, 3];
+    let remove = [-1i64, 4, 8, -1];
+    let add = [-1i64, -1, 30, -1];
+    let exclude = [2i64, 4, -1, 0];
+    let moved = [6i64, -1, -1, 0];
+    let edits = Edits {
+        cell: &cell,
+        remove: &remove,
+        add: &add,
+        exclude: &exclude,
+    };
+    let gh = c.gh(p);
+    let (orig, pert) =
+        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), gh, edits, Some(&moved), 2)
+            .unwrap();
+    let toks = c.cell(3);
+    let n = toks.len();
+    let w = weights(n);
+    let (out, _) = c.naive_scaled(toks, &p, Some(&w));
+    for e in 0..cell.len() {
+        let excl: Vec<usize> = usize::try_from(exclude[e]).into_iter().collect();
+        close(
+            &orig[e * d..(e + 1) * d],
+            &mean_rows(&out, d, &excl),
+            1e-12,
+            "original",
+        );
+        let (edited, scale, skip): (Vec<i32>, Vec<f64>, Vec<usize>) = if moved[e] >= 0 {
+            let mut ws = w.clone();
+            ws[exclude[e] as usize] = rank_weight::<f64>(moved[e] as usize, n);
+            (toks.to_vec(), ws, excl.clone())
+        } else {
+            let keep: Vec<usize> = (0..n).filter(|&i| i as i64 != remove[e]).collect();
+            let mut t: Vec<i32> = keep.iter().map(|&i| toks[i]).collect();
+            let mut ws: Vec<f64> = keep.iter().map(|&i| w[i]).collect();
+            let mut skip: Vec<usize> = keep
+                .iter()
+                .position(|&i| i as i64 == exclude[e])
+                .into_iter()
+                .collect();
+            if add[e] >= 0 {
+                skip.push(t.len());
+                t.push(add[e] as i32);
+                ws.push(rank_weight::<f64>(0, n));
+            }
+            (t, ws, skip)
+        };
+        let (out2, _) = c.naive_scaled(&edited, &p, Some(&scale));
+        close(
+            &pert[e * d..(e + 1) * d],
+            &mean_rows(&out2, d, &skip),
+            1e-12,
+            "perturbed",
+        );
+    }
+    // a move to the same weight changes nothing; a move to another weight does
+    assert_eq!(pert[3 * d..4 * d], orig[3 * d..4 * d]);
+    assert!(pert[..d] != orig[..d]);
+    let bad = [9i64, -1, -1, 0];
+    let e =
+        mha_genohoption_edit_effects(c.ragged(), c.table(), c.heads(), gh, edits, Some(&bad), 1)
+            .unwrap_err();
+    assert!(e.0.contains("a move to 9"));
 }

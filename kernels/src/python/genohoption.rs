@@ -369,23 +369,29 @@ macro_rules! dispatch {
 fn encode_run<'py, T: Float, I: TokenId + Element>(
     py: Python<'py>,
     a: &MhaArgs<'_, 'py>,
+    rank: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     with_mha::<T, I, _>(a, |cells, table, heads| {
         let (gh, n_threads) = (a.gh, a.n_threads);
-        let out = py.detach(|| mha_genohoption_pool_cells(cells, table, heads, gh, n_threads))?;
+        let out =
+            py.detach(|| mha_genohoption_pool_cells(cells, table, heads, gh, rank, n_threads))?;
         to_numpy(py, out, cells.n_cells(), table.cols)
     })
 }
 
-/// mha_genohoption_encode_cells(tokens, offsets, table, w_q, w_k, w_v, n_heads, genohoption, *, n_threads=1)
+/// mha_genohoption_encode_cells(tokens, offsets, table, w_q, w_k, w_v, n_heads, genohoption, *, rank_values=False, n_threads=1)
 ///
 /// Study-model cell embeddings (before W_O) with GenoHoption attention: per cell (rows
 /// tokens[offsets[c]:offsets[c+1]] of table), Seq2Graph over genohoption's prior, edge
-/// softmax and diffusion per head, mean over positions of the concatenated heads. Returns
-/// (n_cells, d) of the table's dtype. Bit-identical for any n_threads.
+/// softmax and diffusion per head, mean over positions of the concatenated heads; with
+/// rank_values each token's value is scaled by ln((n + 1) / (i + 1)) at position i.
+/// Returns (n_cells, d) of the table's dtype. Bit-identical for any n_threads.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (tokens, offsets, table, w_q, w_k, w_v, n_heads, genohoption, *, n_threads = 1))]
+#[pyo3(signature = (
+    tokens, offsets, table, w_q, w_k, w_v, n_heads, genohoption, *, rank_values = false,
+    n_threads = 1
+))]
 #[pyo3(name = "mha_genohoption_encode_cells")]
 fn mha_genohoption_encode_cells_py<'py>(
     py: Python<'py>,
@@ -397,6 +403,7 @@ fn mha_genohoption_encode_cells_py<'py>(
     w_v: &Bound<'py, PyAny>,
     n_heads: usize,
     genohoption: &Bound<'py, PyAny>,
+    rank_values: bool,
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
@@ -413,7 +420,7 @@ fn mha_genohoption_encode_cells_py<'py>(
         gh: gh.get()?,
         n_threads,
     };
-    dispatch!(args, encode_run(py, &args))
+    dispatch!(args, encode_run(py, &args, rank_values))
 }
 
 fn sums_run<T: Float, I: TokenId + Element>(
@@ -559,17 +566,19 @@ fn mha_genohoption_module_cells_py<'py>(
     })
 }
 
-/// mha_genohoption_edit_effects(tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add, edit_exclude, genohoption, *, n_threads=1)
+/// mha_genohoption_edit_effects(tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add, edit_exclude, genohoption, *, rank_values=False, edit_move=None, n_threads=1)
 ///
 /// mha_edit_effects with GenoHoption attention: every edit that removes or adds a key
 /// re-runs the cell's GenoHoption attention over the edited tokens (the added token last).
-/// float64 table and projections, int64 tokens, offsets and edit arrays. Returns (original,
-/// perturbed), each (n_edits, d), before W_O. Bit-identical for any n_threads.
+/// float64 table and projections, int64 tokens, offsets and edit arrays. With rank_values,
+/// values are scaled by their rank weight and edit_move (int64, or -1) moves the token at
+/// exclude to a new position, as for mha_edit_effects. Returns (original, perturbed), each
+/// (n_edits, d), before W_O. Bit-identical for any n_threads.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (
     tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add,
-    edit_exclude, genohoption, *, n_threads = 1
+    edit_exclude, genohoption, *, rank_values = false, edit_move = None, n_threads = 1
 ))]
 #[pyo3(name = "mha_genohoption_edit_effects")]
 fn mha_genohoption_edit_effects_py<'py>(
@@ -586,6 +595,8 @@ fn mha_genohoption_edit_effects_py<'py>(
     edit_add: &Bound<'py, PyAny>,
     edit_exclude: &Bound<'py, PyAny>,
     genohoption: &Bound<'py, PyAny>,
+    rank_values: bool,
+    edit_move: Option<&Bound<'py, PyAny>>,
     n_threads: usize,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let n_threads = threads(n_threads)?;
@@ -626,8 +637,22 @@ fn mha_genohoption_edit_effects_py<'py>(
     };
     let g = gh.get()?;
     let d = table.cols;
-    let (orig, pert) =
-        py.detach(|| mha_genohoption_edit_effects(cells, table, heads, g, edits, n_threads))?;
+    let move_array = edit_move
+        .map(|a| array1::<i64>("edit_move", "int64", a))
+        .transpose()?;
+    let no_moves = vec![-1i64; edits.cell.len()];
+    let moved: Option<&[i64]> = match (&move_array, rank_values) {
+        (Some(a), true) => Some(slice1("edit_move", a)?),
+        (None, true) => Some(&no_moves[..]),
+        (Some(_), false) => {
+            return Err(PyValueError::new_err(
+                "edit_move needs rank_values=True (an order-free model does not see moves)",
+            ))
+        }
+        (None, false) => None,
+    };
+    let (orig, pert) = py
+        .detach(|| mha_genohoption_edit_effects(cells, table, heads, g, edits, moved, n_threads))?;
     let n = edits.cell.len();
     Ok((to_numpy(py, orig, n, d)?, to_numpy(py, pert, n, d)?))
 }

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from geneattn.bench import Row
-from geneattn.bench.checkpoint import V1, _rounds
+from geneattn.bench.checkpoint import V1, _rounds, _timed
 from geneattn.bench.kernels import _check
 
 NAME = "genohoption"
@@ -194,7 +194,7 @@ def _encoder_rows(args, cells, graph, threads: int) -> list[Row]:
         return call
 
     fns = [run(m, w) for w in ("encode", "sums") for m in ("genohoption", "dense")]
-    timings = _rounds(fns, rounds=max(1, min(args.repeats, 3)))
+    timings = _rounds([_timed(f) for f in fns], rounds=max(1, min(args.repeats, 3)))
     memory = _peak_memory(ids, offsets, graph, threads)
     per_cell = np.mean(
         [(index[ids[offsets[c] : offsets[c + 1]]] >= 0).sum() for c in range(n_cells)]
@@ -261,7 +261,7 @@ def _study_rows(args, cells, model, graph, threads: int) -> list[Row]:
         return lambda: m.edit_embeddings(cells, plan.cell, plan.token, "delete", n_threads=threads)
 
     fns = [f(m) for f in (embed, sums, perturb) for m in (gh, model)]
-    timings = _rounds(fns, rounds=max(1, min(args.repeats, 3)))
+    timings = _rounds([_timed(f) for f in fns], rounds=max(1, min(args.repeats, 3)))
     edges = edges_per_cell(cells, graph, n_threads=threads)
     lengths = cells.lengths.astype(float)
     label = f"study model (d 64, 4 heads), {cells.n_cells} demo cells: embeddings"

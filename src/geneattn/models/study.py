@@ -31,11 +31,11 @@ left out so that every edit stays ``O(n d)``). Modules are unchanged: they come 
 attention weights alone.
 
 With a GenoHoption prior (:func:`with_genohoption`, the workflow's ``attention.mode:
-genohoption``) the same weights attend GenoHoption's way (seed 001; values are not
-rank-scaled there: the GenoHoption kernels have no rank option yet): along the prior's edges
-among the cell's genes, then ``K`` diffusion steps (:mod:`geneattn.models.genohoption`); the
-embeddings, the attention sums (the effective multi-hop attention), the module sums and the
-perturbations all use it, and ``params["attention"]`` records it.
+genohoption``) the same weights attend GenoHoption's way (seed 001): along the prior's edges
+among the cell's genes, then ``K`` diffusion steps (:mod:`geneattn.models.genohoption`),
+with the values rank-scaled as above; the embeddings, the attention sums (the effective
+multi-hop attention), the module sums and the perturbations all use it, and
+``params["attention"]`` records it.
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ class StudyModel:
                 np.ascontiguousarray(self.w_v, dtype=table.dtype),
                 int(self.n_heads),
                 self.genohoption.kernel_arg(),
+                rank_values=self.value_rank != "none",
                 n_threads=n_threads,
             )
             return pooled @ self.w_o
@@ -383,7 +384,7 @@ class StudyModel:
             empty = np.zeros((0, self.d_model))
             return empty, empty.copy()
         remove, add, exclude = kernel_edits(cells, edit_cell, edit_token, mode)
-        ranked = self.value_rank != "none" and self.genohoption is None
+        ranked = self.value_rank != "none"
         moves = kernel_moves(cells, edit_cell, edit_token, mode, shift=shift) if ranked else None
         args = (
             np.ascontiguousarray(cells.tokens, dtype=np.int64),
@@ -404,7 +405,11 @@ class StudyModel:
             )
         else:
             original, perturbed = _kernels.mha_genohoption_edit_effects(
-                *args, self.genohoption.kernel_arg(), n_threads=n_threads
+                *args,
+                self.genohoption.kernel_arg(),
+                rank_values=ranked,
+                edit_move=moves,
+                n_threads=n_threads,
             )
         return original @ self.w_o, perturbed @ self.w_o
 
