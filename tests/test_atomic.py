@@ -108,3 +108,23 @@ def test_a_failing_writer_leaves_nothing(tmp_path):
 
 def test_no_directory_nothing_to_remove(tmp_path):
     assert remove_stale_temporaries(tmp_path / "absent" / "x.npz") == []
+
+
+def test_a_rerun_job_clears_its_outputs_stale_temporaries_when_it_starts(tmp_path):
+    """geneattn removes them before the stage runs, even if it then fails on bad input."""
+    from geneattn.cli import main
+
+    out = tmp_path / "results"
+    out.mkdir()
+    stale = [
+        ".qc.h5ad.k2m4p6q8.tmp.h5ad",  # 23 MB in the issue; a few bytes here
+        ".qc_summary.json.abcd1234.tmp.json",
+        ".qc.png.zz99zz99.tmp.png",
+    ]
+    others = [".tokens.npz.abcd1234.tmp.npz", "notes.txt"]  # another job's, the user's
+    for name in stale + others:
+        (out / name).write_bytes(b"x" * 1000)
+    argv = ["qc", str(tmp_path / "absent.h5ad"), "--out", str(out / "qc.h5ad")]
+    argv += ["--summary", str(out / "qc_summary.json"), "--plot", str(out / "qc.png")]
+    assert main(argv) == 2  # the counts file is missing: nothing is written
+    assert sorted(p.name for p in out.iterdir()) == sorted(others)

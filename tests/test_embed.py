@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import anndata as ad
 import numpy as np
 import pytest
 
+from geneattn.attention import subset_cells
 from geneattn.cli import main
 from geneattn.models.study import load_study_model
 from geneattn.tokenize import load_tokens
@@ -83,10 +86,16 @@ def test_embed_writes_obsm_in_token_order(demo_tokens):
     assert emb.obsm["X_geneattn"].shape == (cells.n_cells, 16)
     assert list(emb.obs_names) == list(cells.cell_ids)
     assert "source" in emb.obs
-    # same as the interface on one cell
-    gi = load_study_model(tmp / "m.npz").interface()
-    one = gi.encode_batch(cells.cell(3), np.array([0, len(cells.cell(3))]))[0]
+    # same as the model on that cell alone (rank-weighted values: tests/test_rank_values.py)
+    model = load_study_model(tmp / "m.npz")
+    assert model.value_rank == "log"
+    one = model.embed(subset_cells(cells, np.array([3])))[0]
     np.testing.assert_allclose(emb.obsm["X_geneattn"][3], one, rtol=1e-5, atol=1e-6)
+    # the order-free model equals the seed interface on one cell
+    plain = dataclasses.replace(model, params=model.params | {"value_rank": "none"})
+    gi = plain.interface()
+    ref = gi.encode_batch(cells.cell(3), np.array([0, len(cells.cell(3))]))[0]
+    np.testing.assert_allclose(plain.embed(subset_cells(cells, np.array([3])))[0], ref, rtol=1e-9)
 
 
 def test_embed_refuses_cells_missing_from_obs(demo_tokens, capsys):

@@ -552,3 +552,80 @@ def test_gene_embeddings_match_emb_extractor_gene_mode(
     assert len(table) == int(want["n_genes"])
     got = table.set_index("gene_id").loc[want["gene_ids"]].drop(columns="n").to_numpy()
     np.testing.assert_allclose(got, want["embeddings"], **TOL)
+
+
+# --- a V2-format checkpoint: <cls>/<eos>, cls embeddings and cls shifts ----------------------
+
+
+@pytest.fixture(scope="module")
+def v2(meta, resources_dir, tmp_path_factory):
+    """The V2-format checkpoint (rebuilt, sha256 checked), its dictionary and fixture."""
+    from geneattn.resources.load import load_gene_medians, load_token_dictionary
+
+    script = _script()
+    rec = _npz("v2.npz")
+    config = BertConfig(**{**meta["checkpoint"], **script.V2_CHECKPOINT})
+    path = save_checkpoint(
+        tmp_path_factory.mktemp("gf_v2"), config, BertWeights.random(config, script.V2_SEED)
+    )
+    digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    assert digest == str(rec["checkpoint_sha256"]), "the checkpoint generator changed"
+    res = resources_dir / "geneformer_v1"
+    dictionary, _ = script.v2_format_dictionaries(
+        load_token_dictionary(res / "token_dictionary.tsv"),
+        load_gene_medians(res / "gene_median_dictionary.tsv"),
+    )
+    return BertEncoder.load(path, token_dictionary=dictionary), rec
+
+
+@pytest.mark.parametrize("pooling,key", [("cls", "emb_cls"), ("mean", "emb_cell")])
+def test_v2_embeddings_match_emb_extractor(v2, tokens, pooling, key):
+    model, rec = v2
+    assert model.version == "V2"
+    got = model.encode_batch(tokens["v2_tokens"], tokens["v2_offsets"], pooling=pooling)
+    np.testing.assert_allclose(got, rec[key], **TOL)
+
+
+def test_v2_cls_state_embeddings_match_get_state_embs(v2, tokens, meta):
+    model, rec = v2
+    cls = model.encode_batch(tokens["v2_tokens"], tokens["v2_offsets"], pooling="cls")
+    source = tokens["v2_source"]
+    states = meta["states"]
+    for state in [states["start_state"], states["goal_state"], *states["alt_states"]]:
+        got = gs.cell_embedding_states(cls[source == state], "exact_mean")
+        np.testing.assert_allclose(got, rec[f"state_{state}"], **TOL)
+
+
+@pytest.mark.parametrize("mode", ["delete", "overexpress"])
+def test_v2_cls_shifts_match_in_silico_perturber(v2, tokens, mode):
+    model, rec = v2
+    layer = model.n_layers - 1
+    rows, genes = rec[f"{mode}_cell"], rec[f"{mode}_gene"]
+    states = {k.removeprefix("state_"): v for k, v in rec.items() if k.startswith("state_")}
+    goal_cell, goal_state = rec[f"{mode}_goal_cell"], rec[f"{mode}_goal_state"]
+    goal_value = rec[f"{mode}_goal_value"]
+    assert len(rows) > 300 and len(genes) > 0 and len(goal_value) > 100
+    for c in np.unique(rows[:, 0]).astype(int):
+        seq = _cell(tokens, "v2", c)
+        mine = rows[rows[:, 0] == c]
+        edits = {
+            int(t): gs.single_edit(seq, [int(np.flatnonzero(seq == t)[0])], mode, special=True)
+            for t in mine[:, 1]
+        }
+        hs = _states(model, [seq] + [e.perturbed for e in edits.values()], layer)
+        by_tok = dict(zip(edits, hs[1:], strict=True))
+        got = [gs.cell_cos_sim(hs[0], by_tok[int(t)], edits[int(t)], cls=True) for t in mine[:, 1]]
+        np.testing.assert_allclose(got, mine[:, 2], **TOL)
+        assert len(mine) == len(seq) - 2 - (mode == "overexpress")
+        gene_rows = genes[genes[:, 0] == c]
+        for t in np.unique(gene_rows[:, 1]).astype(int):
+            values = gs.gene_cosines(hs[0], by_tok[t], edits[t])
+            labels = gs.affected_genes(edits[t], len(values))
+            lookup = dict(zip(labels.tolist(), values.tolist(), strict=True))
+            want = gene_rows[gene_rows[:, 1] == t]
+            assert len(want) == np.count_nonzero(labels >= 0)
+            np.testing.assert_allclose([lookup[int(a)] for a in want[:, 2]], want[:, 3], **TOL)
+        for (cc, t), s, v in zip(goal_cell, goal_state, goal_value, strict=True):
+            if cc == c:
+                shift = gs.goal_shifts(hs[0], by_tok[int(t)], states, cls=True)[str(s)]
+                assert abs(shift - v) <= 1e-5

@@ -324,3 +324,49 @@ def test_groups_and_anchor_pairs_are_perturbed_together(v1):
             else:
                 assert row.empty
     assert 3 not in set(pairs["token"])
+
+
+def test_study_model_token_states_follow_genohoption_mode():
+    """In GenoHoption mode the token states are the graph-sparse attention outputs (their
+    mean is the model's embedding, and each equals the numpy reference's)."""
+    import scipy.sparse as sp
+
+    from geneattn.models.genohoption import GenoHoptionConfig, TokenGraph
+    from geneattn.models.study import StudyModel, with_genohoption
+    from geneattn.testing import genohoption as ref_gh
+
+    rng = np.random.default_rng(3)
+    d = 8
+    base = StudyModel(
+        rng.standard_normal((N_GENES, d)), np.eye(d), np.eye(d), np.eye(d), np.eye(d), 2, {}
+    )
+    prior = sp.random(N_GENES, N_GENES, density=0.2, random_state=rng, format="csr")
+    prior = ((prior + prior.T) != 0).astype(float).tocsr()
+    prior.setdiag(0)
+    prior.eliminate_zeros()
+    graph = TokenGraph(prior.indptr, prior.indices, GenoHoptionConfig(diffusion="ppr"), None)
+    model = with_genohoption(base, graph)
+    cells = _cells(seed=12)
+    inputs = model.token_inputs(cells)
+    states = model.token_states(inputs.ids, inputs.offsets)
+    pooled = np.array(
+        [states[inputs.offsets[c] : inputs.offsets[c + 1]].mean(0) for c in range(cells.n_cells)]
+    )
+    np.testing.assert_allclose(pooled, model.embed(cells), atol=1e-10)
+    seq = cells.cell(0).astype(np.int64)
+    x = model.gene_embeddings[seq]
+    c = graph.config
+    want, _ = ref_gh.genohoption_attention(
+        x,
+        x,
+        x,
+        ref_gh.seq2graph(seq, graph.matrix()),
+        2,
+        diffusion=c.diffusion,
+        alpha=c.alpha,
+        t=c.t,
+        iterations=c.iterations,
+    )
+    np.testing.assert_allclose(states[: len(seq)], want, atol=1e-10)
+    dense = base.token_states(inputs.ids, inputs.offsets)
+    assert not np.allclose(dense, states)

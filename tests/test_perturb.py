@@ -12,10 +12,10 @@ from geneattn.edits import perturbed_tokens, plan_edits
 from geneattn.models.study import StudyModel
 from geneattn.perturb import (
     choose_null_tokens,
-    goal_statistics,
     load_plan,
     perturbation_shifts,
 )
+from geneattn.perturb_stats import goal_statistics
 from geneattn.testing import reference, toy
 from geneattn.tokenize import TokenizedCells
 

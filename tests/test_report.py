@@ -421,7 +421,7 @@ def test_place_labels_in_a_crowd():
 
     fig = new_figure(4.0, 3.0)
     ax = fig.subplots()
-    xy = np.random.default_rng(0).normal(scale=0.05, size=(40, 2)) + np.array([0.5, 0.5])
+    xy = np.random.default_rng(0).normal(loc=0.5, scale=0.05, size=(40, 2))
     ax.scatter(xy[:, 0], xy[:, 1], label="genes")
     ax.set_xlim(-1, 1)
     ax.set_ylim(-1, 1)

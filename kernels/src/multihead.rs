@@ -93,6 +93,13 @@ pub(crate) fn score_block<T: Real>(
     );
 }
 
+/// Rank weight of the value at position `pos` (0 = highest rank) of a cell of `n` tokens:
+/// `ln((n + 1) / (pos + 1))`, positive, decreasing with the position (the log of the inverse
+/// rank quantile). A rank-aware model scales each token's value by it.
+pub fn rank_weight<T: Real>(pos: usize, n: usize) -> T {
+    T::from_f64(((n as f64 + 1.0) / (pos as f64 + 1.0)).ln())
+}
+
 /// `1 / sqrt(dh)`.
 pub(crate) fn score_scale<T: Real>(dh: usize) -> T {
     T::ONE / T::from_f64((dh as f64).sqrt())
@@ -192,6 +199,7 @@ fn pool_cell<T: Real, I: TokenId>(
     heads: &Heads<'_, T>,
     w_v: &Mat<'_, T>,
     dh: usize,
+    rank_values: bool,
     s: &mut CellScratch<T>,
     out: &mut [T],
 ) {
@@ -221,7 +229,12 @@ fn pool_cell<T: Real, I: TokenId>(
     for h in 0..heads.n_heads {
         s.pooled_in.clear();
         s.pooled_in.resize(d, T::ZERO);
-        for (&c, t) in s.colsum[h * n..(h + 1) * n].iter().zip(tokens) {
+        for (j, (&c, t)) in s.colsum[h * n..(h + 1) * n].iter().zip(tokens).enumerate() {
+            let c = if rank_values {
+                c * rank_weight::<T>(j, n)
+            } else {
+                c
+            };
             axpy(&mut s.pooled_in, c, table.row(t.get() as usize));
         }
         let u = View::rowmajor(&s.pooled_in, 1, d);
@@ -246,6 +259,18 @@ pub fn mha_pool_cells<T: Real, I: TokenId>(
     heads: Heads<'_, T>,
     n_threads: usize,
 ) -> KernelResult<Vec<T>> {
+    mha_pool_cells_ranked(cells, table, heads, false, n_threads)
+}
+
+/// [`mha_pool_cells`], with each token's value scaled by its [`rank_weight`] when
+/// `rank_values` (the attention weights do not change: only the values are rank-aware).
+pub fn mha_pool_cells_ranked<T: Real, I: TokenId>(
+    cells: Ragged<'_, I>,
+    table: Mat<'_, T>,
+    heads: Heads<'_, T>,
+    rank_values: bool,
+    n_threads: usize,
+) -> KernelResult<Vec<T>> {
     cells.validate(table.rows)?;
     let d = table.cols;
     let dh = heads.validate(d)?;
@@ -259,7 +284,17 @@ pub fn mha_pool_cells<T: Real, I: TokenId>(
         out.par_chunks_mut(d)
             .enumerate()
             .for_each_init(CellScratch::default, |s, (c, row)| {
-                pool_cell(cells.cell(c), &table, &qk, &heads, &w_v, dh, s, row)
+                pool_cell(
+                    cells.cell(c),
+                    &table,
+                    &qk,
+                    &heads,
+                    &w_v,
+                    dh,
+                    rank_values,
+                    s,
+                    row,
+                )
             });
     })?;
     Ok(out)
@@ -391,6 +426,80 @@ mod tests {
                 assert!((pooled[c * d + col] - mean).abs() < 1e-13);
             }
         }
+    }
+
+    #[test]
+    fn rank_weighted_values_equal_the_weighted_naive_layer() {
+        let (vocab, d, h) = (9, 8, 2);
+        let table = data(vocab * d, 11, 1.0);
+        let (wq, wk, wv) = (
+            data(d * d, 12, 3.0),
+            data(d * d, 13, 3.0),
+            data(d * d, 14, 1.0),
+        );
+        let heads = Heads {
+            w_q: Mat::new("w_q", &wq, d, d).unwrap(),
+            w_k: Mat::new("w_k", &wk, d, d).unwrap(),
+            w_v: Some(Mat::new("w_v", &wv, d, d).unwrap()),
+            n_heads: h,
+        };
+        let tokens = [4i32, 0, 8, 3, 5, 1, 7];
+        let offsets = [0i64, 2, 7];
+        let cells = Ragged {
+            tokens: &tokens,
+            offsets: &offsets,
+        };
+        let tab = Mat::new("table", &table, vocab, d).unwrap();
+        let pooled = mha_pool_cells_ranked(cells, tab, heads, true, 2).unwrap();
+        for c in 0..2 {
+            let toks = cells.cell(c);
+            let n = toks.len();
+            let x: Vec<f64> = toks
+                .iter()
+                .flat_map(|&t| tab.row(t as usize).to_vec())
+                .collect();
+            // attention from the unweighted rows, values from the weighted rows
+            let (_, a) = naive(&x, &wq, &wk, &wv, n, d, h);
+            let xw: Vec<f64> = (0..n * d)
+                .map(|k| x[k] * rank_weight::<f64>(k / d, n))
+                .collect();
+            let v = matmul(&xw, &wv, n, d, d);
+            let dh = d / h;
+            for hh in 0..h {
+                // per-head weights: recompute from the formula
+                let q = matmul(&x, &wq, n, d, d);
+                let k = matmul(&x, &wk, n, d, d);
+                for col in hh * dh..(hh + 1) * dh {
+                    let mut mean = 0.0;
+                    for i in 0..n {
+                        let s: Vec<f64> = (0..n)
+                            .map(|j| {
+                                (0..dh)
+                                    .map(|p| q[i * d + hh * dh + p] * k[j * d + hh * dh + p])
+                                    .sum::<f64>()
+                                    / (dh as f64).sqrt()
+                            })
+                            .collect();
+                        let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                        let tot: f64 = e.iter().sum::<f64>() + 1e-30;
+                        for j in 0..n {
+                            mean += e[j] / tot * v[j * d + col];
+                        }
+                    }
+                    mean /= n as f64;
+                    assert!((pooled[c * d + col] - mean).abs() < 1e-12, "{c} {col}");
+                }
+            }
+            assert_eq!(a.len(), n * n);
+        }
+        assert!(rank_weight::<f64>(0, 3) > rank_weight::<f64>(2, 3));
+        assert!(rank_weight::<f64>(2, 3) > 0.0);
+        let plain = mha_pool_cells(cells, tab, heads, 1).unwrap();
+        assert_eq!(
+            plain,
+            mha_pool_cells_ranked(cells, tab, heads, false, 2).unwrap()
+        );
     }
 
     #[test]

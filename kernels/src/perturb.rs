@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
-use crate::multihead::Heads;
+use crate::multihead::{rank_weight, Heads};
 use crate::projected::ProjectedRows;
 use crate::real::Real;
 use crate::simd::softmax_row;
@@ -103,6 +103,23 @@ pub fn mha_edit_effects<T: Real, I: TokenId>(
     edits: Edits<'_>,
     n_threads: usize,
 ) -> KernelResult<(Vec<T>, Vec<T>)> {
+    mha_edit_effects_ranked(cells, table, heads, edits, None, n_threads)
+}
+
+/// [`mha_edit_effects`] of a model whose values are scaled by their rank weight
+/// ([`crate::multihead::rank_weight`]) when `moved` is given: `moved[e]` (or -1) is the new
+/// position of the key at `exclude[e]` (a moved token, with no key removed or added), whose
+/// value then takes the weight of that position; an added key takes the weight of the first
+/// position. The other tokens keep the weights of their original positions, so every edit
+/// still costs `O(n d)`.
+pub fn mha_edit_effects_ranked<T: Real, I: TokenId>(
+    cells: Ragged<'_, I>,
+    table: Mat<'_, T>,
+    heads: Heads<'_, T>,
+    edits: Edits<'_>,
+    moved: Option<&[i64]>,
+    n_threads: usize,
+) -> KernelResult<(Vec<T>, Vec<T>)> {
     cells.validate(table.rows)?;
     let d = table.cols;
     let dh = heads.validate(d)?;
@@ -112,6 +129,23 @@ pub fn mha_edit_effects<T: Real, I: TokenId>(
     table.check_finite("table")?;
     edits.validate(&cells, table.rows)?;
     let n_edits = edits.len();
+    if let Some(mv) = moved {
+        if mv.len() != n_edits {
+            return Err(kerr!("moved has {} entries for {n_edits} edits", mv.len()));
+        }
+        for (e, &t) in mv.iter().enumerate() {
+            if t < 0 {
+                continue;
+            }
+            let len = cells.cell(edits.cell[e] as usize).len() as i64;
+            if t >= len || edits.exclude[e] < 0 || edits.remove[e] >= 0 || edits.add[e] >= 0 {
+                return Err(kerr!(
+                    "edit {e}: a move to {t} needs the moved position in exclude, no removed or \
+                     added key, and a target inside 0..{len}"
+                ));
+            }
+        }
+    }
     let mut original = vec![T::ZERO; n_edits * d];
     let mut perturbed = vec![T::ZERO; n_edits * d];
     // every token a projection is needed for: the cells' and the added ones
@@ -149,6 +183,7 @@ pub fn mha_edit_effects<T: Real, I: TokenId>(
             n_heads: heads.n_heads,
             d,
             dh,
+            moved,
         };
         jobs.into_par_iter()
             .with_max_len(1)
@@ -172,6 +207,8 @@ struct Layer<'a, T> {
     n_heads: usize,
     d: usize,
     dh: usize,
+    /// Rank-weighted values, and the new position of each edit's moved key (or -1).
+    moved: Option<&'a [i64]>,
 }
 
 /// One cell's forward pass: per-row outputs `o` (`n x d`), log-sum-exps (`n x H`) and the
@@ -196,6 +233,12 @@ fn forward<T: Real, I: TokenId>(
     layer.proj.gather(0, tokens, false, &mut q);
     layer.proj.gather(1, tokens, false, &mut k);
     layer.proj.gather(2, tokens, false, &mut v);
+    if layer.moved.is_some() {
+        for (j, row) in v.chunks_exact_mut(d).enumerate() {
+            let w = rank_weight::<T>(j, n);
+            row.iter_mut().for_each(|x| *x *= w);
+        }
+    }
     let mut o = vec![T::ZERO; n * d];
     let mut lse = vec![T::ZERO; n * nh];
     let mut cols: Vec<(usize, Vec<T>)> = removed
@@ -315,9 +358,15 @@ fn cell_effects<T: Real, I: TokenId>(
     pert_out: &mut [T],
 ) {
     let (n, d, dh, nh) = (tokens.len(), layer.d, layer.dh, layer.n_heads);
+    let move_of = |e: usize| -> Option<(usize, usize)> {
+        let t = usize::try_from(layer.moved?[e]).ok()?;
+        Some((usize::try_from(edits.exclude[e]).ok()?, t))
+    };
+    // columns whose weights an edit needs: removed keys and moved keys
     let mut removed: Vec<usize> = range
         .clone()
         .filter_map(|e| usize::try_from(edits.remove[e]).ok())
+        .chain(range.clone().filter_map(|e| move_of(e).map(|(p, _)| p)))
         .collect();
     removed.sort_unstable();
     removed.dedup();
@@ -329,16 +378,33 @@ fn cell_effects<T: Real, I: TokenId>(
         let excl = usize::try_from(edits.exclude[e]).ok();
         let rem = usize::try_from(edits.remove[e]).ok();
         let add = usize::try_from(edits.add[e]).ok();
+        // an added key's value takes the first position's rank weight
+        let va_owned: Option<Vec<T>> = match (add, layer.moved) {
+            (Some(a), Some(_)) => {
+                let w = rank_weight::<T>(0, n);
+                Some(layer.proj.row(2, a).iter().map(|&x| x * w).collect())
+            }
+            _ => None,
+        };
         let (ka, va) = match add {
-            Some(a) => (Some(layer.proj.row(1, a)), Some(layer.proj.row(2, a))),
+            Some(a) => (
+                Some(layer.proj.row(1, a)),
+                Some(va_owned.as_deref().unwrap_or_else(|| layer.proj.row(2, a))),
+            ),
             None => (None, None),
         };
-        let pcol = rem.map(|r| {
+        let column = |r: usize| {
             let at = f
                 .removed
                 .binary_search_by_key(&r, |(p, _)| *p)
                 .expect("collected above");
             &f.removed[at].1
+        };
+        let pcol = rem.map(column);
+        // a moved key: its value is rescaled by w(new) / w(old) in every row
+        let mv = move_of(e).map(|(p, t)| {
+            let ratio = rank_weight::<T>(t, n) / rank_weight::<T>(p, n);
+            (p, ratio - T::ONE, column(p))
         });
         let orig = &mut orig_out[slot * d..(slot + 1) * d];
         let pert = &mut pert_out[slot * d..(slot + 1) * d];
@@ -390,6 +456,9 @@ fn cell_effects<T: Real, I: TokenId>(
                         let mut num = oi[c0 + t];
                         if let Some(r) = rem {
                             num -= p_ir * f.v[r * d + c0 + t];
+                        }
+                        if let Some((p, delta, col)) = mv {
+                            num += col[i * nh + h] * delta * f.v[p * d + c0 + t];
                         }
                         num *= inv_big;
                         if let Some(va) = va {
@@ -453,6 +522,139 @@ mod tests {
             out.iter_mut().for_each(|x| *x /= count);
         }
         out
+    }
+
+    /// [`brute`] with each token's value scaled by `ws[j]` (attention weights unscaled).
+    fn brute_w(
+        tab: &[f64],
+        toks: &[i64],
+        ws: &[f64],
+        d: usize,
+        h: usize,
+        pooled: &[bool],
+    ) -> Vec<f64> {
+        let n = toks.len();
+        let dh = d / h;
+        let row = |t: i64| &tab[t as usize * d..(t as usize + 1) * d];
+        let mut out = vec![0.0; d];
+        let mut count = 0.0;
+        for i in (0..n).filter(|&i| pooled[i]) {
+            count += 1.0;
+            for hh in 0..h {
+                let c0 = hh * dh;
+                let s: Vec<f64> = (0..n)
+                    .map(|j| {
+                        (0..dh)
+                            .map(|p| row(toks[i])[c0 + p] * row(toks[j])[c0 + p])
+                            .sum::<f64>()
+                            / (dh as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+                let z: f64 = e.iter().sum::<f64>() + 1e-30;
+                for p in 0..dh {
+                    out[c0 + p] += (0..n)
+                        .map(|j| e[j] / z * ws[j] * row(toks[j])[c0 + p])
+                        .sum::<f64>();
+                }
+            }
+        }
+        if count > 0.0 {
+            out.iter_mut().for_each(|x| *x /= count);
+        }
+        out
+    }
+
+    #[test]
+    fn ranked_edits_equal_brute_force_with_fixed_weights() {
+        let (d, h, vocab) = (8, 2, 12);
+        let tab = data(vocab * d, 7, 3.0);
+        let eye: Vec<f64> = (0..d * d)
+            .map(|i| if i / d == i % d { 1.0 } else { 0.0 })
+            .collect();
+        let tokens = [3i64, 7, 1, 9, 4, 0];
+        let offsets = [0i64, 6];
+        let cells = Ragged {
+            tokens: &tokens,
+            offsets: &offsets,
+        };
+        let n = tokens.len();
+        let w: Vec<f64> = (0..n).map(|j| rank_weight::<f64>(j, n)).collect();
+        // delete position 2; move 4 -> 1; move 0 -> 5; add token 11 (drop the last)
+        let cell = [0i64, 0, 0, 0];
+        let remove = [2i64, -1, -1, n as i64 - 1];
+        let add = [-1i64, -1, -1, 11];
+        let exclude = [2i64, 4, 0, -1];
+        let moved = [-1i64, 1, 5, -1];
+        let edits = Edits {
+            cell: &cell,
+            remove: &remove,
+            add: &add,
+            exclude: &exclude,
+        };
+        let heads = Heads {
+            w_q: Mat::new("w_q", &eye, d, d).unwrap(),
+            w_k: Mat::new("w_k", &eye, d, d).unwrap(),
+            w_v: Some(Mat::new("w_v", &eye, d, d).unwrap()),
+            n_heads: h,
+        };
+        let table = Mat::new("table", &tab, vocab, d).unwrap();
+        let (orig, pert) =
+            mha_edit_effects_ranked(cells, table, heads, edits, Some(&moved), 2).unwrap();
+        let all = vec![true; n];
+        let mut expect = Vec::new();
+        // delete 2
+        let t0: Vec<i64> = tokens
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != 2)
+            .map(|(_, &t)| t)
+            .collect();
+        let w0: Vec<f64> = w
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != 2)
+            .map(|(_, &x)| x)
+            .collect();
+        expect.push((t0, w0, vec![true; n - 1], 2usize));
+        // moves: same tokens, the moved value takes its new weight, its row is not pooled
+        for (p, t) in [(4usize, 1usize), (0, 5)] {
+            let mut wm = w.clone();
+            wm[p] = rank_weight::<f64>(t, n);
+            let mut pooled = all.clone();
+            pooled[p] = false;
+            expect.push((tokens.to_vec(), wm, pooled, p));
+        }
+        // add 11 with the first weight, the last token dropped, the added row not pooled
+        let mut ta: Vec<i64> = tokens[..n - 1].to_vec();
+        ta.push(11);
+        let mut wa: Vec<f64> = w[..n - 1].to_vec();
+        wa.push(rank_weight::<f64>(0, n));
+        let mut pa = vec![true; n];
+        pa[n - 1] = false;
+        expect.push((ta, wa, pa, usize::MAX));
+        for (e, (toks, ws, pooled, excl)) in expect.iter().enumerate() {
+            let want = brute_w(&tab, toks, ws, d, h, pooled);
+            for (a, b) in pert[e * d..(e + 1) * d].iter().zip(&want) {
+                assert!((a - b).abs() < 1e-10, "edit {e}: {a} vs {b}");
+            }
+            let mut po = all.clone();
+            if *excl < n {
+                po[*excl] = false;
+            }
+            let want_o = brute_w(&tab, &tokens, &w, d, h, &po);
+            for (a, b) in orig[e * d..(e + 1) * d].iter().zip(&want_o) {
+                assert!((a - b).abs() < 1e-10, "original {e}: {a} vs {b}");
+            }
+        }
+        // a move must name its position in exclude and nothing else
+        let bad = [-1i64, 1, -1, 2];
+        assert!(mha_edit_effects_ranked(cells, table, heads, edits, Some(&bad), 1).is_err());
+        // without ranks the plain kernel is unchanged
+        let (o1, p1) = mha_edit_effects(cells, table, heads, edits, 1).unwrap();
+        let (o2, p2) = mha_edit_effects_ranked(cells, table, heads, edits, None, 2).unwrap();
+        assert_eq!((o1, p1), (o2, p2));
     }
 
     #[test]

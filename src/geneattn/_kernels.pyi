@@ -130,9 +130,14 @@ def mha_encode_cells(
     w_v: np.ndarray,
     n_heads: int,
     *,
+    rank_values: bool = ...,
     n_threads: int = ...,
 ) -> np.ndarray:
-    """Mean-pooled concatenated heads (before ``W_O``) of many cells, ``(n_cells, d)``."""
+    """Mean-pooled concatenated heads (before ``W_O``) of many cells, ``(n_cells, d)``.
+
+    With ``rank_values`` the value of the token at position ``i`` of a cell of ``n`` tokens
+    is scaled by ``ln((n + 1) / (i + 1))`` (the attention weights are not).
+    """
 
 def neighbour_embeddings(
     indptr: np.ndarray,
@@ -187,9 +192,16 @@ def mha_edit_effects(
     edit_add: np.ndarray,
     edit_exclude: np.ndarray,
     *,
+    rank_values: bool = ...,
+    edit_move: np.ndarray | None = ...,
     n_threads: int = ...,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean-pooled concatenated heads (before ``W_O``) of each in-silico edit of a cell.
+
+    With ``rank_values`` values are scaled by their rank weight (see ``mha_encode_cells``),
+    an added key takes the first position's weight and ``edit_move`` (int64 per edit, -1:
+    none) gives the key at ``edit_exclude`` the weight of its new position; the other
+    tokens keep their original weights.
 
     float64 ``table`` and projections, int64 ``tokens``/``offsets`` and edit arrays. Edits
     are sorted by ``edit_cell``; ``edit_remove`` and ``edit_exclude`` are positions in the

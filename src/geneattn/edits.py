@@ -18,7 +18,7 @@ import numpy as np
 
 from geneattn.tokenize import TokenizedCells
 
-__all__ = ["MODES", "EditPlan", "kernel_edits", "perturbed_tokens", "plan_edits"]
+__all__ = ["MODES", "EditPlan", "kernel_edits", "kernel_moves", "perturbed_tokens", "plan_edits"]
 
 MODES = ("delete", "overexpress", "inhibit", "activate")
 
@@ -60,7 +60,7 @@ def perturbed_tokens(
             return np.concatenate([[token], seq[:-1]]) if seq.size else seq.copy()
         return np.concatenate([[token], np.delete(seq, where[0])])
     if where.size == 0:
-        raise ValueError(f"token {token} is not in the cell, so it cannot be {mode}d")
+        raise ValueError(f"token {token} is not in the cell, so it cannot be perturbed ({mode})")
     p = int(where[0])
     rest = np.delete(seq, p)
     if mode == "delete":
@@ -135,7 +135,9 @@ def kernel_edits(
         where = np.flatnonzero(seq == t)
         if where.size == 0:
             if mode != "overexpress":
-                raise ValueError(f"token {t} is not in cell {c}, so it cannot be {mode}d")
+                raise ValueError(
+                    f"token {t} is not in cell {c}, so it cannot be perturbed ({mode})"
+                )
             remove[e], add[e] = len(seq) - 1, t
             continue
         p = int(where[0])
@@ -185,3 +187,48 @@ def plan_edits(cells: TokenizedCells, tokens: Sequence[int], mode: str) -> EditP
     cell, token = table[:, 0].copy(), table[:, 2].copy()
     remove, add, exclude = kernel_edits(cells, cell, token, mode)
     return EditPlan(token=token, cell=cell, remove=remove, add=add, exclude=exclude)
+
+
+def kernel_moves(
+    cells: TokenizedCells,
+    edit_cell: np.ndarray,
+    edit_token: np.ndarray,
+    mode: str,
+    *,
+    shift: float = 0.25,
+) -> np.ndarray:
+    """New position of each edit's moved token, as :func:`perturbed_tokens` moves it.
+
+    ``overexpress`` of a present token moves it to position 0; ``inhibit`` / ``activate``
+    move it down / up by ``round(shift * n)`` positions (at most to the end / front);
+    ``delete`` and ``overexpress`` of an absent token move nothing (-1). A rank-aware model
+    (values scaled by rank) gives the moved token's value the weight of its new position.
+
+    Returns
+    -------
+    np.ndarray
+        int64 new position per edit, -1 where nothing moves.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown perturbation mode {mode!r} (choose from {', '.join(MODES)})")
+    out = np.full(len(edit_cell), -1, dtype=np.int64)
+    if mode == "delete":
+        return out
+    for e, (c, t) in enumerate(
+        zip(np.asarray(edit_cell).tolist(), np.asarray(edit_token).tolist(), strict=True)
+    ):
+        seq = cells.cell(int(c))
+        where = np.flatnonzero(seq == t)
+        if where.size == 0:
+            if mode != "overexpress":
+                raise ValueError(
+                    f"token {t} is not in cell {c}, so it cannot be perturbed ({mode})"
+                )
+            continue
+        p, n = int(where[0]), len(seq)
+        if mode == "overexpress":
+            out[e] = 0
+        else:
+            step = round(shift * n)
+            out[e] = min(p + step, n - 1) if mode == "inhibit" else max(p - step, 0)
+    return out

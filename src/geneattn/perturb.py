@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 
 from geneattn.edits import plan_edits
-from geneattn.enrichment import bh_fdr
 from geneattn.errors import InputError
 from geneattn.tokenize import TokenizedCells
 
@@ -46,6 +45,11 @@ if TYPE_CHECKING:
     from geneattn.models.protocol import AttentionModel
 
 log = logging.getLogger(__name__)
+
+#: Columns of ``perturbation.tsv`` after :data:`TABLE_COLUMNS`: the unit the p-values treat
+#: as replicates (``samples`` or ``cells``), samples seen, the shift beyond the null genes
+#: and its bootstrap interval over samples.
+EXTRA_COLUMNS = ("unit", "n_samples", "effect", "ci_low", "ci_high")
 
 #: Columns of ``perturbation.tsv``.
 TABLE_COLUMNS = (
@@ -255,75 +259,6 @@ def choose_null_tokens(
     return np.array(sorted(drawn), dtype=np.int64), bin_of
 
 
-def goal_statistics(
-    shifts: pd.DataFrame,
-    targets: Sequence[int],
-    null_tokens: Sequence[int],
-    bin_of: dict[int, int],
-    *,
-    column: str = "goal_shift",
-) -> pd.DataFrame:
-    """Per target token: its shifts against the null tokens of its frequency bin.
-
-    Two-sided Wilcoxon rank-sum test (``scipy.stats.mannwhitneyu``) of the target's
-    ``column`` values over cells against those of the null tokens in the same bin (all
-    null tokens when the bin has none), then Benjamini-Hochberg FDR over the targets.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``token``, ``n_cells``, ``mean_cosine_shift``, ``mean_goal_shift``, ``statistic``
-        (the rank-biserial effect ``2U / (n1 n2) - 1``), ``p_value``, ``fdr``.
-    """
-    from scipy.stats import mannwhitneyu
-
-    null_set = set(int(t) for t in null_tokens)
-    by_token = {int(t): g for t, g in shifts.groupby("token")}
-    null_by_bin: dict[int, list[np.ndarray]] = {}
-    for t in null_set:
-        if t in by_token:
-            null_by_bin.setdefault(bin_of.get(t, -1), []).append(by_token[t][column].to_numpy())
-    all_null = [v for vs in null_by_bin.values() for v in vs]
-    rows = []
-    for t in targets:
-        t = int(t)
-        g = by_token.get(t)
-        values = np.array([]) if g is None else g[column].to_numpy()
-        values = values[np.isfinite(values)]
-        ref_parts = null_by_bin.get(bin_of.get(t, -2)) or all_null
-        ref = np.concatenate(ref_parts) if ref_parts else np.array([])
-        ref = ref[np.isfinite(ref)]
-        if values.size and ref.size:
-            res = mannwhitneyu(values, ref, alternative="two-sided", method="asymptotic")
-            stat = 2.0 * float(res.statistic) / (values.size * ref.size) - 1.0
-            p = float(res.pvalue)
-        else:
-            stat = p = float("nan")
-        rows.append(
-            {
-                "token": t,
-                "n_cells": 0 if g is None else len(g),
-                "mean_cosine_shift": float("nan") if g is None else g["cosine_shift"].mean(),
-                "mean_goal_shift": float("nan") if g is None else g["goal_shift"].mean(),
-                "statistic": stat,
-                "p_value": p,
-            }
-        )
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "token",
-            "n_cells",
-            "mean_cosine_shift",
-            "mean_goal_shift",
-            "statistic",
-            "p_value",
-        ],
-    )
-    table["fdr"] = bh_fdr(table["p_value"].to_numpy(dtype=np.float64))
-    return table
-
-
 def read_shift_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
     """The tables of perturbation shards (:func:`shift_table`), concatenated in order.
 
@@ -377,8 +312,16 @@ def perturbation_table(
     name_map: Mapping[str, str],
     module_of: Mapping[str, int] | None = None,
     module_symbols: Mapping[str, str] | None = None,
+    samples: Mapping[str, str] | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """``perturbation.tsv``: each target gene's shifts against the null genes of its bin.
+
+    With ``samples`` (cell id -> sample, e.g. the patient) each gene's shift beyond its
+    null genes is summarised per sample and tested across samples
+    (:func:`geneattn.perturb_stats.sample_level_statistics`: sign-flip test, bootstrap
+    interval); without, every cell is a replicate
+    (:func:`geneattn.perturb_stats.cell_level_statistics`) and the ``unit`` column says so.
 
     Parameters
     ----------
@@ -390,12 +333,16 @@ def perturbation_table(
         ``{gene_id: module}`` of the module table (-1 for genes not in it); None: -1.
     module_symbols
         ``{gene_id: symbol}`` of the module table, preferred to ``name_map``'s.
+    samples
+        Sample of every perturbed cell (None: cells are the replicates).
+    seed
+        Seed of the sign flips and the bootstrap.
 
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`TABLE_COLUMNS`, sorted by the mean goal shift (the mean cosine shift
-        without a goal state), largest first, then by gene.
+        Columns :data:`TABLE_COLUMNS` then :data:`EXTRA_COLUMNS`, sorted by the mean goal
+        shift (the mean cosine shift without a goal state), largest first, then by gene.
     """
     table = table[table["role"] != "group"]  # genes perturbed together: group_table
     plan = table[table["cell"] == ""].drop_duplicates(["gene_id", "role"])
@@ -409,7 +356,27 @@ def perturbation_table(
     column = "goal_shift" if shifts["goal_shift"].notna().any() else "cosine_shift"
     if column == "cosine_shift":
         log.info("no goal state (single-condition study): testing the cosine shifts")
-    stats = goal_statistics(shifts, targets, null, bin_of, column=column)
+    if samples is not None:
+        from geneattn.perturb_stats import sample_level_statistics
+
+        cell_ids = np.asarray(sorted(set(shifts["cell"].astype(str))))
+        missing = [c for c in cell_ids.tolist() if c not in samples]
+        if missing:
+            raise InputError(f"{len(missing)} perturbed cells have no sample, e.g. {missing[0]!r}")
+        cell_index = {c: i for i, c in enumerate(cell_ids.tolist())}
+        indexed = shifts.assign(cell=shifts["cell"].astype(str).map(cell_index).astype(np.int64))
+        sample_of = np.array([str(samples[c]) for c in cell_ids.tolist()])
+        stats = sample_level_statistics(
+            indexed, targets, null, bin_of, sample_of, column=column, seed=seed
+        )
+        log.info("tested across %d samples", len(set(sample_of.tolist())))
+    else:
+        from geneattn.perturb_stats import cell_level_statistics
+
+        stats = cell_level_statistics(
+            shifts.assign(cell=np.arange(len(shifts))), targets, null, bin_of, column=column
+        )
+        log.warning("no sample column: the test treats every cell as an independent replicate")
 
     symbol_of: dict[str, str] = {}
     for symbol, ens in sorted(name_map.items()):
@@ -429,6 +396,7 @@ def perturbation_table(
             "statistic": stats["statistic"].to_numpy(),
             "p_value": stats["p_value"].to_numpy(),
             "fdr": stats["fdr"].to_numpy(),
+            **{c: stats[c].to_numpy() for c in EXTRA_COLUMNS},
         }
     )
     effect = out["mean_goal_shift"] if column == "goal_shift" else out["mean_cosine_shift"]
@@ -437,7 +405,7 @@ def perturbation_table(
         .sort_values(["_effect", "gene"], ascending=[False, True], kind="mergesort")
         .drop(columns="_effect")
     )
-    return out[list(TABLE_COLUMNS)]
+    return out[[*TABLE_COLUMNS, *EXTRA_COLUMNS]]
 
 
 @dataclasses.dataclass(frozen=True)

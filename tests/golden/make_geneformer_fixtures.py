@@ -46,6 +46,9 @@ Outputs (``--out``), all small:
   few perturbed genes per cell; group perturbations (a gene list, ``delete`` and
   ``overexpress`` including genes absent from a cell and cells at the 2,048 cap); and
   ``combos=1`` with an anchor gene (``delete``);
+- ``v2.npz`` (``--only-v2``): the same with a V2-format checkpoint (``<cls>``/``<eos>``,
+  4,096 positions, seed ``V2_SEED``) on the V2 tokens: ``cls`` and ``cell`` embeddings,
+  ``cls`` state embeddings, ``cls``/``cls_and_gene`` perturbations of two cells;
 - ``stats_*.tsv.gz``: ``InSilicoPerturberStats`` tables (``goal_state_shift`` with
   ``alt_states``, ``vs_null``, ``mixture_model``, ``aggregate_gene_shifts``) as Geneformer
   writes them (CSV converted to TSV).
@@ -86,6 +89,10 @@ CHECKPOINT = {
     "type_vocab_size": 2,
 }
 CHECKPOINT_SEED = 14
+
+#: The V2-format checkpoint: V1's vocabulary plus <cls> and <eos>, 4,096 positions.
+V2_CHECKPOINT = {"vocab_size": 25428, "max_position_embeddings": 4096}
+V2_SEED = 15
 
 #: Goal states of the perturbations (Geneformer's ``cell_states_to_model``).
 STATES = {
@@ -256,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=HERE / "geneformer", type=Path)
     parser.add_argument("--keep-work", type=Path, help="keep the work directory here")
     parser.add_argument(
+        "--only-v2",
+        action="store_true",
+        help="after tokenizing, record only v2.npz (a V2-format checkpoint; added later)",
+    )
+    parser.add_argument(
         "--only-gene-embeddings",
         action="store_true",
         help="after tokenizing, record only gene_embeddings.npz (added after the first run)",
@@ -338,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         cell_ids=np.array(cell_ids),
     )
     data = str(work / "v1.dataset")
+    if args.only_v2:
+        record_v2(work, out, cells, cell_ids, EmbExtractor, InSilicoPerturber, BertConfig)
+        return 0
 
     # --- gene embeddings (emb_mode gene, mean over every occurrence) ---------------------------
     ex = EmbExtractor(
@@ -609,6 +624,91 @@ def main(argv: list[str] | None = None) -> int:
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print("wrote", out, "work in", work)
     return 0
+
+
+def record_v2(work, out, cells, cell_ids, EmbExtractor, InSilicoPerturber, BertConfig) -> None:
+    """``v2.npz``: a V2-format checkpoint (``<cls>``/``<eos>``, 4,096 positions) on the V2
+    tokens: ``EmbExtractor`` ``cls`` and ``cell`` embeddings, the ``cls`` state embeddings,
+    and ``InSilicoPerturber(emb_mode="cls_and_gene")`` of every gene of two small cells
+    (delete and overexpress) plus ``cls`` goal shifts of the Tumor one."""
+    import hashlib
+
+    from geneattn.models.bert_weights import BertWeights, save_checkpoint
+
+    config = BertConfig(**{**CHECKPOINT, **V2_CHECKPOINT})
+    model_dir = save_checkpoint(work / "model_v2", config, BertWeights.random(config, V2_SEED))
+    sha = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
+    data = str(work / "v2.dataset")
+    token_file = str(work / "geneformer" / "token_dictionary_v2.pkl")
+    common = {"model_version": "V2", "token_dictionary_file": token_file, "nproc": 1}
+    rec: dict[str, np.ndarray] = {"checkpoint_sha256": np.array(sha)}
+    for mode in ("cls", "cell"):
+        ex = EmbExtractor(
+            emb_mode=mode,
+            max_ncells=None,
+            emb_layer=-1,
+            emb_label=["cell_id"],
+            forward_batch_size=4,
+            **common,
+        )
+        df = ex.extract_embs(str(model_dir), data, str(work), f"v2_{mode}")
+        rec[f"emb_{mode}"] = df.set_index("cell_id").loc[cell_ids].to_numpy(dtype=np.float32)
+    ex = EmbExtractor(
+        emb_mode="cls",
+        max_ncells=None,
+        emb_layer=-1,
+        summary_stat="exact_mean",
+        forward_batch_size=4,
+        **common,
+    )
+    states = ex.get_state_embs(dict(STATES), str(model_dir), data, str(work), "v2_state")
+    for k, v in states.items():
+        rec[f"state_{k}"] = v.detach().cpu().numpy().astype(np.float32)
+    source = [str(x) for x in cells["source"]]
+    picked = [cell_ids[0], cell_ids[2]]  # a small Tumor and a small NAT cell
+    for mode in ("delete", "overexpress"):
+        rows_cell, rows_gene, goal = [], [], []
+        for cell in picked:
+            c = cell_ids.index(cell)
+            for emb_mode, with_states in (("cls_and_gene", False), ("cls", True)):
+                if with_states and source[c] != "Tumor":
+                    continue
+                d = work / "isp_v2" / f"{mode}_{emb_mode}_c{c}"
+                d.mkdir(parents=True, exist_ok=True)
+                isp = InSilicoPerturber(
+                    perturb_type=mode,
+                    emb_mode=emb_mode,
+                    max_ncells=None,
+                    emb_layer=-1,
+                    filter_data={"cell_id": [cell]},
+                    cell_states_to_model=dict(STATES) if with_states else None,
+                    state_embs_dict=states if with_states else None,
+                    **common,
+                )
+                isp.perturb_data(str(model_dir), data, str(d), "v2")
+                for f in sorted(d.iterdir()):
+                    if not f.name.endswith("_raw.pickle"):
+                        continue
+                    with open(f, "rb") as fh:
+                        dct = pickle.load(fh)
+                    if with_states:
+                        for state, inner in dct.items():
+                            for (tok, _), vals in inner.items():
+                                goal += [(c, int(tok), state, float(v)) for v in vals]
+                    elif "gene_embs" in f.name:
+                        perturbed = sorted({k[0] for k in dct})[:GENE_LEVEL_PER_CELL]
+                        for (pg, a), vals in dct.items():
+                            if pg in perturbed:
+                                rows_gene += [(c, int(pg), int(a), float(v)) for v in vals]
+                    else:
+                        for (tok, _), vals in dct.items():
+                            rows_cell += [(c, int(tok), float(v)) for v in vals]
+        rec[f"{mode}_cell"] = np.array(rows_cell, dtype=np.float64)
+        rec[f"{mode}_gene"] = np.array(rows_gene, dtype=np.float64)
+        rec[f"{mode}_goal_cell"] = np.array([g[:2] for g in goal], dtype=np.int64)
+        rec[f"{mode}_goal_state"] = np.array([g[2] for g in goal])
+        rec[f"{mode}_goal_value"] = np.array([g[3] for g in goal], dtype=np.float64)
+    np.savez_compressed(out / "v2.npz", **rec)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ else:
             " --gene-names {input.names} --gene-id {params.gene_id}"
             " --d-model {params.m[d_model]} --n-heads {params.m[n_heads]}"
             " --temperature {params.m[temperature]} --seed {params.m[seed]}"
+            " --value-rank {params.m[value_rank]}"
             " {params.graph} --out {output} > {log} 2>&1"
 
 

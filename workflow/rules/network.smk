@@ -234,10 +234,17 @@ rule evaluate:
     input:
         modules=rules.modules.output.modules,
         enrichment=rules.modules.output.enrichment,
+        h5ad=rules.qc.output.h5ad,
+        embeddings=rules.embed.output[0],
+        markers=rules.fetch_resources.output.markers,
     output:
-        f"{OUT}/evaluation.tsv",
+        table=f"{OUT}/evaluation.tsv",
+        coexpression=f"{OUT}/coexpression_modules.tsv",
     params:
         e=config["evaluation"],
+        m=config["modules"],
+        top_k=config["network"]["top_k"],
+        labels=opt("--label-column", config["evaluation"]["label_column"]),
         programs=" ".join(
             f"--program {shlex.quote(name + '=' + ','.join(genes))}"
             for name, genes in config["evaluation"]["programs"].items()
@@ -253,4 +260,7 @@ rule evaluate:
     shell:
         "geneattn evaluate --modules {input.modules} --enrichment {input.enrichment}"
         " {params.programs} --fdr {params.e[fdr]} --permutations {params.e[permutations]}"
-        " --out {output} > {log} 2>&1"
+        " --counts {input.h5ad} --markers {input.markers} --embeddings {input.embeddings}"
+        " {params.labels} --resolution {params.m[resolution]} --objective {params.m[objective]}"
+        " --min-size {params.m[min_size]} --top-k {params.top_k} --seed {params.m[seed]}"
+        " --coexpression-out {output.coexpression} --out {output.table} > {log} 2>&1"

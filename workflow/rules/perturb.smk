@@ -96,6 +96,7 @@ rule perturbation:
         shards=lambda wc: expand(rules.perturb_shard.output[0], shard=shard_ids(PERTURB_CASE)),
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
+        h5ad=rules.qc.output.h5ad,
     output:
         table=f"{OUT}/perturbation.tsv",
         **(
@@ -111,6 +112,7 @@ rule perturbation:
     params:
         gf=lambda wildcards, output: opt("--geneformer-out", output.get("geneformer")),
         groups=lambda wildcards, output: opt("--groups-out", output.get("groups")),
+        sample=opt("--sample-column", (config["conditions"] or {}).get("sample")),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 5),
@@ -121,7 +123,8 @@ rule perturbation:
         ENV
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
-        " --modules {input.modules} --out {output.table} {params.gf} {params.groups} > {log} 2>&1"
+        " --modules {input.modules} --obs {input.h5ad} {params.sample}"
+        " --out {output.table} {params.gf} {params.groups} > {log} 2>&1"
 
 
 # Geneformer's aggregate_gene_shifts: for each target gene, the cosine of every other gene's

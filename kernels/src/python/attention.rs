@@ -13,7 +13,7 @@ use super::{array1, describe, has_dtype, slice1, threads};
 use crate::gaussian::{gaussian_attention, gaussian_pool_cells, Projections};
 use crate::knowledge::neighbour_mean;
 use crate::matrix::{Mat, Ragged};
-use crate::multihead::{mha_pool_cells, multi_head_attention, Heads};
+use crate::multihead::{mha_pool_cells_ranked, multi_head_attention, Heads};
 use crate::real::Real;
 use crate::tokenize::CsrView;
 
@@ -377,6 +377,7 @@ fn gaussian_encode_cells_py<'py>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn mha_cells_impl<'py, T: Float>(
     py: Python<'py>,
     tokens: &Bound<'py, PyAny>,
@@ -384,6 +385,7 @@ fn mha_cells_impl<'py, T: Float>(
     table: &Bound<'py, PyAny>,
     w: [&Bound<'py, PyAny>; 3],
     n_heads: usize,
+    rank_values: bool,
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let toks = tokens_arg(tokens)?;
@@ -405,21 +407,22 @@ fn mha_cells_impl<'py, T: Float>(
         Ok(py.detach(|| {
             run_cells(
                 cells,
-                |c| mha_pool_cells(c, table, heads, n_threads),
-                |c| mha_pool_cells(c, table, heads, n_threads),
+                |c| mha_pool_cells_ranked(c, table, heads, rank_values, n_threads),
+                |c| mha_pool_cells_ranked(c, table, heads, rank_values, n_threads),
             )
         })?)
     })?;
     to_numpy(py, out, n_cells, table.cols)
 }
 
-/// mha_encode_cells(tokens, offsets, table, w_q, w_k, w_v, n_heads, *, n_threads=1)
+/// mha_encode_cells(tokens, offsets, table, w_q, w_k, w_v, n_heads, *, rank_values=False, n_threads=1)
 ///
 /// Mean-pooled multi-head self-attention of many cells (concatenated heads before W_O):
-/// returns (n_cells, d); cells without tokens give zero rows.
+/// returns (n_cells, d); cells without tokens give zero rows. With rank_values, each
+/// token's value is scaled by ln((n + 1) / (position + 1)).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (tokens, offsets, table, w_q, w_k, w_v, n_heads, *, n_threads = 1))]
+#[pyo3(signature = (tokens, offsets, table, w_q, w_k, w_v, n_heads, *, rank_values = false, n_threads = 1))]
 #[pyo3(name = "mha_encode_cells")]
 fn mha_encode_cells_py<'py>(
     py: Python<'py>,
@@ -430,14 +433,33 @@ fn mha_encode_cells_py<'py>(
     w_k: &Bound<'py, PyAny>,
     w_v: &Bound<'py, PyAny>,
     n_heads: usize,
+    rank_values: bool,
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
     let w = [w_q, w_k, w_v];
     if has_dtype::<f32>(table) {
-        mha_cells_impl::<f32>(py, tokens, offsets, table, w, n_heads, n_threads)
+        mha_cells_impl::<f32>(
+            py,
+            tokens,
+            offsets,
+            table,
+            w,
+            n_heads,
+            rank_values,
+            n_threads,
+        )
     } else {
-        mha_cells_impl::<f64>(py, tokens, offsets, table, w, n_heads, n_threads)
+        mha_cells_impl::<f64>(
+            py,
+            tokens,
+            offsets,
+            table,
+            w,
+            n_heads,
+            rank_values,
+            n_threads,
+        )
     }
 }
 

@@ -6,17 +6,18 @@ use super::attention::{array2, mat, to_numpy};
 use super::{array1, slice1, threads};
 use crate::matrix::Ragged;
 use crate::multihead::Heads;
-use crate::perturb::{mha_edit_effects, Edits};
+use crate::perturb::{mha_edit_effects_ranked, Edits};
 
-/// mha_edit_effects(tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add, edit_exclude, *, n_threads=1)
+/// mha_edit_effects(tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add, edit_exclude, *, rank_values=False, edit_move=None, n_threads=1)
 ///
 /// Mean-pooled concatenated heads (before W_O) of each edit of a cell, original and
 /// perturbed, without recomputing the layer: returns (original, perturbed), each
 /// (n_edits, d). Edits are sorted by cell; remove/exclude are positions in the cell or -1,
-/// add a token id or -1.
+/// add a token id or -1. With rank_values, values are scaled by their rank weight and
+/// edit_move (int64, or -1) moves the key at exclude to a new position.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add, edit_exclude, *, n_threads = 1))]
+#[pyo3(signature = (tokens, offsets, table, w_q, w_k, w_v, n_heads, edit_cell, edit_remove, edit_add, edit_exclude, *, rank_values = false, edit_move = None, n_threads = 1))]
 #[pyo3(name = "mha_edit_effects")]
 fn mha_edit_effects_py<'py>(
     py: Python<'py>,
@@ -31,6 +32,8 @@ fn mha_edit_effects_py<'py>(
     edit_remove: &Bound<'py, PyAny>,
     edit_add: &Bound<'py, PyAny>,
     edit_exclude: &Bound<'py, PyAny>,
+    rank_values: bool,
+    edit_move: Option<&Bound<'py, PyAny>>,
     n_threads: usize,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let n_threads = threads(n_threads)?;
@@ -70,7 +73,22 @@ fn mha_edit_effects_py<'py>(
         n_heads,
     };
     let d = table.cols;
-    let (orig, pert) = py.detach(|| mha_edit_effects(cells, table, heads, edits, n_threads))?;
+    let move_array = edit_move
+        .map(|a| array1::<i64>("edit_move", "int64", a))
+        .transpose()?;
+    let no_moves = vec![-1i64; edits.cell.len()];
+    let moved: Option<&[i64]> = match (&move_array, rank_values) {
+        (Some(a), true) => Some(slice1("edit_move", a)?),
+        (None, true) => Some(&no_moves[..]),
+        (Some(_), false) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "edit_move needs rank_values=True (an order-free model does not see moves)",
+            ))
+        }
+        (None, false) => None,
+    };
+    let (orig, pert) =
+        py.detach(|| mha_edit_effects_ranked(cells, table, heads, edits, moved, n_threads))?;
     let n = edits.cell.len();
     Ok((to_numpy(py, orig, n, d)?, to_numpy(py, pert, n, d)?))
 }

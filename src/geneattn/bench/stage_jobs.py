@@ -54,7 +54,7 @@ STAGES = (
     Stage("modules", ("network",)),
     Stage("module-attention", ("modules",)),
     Stage("differential", ("module-attention",)),
-    Stage("evaluate", ("modules",)),
+    Stage("evaluate", ("modules", "gather-embeddings")),
     Stage("perturb-plan", ("differential", "gather-embeddings")),
     Stage("perturb", ("perturb-plan",)),
     Stage("perturb-stats", ("perturb",)),
@@ -259,6 +259,7 @@ class StageJobs:
             "--gene-names", self.gf("gene_name_id.tsv"), "--gene-id", self.c["input"]["gene_id"],
             "--d-model", m["d_model"], "--n-heads", m["n_heads"],
             "--temperature", m["temperature"], "--seed", m["seed"],
+            "--value-rank", m.get("value_rank", "log"),
             "--out", self.path("model.npz"),
         )  # fmt: skip
         return [Job("model", "", argv)]
@@ -385,13 +386,19 @@ class StageJobs:
         return [Job("differential", "", argv)]
 
     def _evaluate(self) -> list[Job]:
-        e = self.c["evaluation"]
+        e, m = self.c["evaluation"], self.c["modules"]
         programs = [f"{name}={','.join(genes)}" for name, genes in e["programs"].items()]
         argv = self._cmd(
             "evaluate", "--modules", self.path("modules.tsv"),
             "--enrichment", self.path("enrichment.tsv"),
             *(arg for p in programs for arg in ("--program", p)),
             "--fdr", e["fdr"], "--permutations", e["permutations"],
+            "--counts", self.path("qc.h5ad"), "--embeddings", self.path("embeddings.h5ad"),
+            "--markers", str(self.res / "genesets" / "human_immune_cell_markers.json"),
+            *(("--label-column", e["label_column"]) if e.get("label_column") else ()),
+            "--resolution", m["resolution"], "--objective", m["objective"],
+            "--min-size", m["min_size"], "--top-k", self.c["network"]["top_k"],
+            "--seed", m["seed"], "--coexpression-out", self.path("coexpression_modules.tsv"),
             "--out", self.path("evaluation.tsv"),
         )  # fmt: skip
         return [Job("evaluate", "", argv)]
@@ -434,7 +441,10 @@ class StageJobs:
         shards = [self.path(f"perturbation/shard{s}.tsv") for s in range(k)]
         argv = self._cmd(
             "perturb-stats", *shards, "--gene-names", self.gf("gene_name_id.tsv"),
-            "--modules", self.path("modules.tsv"), "--out", self.path("perturbation.tsv"),
+            "--modules", self.path("modules.tsv"), "--obs", self.path("qc.h5ad"),
+            *(("--sample-column", sample) if (sample := self.c["conditions"].get("sample")) else ()
+              ),
+            "--out", self.path("perturbation.tsv"),
         )  # fmt: skip
         return [Job("perturb-stats", "", argv)]
 

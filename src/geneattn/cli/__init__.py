@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("geneattn %s %s: started", args.command, __version__)
     started = time.monotonic()
     try:
+        clear_stale_temporaries(args)
         status = args._run(args)
     except InputError as err:
         print(f"geneattn {args.command}: error: {err}", file=sys.stderr)
@@ -113,6 +114,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     log.info("geneattn %s: finished in %.1f s", args.command, time.monotonic() - started)
     return int(status or 0)
+
+
+#: Options naming files a subcommand writes (besides ``--out`` and ``--out-*``).
+OUTPUT_OPTIONS = ("summary", "plot")
+
+
+def output_paths(args: argparse.Namespace) -> list[str]:
+    """The files this subcommand writes: ``--out``, ``--out-*`` (not ``--out-dir``) and
+    :data:`OUTPUT_OPTIONS`, where given."""
+    paths = []
+    for name, value in sorted(vars(args).items()):
+        is_output = name == "out" or name in OUTPUT_OPTIONS or name.startswith("out_")
+        if is_output and name != "out_dir" and isinstance(value, str) and value not in ("", "-"):
+            paths.append(value)
+    return paths
+
+
+def clear_stale_temporaries(args: argparse.Namespace) -> None:
+    """Remove what a killed earlier run of this job left beside its outputs.
+
+    Only the hidden temporaries :func:`geneattn.io.atomic.atomic_path` names after each
+    output (``.{name}.{random}.tmp*``) are removed, so a rerun job starts clean instead of
+    leaving them until it writes (or forever, if it fails first).
+    """
+    from geneattn.io.atomic import remove_stale_temporaries
+
+    for path in output_paths(args):
+        remove_stale_temporaries(path)
 
 
 def file_error_message(err: OSError) -> str | None:

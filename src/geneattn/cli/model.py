@@ -23,6 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=8.0)
+    parser.add_argument(
+        "--value-rank",
+        choices=["log", "none"],
+        default="log",
+        help="scale each token's value by ln((n+1)/(rank+1)) (log) or not (none)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     ckpt = parser.add_argument_group("a pretrained checkpoint instead of the study model")
     ckpt.add_argument(
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         d_model=args.d_model,
         n_heads=args.n_heads,
         temperature=args.temperature,
+        value_rank=args.value_rank,
         seed=args.seed,
     )
     if args.attention_graph is not None:

@@ -16,6 +16,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", nargs="+", help="per-cell shift tables of `geneattn perturb`")
     parser.add_argument("--gene-names", required=True, help="gene_name_id.tsv (symbols)")
     parser.add_argument("--modules", help="modules.tsv (the module column)")
+    parser.add_argument("--obs", help="QC'd h5ad whose obs holds --sample-column")
+    parser.add_argument(
+        "--sample-column",
+        help="obs column of the sample (donor) of each cell: test across samples, not cells",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap / sign-flip seed")
     parser.add_argument("--out", required=True, help="perturbation.tsv to write")
     parser.add_argument(
         "--groups-out",
@@ -32,7 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Test each target gene's shifts against the null genes of its bin; write the table."""
+    from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
+    from geneattn.io.readers import read_stage_h5ad
     from geneattn.network import write_table
     from geneattn.perturb import perturbation_table, read_module_annotation, read_shift_tables
     from geneattn.resources.load import load_gene_name_map
@@ -42,11 +50,21 @@ def run(args: argparse.Namespace) -> int:
     if args.modules is not None:
         module_of, module_symbols = read_module_annotation(args.modules)
     name_map = load_gene_name_map(args.gene_names)
+    samples = None
+    if args.sample_column is not None:
+        if args.obs is None:
+            raise InputError("--sample-column needs --obs (the QC'd h5ad)")
+        obs = read_stage_h5ad(args.obs, backed=True).obs
+        if args.sample_column not in obs:
+            raise InputError(f"no obs column {args.sample_column!r}", args.obs)
+        samples = dict(zip(obs.index.astype(str), obs[args.sample_column].astype(str), strict=True))
     out = perturbation_table(
         table,
         name_map=name_map,
         module_of=module_of,
         module_symbols=module_symbols,
+        samples=samples,
+        seed=args.seed,
     )
     extra = {}
     if args.groups_out:

@@ -245,14 +245,30 @@ def read_tsv(
 
 
 def read_evaluation(path: str | Path) -> tuple[list[str], pd.DataFrame]:
-    """Read ``evaluation.tsv``: its leading ``#`` summary lines and its program table."""
-    notes, table = _parse_tsv(
-        _read_text(path),
+    """Read ``evaluation.tsv``: its leading ``#`` summary lines and its program table.
+
+    Two layouts: the program cohesion of the modules alone (``in_network``, ``together``,
+    ``module``, ``p_value``), or, with baselines, attention and co-expression modules side
+    by side (``in_universe``, ``attention_fraction``, ``coexpression_fraction``, ...).
+    """
+    text = _read_text(path)
+    if "\tattention_fraction\t" in text:
+        columns = ("program", "genes", "in_universe", "attention_fraction", "coexpression_fraction")
+        numeric = (
+            "genes",
+            "in_universe",
+            "attention_fraction",
+            "attention_p_value",
+            "coexpression_fraction",
+            "coexpression_p_value",
+        )
+        return _parse_tsv(text, path, columns, numeric)
+    return _parse_tsv(
+        text,
         path,
         ("program", "genes", "in_network", "together", "module", "p_value"),
         ("genes", "in_network", "together", "p_value"),
     )
-    return notes, table
 
 
 def read_perturbation(path: str | Path) -> pd.DataFrame:
@@ -644,7 +660,7 @@ def _module_section(
         else ""
     )
     notes = {
-        "module": "Leiden module of the gene network (pooled over the conditions).",
+        "module": "Leiden module of the gene network (modules.detect_on says of which cells).",
         "genes": "Number of genes in the module.",
         "top hubs": "The 5 genes with the highest intramodular connectivity (summed attention "
         "edge weight to the module's other genes), strongest first.",
@@ -794,8 +810,8 @@ def _evaluation_row(row: dict[str, Any]) -> list[Any]:
                 value = "not in the network" if n == 0 else "only 1 gene in the network"
             else:
                 value = ""
-        elif column == "members" and not isinstance(value, str):
-            value = ""
+        elif column == "members":
+            value = ", ".join(value.split(",")) if isinstance(value, str) else ""
         out.append(value)
     return out
 
