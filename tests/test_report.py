@@ -478,3 +478,28 @@ def test_gene_level_shifts_are_shown_per_perturbed_gene(tmp_path):
     assert section.index("<td>GB</td>") < section.index("<td>GA</td>")  # largest effect first
     assert "<td>X4</td>" not in section  # 5 per perturbed gene: GB, GA, X0..X2
     assert "<td>X2</td>" in section
+
+
+def test_genes_not_perturbed_are_named_with_the_reason(tmp_path):
+    import dataclasses
+
+    inputs = _write_inputs(tmp_path)
+    path = tmp_path / "skipped.tsv"
+    pd.DataFrame(
+        [
+            ("TTN", "", -1, "not_in_vocabulary", -1),
+            ("MYH7", "ENSG00000092054", -1, "too_few_case_cells", 2),
+            ("G9", "ENSG00000000009", 3, "too_few_case_cells", 0),
+        ],
+        columns=["gene", "gene_id", "module", "reason", "case_cells"],
+    ).to_csv(path, sep="\t", index=False)
+    text = build_report(dataclasses.replace(inputs, skipped=path), study="toy", options=FAST)
+    section = text.split("<section id='perturbation'>")[1].split("</section>")[0]
+    assert "Genes not perturbed" in section and "3 of the genes asked for" in section
+    assert "<td>TTN</td><td></td><td>listed</td><td>not in the token vocabulary</td>" in section
+    assert "<td>MYH7</td><td>ENSG00000092054</td><td>listed</td>" in section
+    assert "<td>G9</td><td>ENSG00000000009</td><td class='n'>3</td>" in section
+    # nothing skipped: no section
+    path.write_text("gene\tgene_id\tmodule\treason\tcase_cells\n")
+    text = build_report(dataclasses.replace(inputs, skipped=path), study="toy", options=FAST)
+    assert "Genes not perturbed" not in text

@@ -148,8 +148,11 @@ def model_to_uns(model: AttentionModel, *, manifest: dict | None = None) -> dict
 
     if manifest is not None:
         return {"kind": "checkpoint", "manifest": json.dumps(manifest, sort_keys=True)}
-    if not isinstance(model, StudyModel):
-        raise TypeError("only a study model or a checkpoint (with its manifest) can be stored")
+    if not isinstance(model, StudyModel) or model.genohoption is not None:
+        raise TypeError(
+            "only a dense study model or a checkpoint (with its manifest) can be stored; "
+            "give other models to the tools as model="
+        )
     return {
         "kind": "study_pca",
         "model_params": json.dumps(model.params, sort_keys=True),

@@ -17,6 +17,7 @@ rule report:
         differential=DIFFERENTIAL.differential,
         evaluation=rules.evaluate.output[0],
         perturbation=rules.perturbation.output[0],
+        skipped=rules.perturb_plan.output.skipped,
         gene_shifts=rules.gene_shifts.output[0] if config["perturb"]["gene_shifts"] else [],
     output:
         f"{OUT}/report.html",
@@ -39,5 +40,6 @@ rule report:
         " --modules {input.modules} --module-graph {input.graph}"
         " --enrichment {input.enrichment} --differential {input.differential}"
         " --evaluation {input.evaluation} --perturbation {input.perturbation} --fdr {params.fdr}"
+        " --skipped {input.skipped}"
         " {params.gene_shifts}"
         " --threads {threads} --out {output} > {log} 2>&1"

@@ -26,6 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--evaluation", required=True, help="evaluation.tsv")
     parser.add_argument("--perturbation", help="perturbation.tsv (without it the section says so)")
     parser.add_argument("--gene-shifts", help="gene_shifts.tsv (gene-level perturbation shifts)")
+    parser.add_argument(
+        "--skipped", help="perturbation/skipped.tsv (the genes asked for but not perturbed)"
+    )
     parser.add_argument("--fdr", type=float, default=0.05, help="significance threshold shown")
     parser.add_argument("--top-enrichment", type=int, default=5, help="gene sets per module")
     parser.add_argument("--hubs-per-module", type=int, default=25, help="genes drawn per module")
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation=Path(args.evaluation),
         perturbation=None if args.perturbation is None else Path(args.perturbation),
         gene_shifts=None if args.gene_shifts is None else Path(args.gene_shifts),
+        skipped=None if args.skipped is None else Path(args.skipped),
     )
     options = ReportOptions(
         fdr=args.fdr,

@@ -85,6 +85,7 @@ class ReportInputs:
     evaluation: Path
     perturbation: Path | None = None
     gene_shifts: Path | None = None
+    skipped: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,9 @@ def build_report(
         (
             "perturbation",
             "In-silico perturbation",
-            perturb_html + _gene_shift_section(inputs.gene_shifts, opts),
+            perturb_html
+            + _skipped_section(inputs.skipped)
+            + _gene_shift_section(inputs.gene_shifts, opts),
         ),
     ]
     return _document(study, _header(study, summary, config_text), sections)
@@ -900,6 +903,41 @@ def _perturbation_cell(column: str, value: Any) -> Any:
     if column == "module" and _is_number(value) and np.isfinite(value) and int(value) <= 0:
         return "no module" if int(value) == 0 else "not in the network"
     return value
+
+
+def _skipped_section(path: Path | None) -> str:
+    """The genes asked for that were not perturbed (``perturbation/skipped.tsv``), and why;
+    nothing when every gene asked for was perturbed."""
+    if path is None:
+        return ""
+    table = read_tsv(
+        path,
+        ("gene", "gene_id", "module", "reason", "case_cells"),
+        numeric=("module", "case_cells"),
+    )
+    if table.empty:
+        return ""
+    why = {
+        "not_in_vocabulary": "not in the token vocabulary",
+        "too_few_case_cells": "expressed in too few case cells (perturb.min_cells)",
+        "over_max_genes": "beyond perturb.max_genes",
+    }
+    rows = [
+        (
+            r.gene,
+            r.gene_id if isinstance(r.gene_id, str) and r.gene_id else "",
+            int(r.module) if _is_number(r.module) and r.module > 0 else "listed",
+            why.get(str(r.reason), str(r.reason)),
+            int(r.case_cells) if _is_number(r.case_cells) and r.case_cells >= 0 else "",
+        )
+        for r in table.itertuples(index=False)
+    ]
+    return (
+        f"<h3>Genes not perturbed</h3><p>{len(rows)} of the genes asked for (listed in "
+        "<code>perturb.genes</code>, or top hubs of a disease module, each replaced by the "
+        "module's next hub) were skipped; <code>perturbation/skipped.tsv</code> lists them.</p>"
+        + _html_table(["gene", "Ensembl ID", "module", "why", "case cells"], rows)
+    )
 
 
 def _gene_shift_section(path: Path | None, opts: ReportOptions) -> str:

@@ -23,6 +23,7 @@ def model(
     n_heads: int = 4,
     temperature: float = 8.0,
     seed: int = 42,
+    value_rank: str = "log",
     token_dictionary: str | Path | Mapping[str, int] | None = None,
     gene_names: str | Path | Mapping[str, str] | None = None,
     checkpoint_token_dictionary: str | Path | None = None,
@@ -49,8 +50,9 @@ def model(
     checkpoint
         Hugging Face model directory (``config.json``, ``model.safetensors``); None for the
         study model.
-    d_model, n_heads, temperature, seed
-        The study model (config ``model``).
+    d_model, n_heads, temperature, seed, value_rank
+        The study model (config ``model``; ``value_rank="log"`` scales each token's value
+        by its rank, ``"none"`` leaves the attention order-free).
     token_dictionary, gene_names
         The study model's token dictionary and symbol -> Ensembl map (None: the pinned V1
         files).
@@ -96,6 +98,7 @@ def model(
             n_heads=n_heads,
             temperature=temperature,
             seed=seed,
+            value_rank=value_rank,
         )
         stored = model_to_uns(chosen)
     options = {
@@ -104,6 +107,7 @@ def model(
         "n_heads": n_heads,
         "temperature": temperature,
         "seed": seed,
+        "value_rank": value_rank,
     }
     if checkpoint is not None:
         options.update(
