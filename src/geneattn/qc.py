@@ -490,7 +490,9 @@ def run_qc_chunked(
 
     source = counts.path if source is None else source
     obs = counts.obs
+    obsm, obsp, uns = counts.obsm, counts.obsp, dict(counts.uns)
     if condition_column is None:
+        obsm, obsp, uns = {}, {}, {}  # as _single_condition: only X, obs and var
         if keep:
             raise ValueError("keep needs a condition_column")
         obs = obs.copy()
@@ -595,14 +597,13 @@ def run_qc_chunked(
     obs_out = obs.loc[kept].copy()
     for metric in _CELL_METRICS:
         obs_out[metric] = metrics.loc[removed_by == PASSED, metric].to_numpy()
-    uns = dict(counts.uns)
     uns["qc_cells"] = log
     result = ad.AnnData(
         obs=_without_unused_categories(obs_out),
         var=_without_unused_categories(var.loc[gene_mask].copy()),
         uns=uns,
-        obsm={k: _rows_of(v, kept) for k, v in counts.obsm.items()},
-        obsp={k: v[kept][:, kept] for k, v in counts.obsp.items()},
+        obsm={k: _rows_of(v, kept) for k, v in obsm.items()},
+        obsp={k: v[kept][:, kept] for k, v in obsp.items()},
     )
 
     # pass 3: the kept cells' counts of the kept genes

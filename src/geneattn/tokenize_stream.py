@@ -63,7 +63,9 @@ class TokenFileWriter:
     def __init__(self, path: str | Path, vocabulary: np.ndarray) -> None:
         self.path = Path(path)
         self.vocabulary = np.asarray(vocabulary)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tokens", dir=self.path.parent)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tokens", dir=self.path.parent
+        )
         self._raw = os.fdopen(fd, "wb")
         self._raw_path = Path(name)
         self.n_tokens = 0
@@ -173,7 +175,9 @@ def corpus_medians_chunked(
         groups.append(group)
     medians = np.full(n_columns, np.nan)
     if len(groups) > 1:
-        log.info("corpus medians: %d passes over the cells (%d values at most)", len(groups), max_values)
+        log.info(
+            "corpus medians: %d passes over the cells (%d values at most)", len(groups), max_values
+        )
     for chosen in groups:
         slot = np.full(n_columns, -1, dtype=np.int64)
         slot[chosen] = np.arange(len(chosen))
@@ -315,7 +319,7 @@ def tokenize_blocks(
         raise
     lengths = all_lengths[kept]
     summary = {
-        "cells_in": int(len(cell_ids)),
+        "cells_in": len(cell_ids),
         "cells_out": int(kept.sum()),
         "cells_dropped_no_tokens": int((~kept).sum()),
         "genes_in": len(var_names),
@@ -359,7 +363,9 @@ def h5ad_blocks(path: str | Path, chunk_cells: int) -> tuple[Blocks, int, int]:
     try:
         with h5py.File(path, "r") as f:
             node = f["X"]
-            shape = tuple(int(v) for v in node.attrs["shape"]) if "shape" in node.attrs else node.shape
+            shape = (
+                tuple(int(v) for v in node.attrs["shape"]) if "shape" in node.attrs else node.shape
+            )
             encoding = node.attrs.get("encoding-type", "array")
     except FileNotFoundError:
         raise InputError("file not found", path) from None

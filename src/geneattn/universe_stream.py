@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 Blocks = Callable[[], Iterator[tuple[int, int, sp.csr_matrix]]]
 
 
-def token_frequencies(tokens: str | Path, *, chunk_cells: int) -> tuple[np.ndarray, int, np.ndarray]:
+def token_frequencies(
+    tokens: str | Path, *, chunk_cells: int
+) -> tuple[np.ndarray, int, np.ndarray]:
     """In how many cells of a tokens file each token occurs.
 
     Parameters
@@ -68,7 +70,9 @@ def token_frequencies(tokens: str | Path, *, chunk_cells: int) -> tuple[np.ndarr
     return frequency, n_cells, vocabulary
 
 
-def frequent_tokens(frequency: np.ndarray, n_cells: int, *, min_cells: int, max_genes: int) -> np.ndarray:
+def frequent_tokens(
+    frequency: np.ndarray, n_cells: int, *, min_cells: int, max_genes: int
+) -> np.ndarray:
     """The most frequent tokens, as :func:`geneattn.attention.choose_universe` orders them.
 
     Parameters
@@ -145,7 +149,9 @@ def seurat_dispersions(
         sc.pp.normalize_total(block, target_sum=1e4)
         sc.pp.log1p(block)
         values = sp.csr_matrix(block.X)
-        values = sp.csr_matrix((np.expm1(values.data), values.indices, values.indptr), shape=values.shape)
+        values = sp.csr_matrix(
+            (np.expm1(values.data), values.indices, values.indptr), shape=values.shape
+        )
         moments.add(values)
     if moments.n_rows == 0:
         raise InputError("no cell to choose variable genes from")
@@ -211,7 +217,9 @@ def variable_universe(
         raise InputError(f"no counted gene is a token present in at least {min_cells} cells")
     columns = np.flatnonzero(allowed)
     df = seurat_dispersions(blocks, columns, n_top_genes=min(max_genes, len(columns)))
-    dispersion = df["dispersions_norm"].to_numpy(dtype=np.float64)
+    # scanpy stores dispersions_norm as float32 in var (inplace=True), and the in-memory
+    # universe ranks those: ties at float32 precision are broken by token id there too
+    dispersion = df["dispersions_norm"].to_numpy().astype(np.float32).astype(np.float64)
     chosen = df["highly_variable"].to_numpy(dtype=bool)
     best: dict[int, float] = {}
     for t, disp, keep in zip(

@@ -24,6 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--chunk-cells",
+        type=int,
+        default=10_000,
+        help="studies of more cells get a streamed PCA (block Krylov over blocks of this many "
+        "cells) instead of ARPACK in memory",
+    )
     ckpt = parser.add_argument_group("a pretrained checkpoint instead of the study model")
     ckpt.add_argument(
         "--checkpoint", help="Hugging Face model directory (config.json, model.safetensors)"
@@ -58,7 +65,15 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.resources.load import load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import map_genes, merge_duplicate_tokens
 
-    adata = read_stage_h5ad(args.h5ad)
+    if args.chunk_cells < 1:
+        raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
+    adata = read_stage_h5ad(args.h5ad, backed=True)
+    streamed = adata.n_obs > args.chunk_cells
+    if not streamed:
+        adata.file.close()
+        adata = read_stage_h5ad(args.h5ad)
+    else:
+        adata.file.close()
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
     tokens = load_token_dictionary(args.token_dictionary)
@@ -72,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         gene_medians=None,
         name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
     )
+    if streamed:
+        return _streamed(args, adata, token, ensembl, len(tokens))
     x, token, _, _ = merge_duplicate_tokens(sp.csr_matrix(adata.X), token, ensembl)
     if "n_counts" in adata.obs:
         n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
@@ -86,6 +103,56 @@ def run(args: argparse.Namespace) -> int:
         n_heads=args.n_heads,
         temperature=args.temperature,
         seed=args.seed,
+    )
+    log.info(
+        "model: %d genes with embeddings, d_model %d, %d heads",
+        model.params["genes_with_embedding"],
+        model.d_model,
+        model.n_heads,
+    )
+    save_study_model(args.out, model)
+    return 0
+
+
+def _streamed(args: argparse.Namespace, adata, token_all, ensembl_all, vocab_size: int) -> int:
+    """The study model with its PCA streamed over blocks of cells (:mod:`geneattn.models.pca`)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from geneattn.models.pca import streaming_gene_loadings
+    from geneattn.models.study import build_study_model, save_study_model
+    from geneattn.tokenize import merge_duplicate_tokens
+    from geneattn.tokenize_stream import h5ad_blocks
+
+    blocks, n_cells, n_genes = h5ad_blocks(args.h5ad, args.chunk_cells)
+    empty = sp.csr_matrix((0, n_genes), dtype=np.float32)
+    _, token, _, _ = merge_duplicate_tokens(empty, token_all, ensembl_all)
+
+    def merged(x):
+        return merge_duplicate_tokens(x, token_all, ensembl_all)[0]
+
+    if "n_counts" in adata.obs:
+        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        n_counts = np.concatenate(
+            [np.asarray(x.sum(axis=1), dtype=np.float64).ravel() for _, _, x in blocks()]
+        )
+    log.info(
+        "%d cells > --chunk-cells %d: PCA streamed over blocks of cells", n_cells, args.chunk_cells
+    )
+    loadings = streaming_gene_loadings(
+        blocks, n_counts, len(token), n_components=args.d_model, seed=args.seed, columns=merged
+    )
+    model = build_study_model(
+        None,
+        n_counts,
+        token,
+        vocab_size,
+        d_model=args.d_model,
+        n_heads=args.n_heads,
+        temperature=args.temperature,
+        seed=args.seed,
+        loadings=loadings,
     )
     log.info(
         "model: %d genes with embeddings, d_model %d, %d heads",

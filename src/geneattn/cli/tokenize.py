@@ -24,6 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-len", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
+    parser.add_argument(
+        "--chunk-cells",
+        type=int,
+        default=10_000,
+        help="cells ranked at a time; their tokens are appended to --out as they come",
+    )
     parser.add_argument("--out", required=True, help="tokens.npz to write")
     parser.add_argument("--summary", required=True, help="JSON summary to write")
     parser.add_argument(
@@ -41,8 +47,20 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.io.readers import read_stage_h5ad
     from geneattn.resources.load import load_gene_medians, load_gene_name_map, load_token_dictionary
     from geneattn.tokenize import save_tokens, tokenize_counts
+    from geneattn.tokenize_stream import h5ad_blocks, tokenize_blocks
 
-    adata = read_stage_h5ad(args.h5ad)
+    if args.chunk_cells < 1:
+        raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
+    try:
+        blocks, _, _ = h5ad_blocks(args.h5ad, args.chunk_cells)
+    except InputError as err:
+        if "blocks of cells need" not in str(err):
+            raise
+        log.info("%s; reading it whole", err)
+        blocks = None
+    adata = read_stage_h5ad(args.h5ad, backed=blocks is not None)
+    if blocks is not None:
+        adata.file.close()
     if "n_counts" in adata.obs:
         n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
     else:
@@ -58,11 +76,7 @@ def run(args: argparse.Namespace) -> int:
         # 10x files name genes by symbol and keep the Ensembl IDs in var["gene_ids"]
         log.info("var_names are not Ensembl IDs; using var['gene_ids']")
         var_names = adata.var["gene_ids"].astype(str).to_numpy()
-    cells, summary = tokenize_counts(
-        adata.X,
-        var_names,
-        cell_ids=adata.obs_names.to_numpy(),
-        n_counts=n_counts,
+    options = dict(
         token_dictionary=load_token_dictionary(args.token_dictionary),
         gene_medians=load_gene_medians(args.medians_file) if args.medians_file else None,
         name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
@@ -71,9 +85,45 @@ def run(args: argparse.Namespace) -> int:
         max_len=args.max_len,
         n_threads=args.threads,
     )
+    if blocks is not None:
+        if args.condition_column is not None and args.condition_column not in adata.obs.columns:
+            _cells_by_label(adata.obs, args.condition_column, None, args)
+        if n_counts is None:
+            n_counts = _row_sums(blocks)
+        # tokens of each block are appended to the output as they come
+        with atomic_path(args.summary) as tmp_summary, atomic_path(args.out) as tmp_tokens:
+            cell_ids, summary = tokenize_blocks(
+                blocks,
+                var_names,
+                tmp_tokens,
+                cell_ids=adata.obs_names.to_numpy(),
+                n_counts=n_counts,
+                **options,
+            )
+            summary["input"] = str(args.h5ad)
+            if args.condition_column is not None:
+                summary["cells_by_label"] = _cells_by_label(
+                    adata.obs, args.condition_column, cell_ids, args
+                )
+            _log_summary(summary)
+            tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return 0
+    cells, summary = tokenize_counts(
+        adata.X, var_names, cell_ids=adata.obs_names.to_numpy(), n_counts=n_counts, **options
+    )
     summary["input"] = str(args.h5ad)
     if args.condition_column is not None:
-        summary["cells_by_label"] = _cells_by_label(adata.obs, args.condition_column, cells, args)
+        summary["cells_by_label"] = _cells_by_label(
+            adata.obs, args.condition_column, cells.cell_ids, args
+        )
+    _log_summary(summary)
+    with atomic_path(args.summary) as tmp_summary:
+        tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        save_tokens(args.out, cells)
+    return 0
+
+
+def _log_summary(summary: dict) -> None:
     log.info(
         "%d of %d cells tokenized, %d genes with tokens, median length %.0f",
         summary["cells_out"],
@@ -81,13 +131,17 @@ def run(args: argparse.Namespace) -> int:
         summary["genes_tokenized"],
         summary["length_median"],
     )
-    with atomic_path(args.summary) as tmp_summary:
-        tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        save_tokens(args.out, cells)
-    return 0
 
 
-def _cells_by_label(obs, column: str, cells, args: argparse.Namespace) -> dict[str, int]:
+def _row_sums(blocks):
+    """Total counts of every cell, from blocks of its counts."""
+    import numpy as np
+
+    parts = [np.asarray(x.sum(axis=1)).ravel() for _, _, x in blocks()]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _cells_by_label(obs, column: str, cell_ids, args: argparse.Namespace) -> dict[str, int]:
     """Tokenized cells per label of ``obs[column]`` (what the workflow shards by)."""
     from geneattn.errors import InputError
 
@@ -95,7 +149,9 @@ def _cells_by_label(obs, column: str, cells, args: argparse.Namespace) -> dict[s
         raise InputError(
             f"no obs column {column!r} (columns: {', '.join(map(str, obs.columns))})", args.h5ad
         )
-    labels = obs[column].astype(str).reindex(cells.cell_ids.astype(str))
+    if cell_ids is None:
+        return {}
+    labels = obs[column].astype(str).reindex(cell_ids.astype(str))
     return {str(k): int(v) for k, v in sorted(labels.value_counts().items())}
 
 

@@ -261,16 +261,16 @@ def open_counts(
         counts.n_cells,
         counts.n_genes,
         fmt,
-        "read in blocks of cells" if counts.streamed else "read whole (this format does not stream)",
+        "read in blocks of cells"
+        if counts.streamed
+        else "read whole (this format does not stream)",
     )
     return counts
 
 
 # -- formats ------------------------------------------------------------------------------
 
-_Opened = tuple[
-    Callable[[int, int], sparse.spmatrix], int, int, pd.DataFrame, pd.DataFrame, dict
-]
+_Opened = tuple[Callable[[int, int], sparse.spmatrix], int, int, pd.DataFrame, pd.DataFrame, dict]
 
 
 def _h5(path: Path, closers: list) -> Any:
@@ -672,8 +672,7 @@ def _check_values(
         checks.append((data < 0, "negative value", None))
     if kind == "f" and not allow_non_integer:
         hint = (
-            "raw integer counts are expected (allow_non_integer / --allow-non-integer "
-            "accepts them)"
+            "raw integer counts are expected (allow_non_integer / --allow-non-integer accepts them)"
         )
         checks.append((data != np.floor(data), "non-integer value", hint))
     for bad, problem, hint in checks:
