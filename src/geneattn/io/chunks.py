@@ -225,7 +225,10 @@ def open_counts(
     closers: list[Callable[[], None]] = []
     try:
         with readers._reading(fmt, path):
-            parts = _OPENERS[fmt](path, layer=layer, transpose=transpose, closers=closers)
+            if fmt in ("csv", "tsv"):
+                parts = _open_in_memory(path, transpose=transpose, allow=allow_non_integer)
+            else:
+                parts = _OPENERS[fmt](path, layer=layer, transpose=transpose, closers=closers)
     except BaseException:
         for close in reversed(closers):
             close()
@@ -568,11 +571,11 @@ def _open_loom(path: Path, *, layer: str | None, transpose: bool, closers: list)
     return rows, n_cells, n_genes, obs, var, {}
 
 
-def _open_in_memory(path: Path, *, layer: str | None, transpose: bool, closers: list) -> _Opened:
+def _open_in_memory(path: Path, *, transpose: bool, allow: bool) -> _Opened:
     from geneattn.io.readers import read_counts
 
     logger.info("%s: csv/tsv tables do not stream; the table is read whole", path)
-    adata = read_counts(path, transpose=transpose, allow_non_integer=True)
+    adata = read_counts(path, transpose=transpose, allow_non_integer=allow)
     extra = {
         "streamed": False,
         "obsm": dict(adata.obsm),
@@ -595,8 +598,6 @@ _OPENERS = {
     "10x_h5": _open_10x_h5,
     "10x_mtx": _open_10x_mtx,
     "loom": _open_loom,
-    "csv": _open_in_memory,
-    "tsv": _open_in_memory,
 }
 
 
