@@ -13,7 +13,7 @@ RUST_SOURCES := $(wildcard kernels/src/*.rs kernels/src/*/*.rs) kernels/Cargo.to
 export PATH := $(abspath $(BIN)):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test lint check-rust pytest workflow-check bench setup clean
+.PHONY: demo test lint check-rust pytest workflow-check bench bench-torch setup clean
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
@@ -59,6 +59,20 @@ workflow-check:
 # writes results/bench/ (tables and plots) and logs/bench.log; forced, so it always reruns.
 bench: setup
 	$(BIN)/snakemake --cores $(CORES) --forcerun bench bench
+
+# Optional: PyTorch and transformers in a separate venv (.bench-torch), never in the project's
+# dependencies. `geneattn bench checkpoint` runs its PyTorch rows in a subprocess with this
+# interpreter when it exists (or the one named by GENEATTN_BENCH_TORCH) and skips them otherwise.
+# PyPI's Linux torch wheel pulls in the CUDA runtime packages too (a few GiB); only the CPU is used.
+BENCH_TORCH := .bench-torch
+
+bench-torch: $(BENCH_TORCH)/bin/python
+	$(BENCH_TORCH)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_TORCH)/bin/python -m pip install --quiet numpy threadpoolctl torch transformers
+	$(BENCH_TORCH)/bin/python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+
+$(BENCH_TORCH)/bin/python:
+	$(PYTHON) -m venv $(BENCH_TORCH)
 
 clean:
 	rm -rf $(STAMPS) kernels/target src/geneattn/_kernels*.so

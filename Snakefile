@@ -20,6 +20,13 @@ envvars:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/resources.smk"
+
+
+# Paths and gene lists of the config, checked before any job runs and before the rules
+# below use them (common.smk): one line per problem instead of a late failure.
+check_config(fetched=rules.fetch_resources.output)
+
+
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/model.smk"
@@ -27,6 +34,11 @@ include: "workflow/rules/network.smk"
 include: "workflow/rules/perturb.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/bench.smk"
+
+
+# A failed job's error (from its log file) on the terminal, not only in logs/ (common.smk).
+onerror:
+    show_job_errors(log)
 
 
 rule all:
@@ -37,6 +49,9 @@ rule all:
         rules.modules.output,
         DIFFERENTIAL,
         rules.evaluate.output,
+        rules.perturb_plan.output.skipped,
         rules.perturbation.output,
+        rules.gene_shifts.output if config["perturb"]["gene_shifts"] else [],
+        rules.gene_embeddings.output if config["model"]["gene_embeddings"] else [],
         rules.report.output,
     default_target: True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from itertools import pairwise
 
@@ -15,15 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geneattn import _kernels
-from geneattn.attention import (
-    aggregate_attention,
-    choose_universe,
-    highly_variable_universe,
-    load_universe,
-    shard_bounds,
-    subset_cells,
-    symbols_for,
-)
+from geneattn.attention import aggregate_attention
 from geneattn.attention_sums import (
     check_attention_sums,
     gather_attention_sums,
@@ -33,9 +24,15 @@ from geneattn.attention_sums import (
 from geneattn.cli import main
 from geneattn.errors import InputError
 from geneattn.models.study import StudyModel, save_study_model
-from geneattn.shards import n_shards_for, shard_of
+from geneattn.shards import Shard, n_shards_for, shard_bounds
 from geneattn.testing import toy
-from geneattn.tokenize import TokenizedCells, save_tokens
+from geneattn.tokenize import TokenizedCells, save_tokens, subset_cells
+from geneattn.universe import (
+    choose_universe,
+    highly_variable_universe,
+    load_universe,
+    symbols_for,
+)
 
 VOCAB = 40
 
@@ -183,14 +180,12 @@ def test_fixed_size_shards_cover_without_overlap(n, size):
     n_shards = n_shards_for(n, size)
     # the rule files count shards as max(1, ceil(n / size)) (workflow/rules/common.smk)
     assert n_shards == max(1, -(-n // size))
-    bounds = [
-        shard_of(n, argparse.Namespace(shard=i, cells_per_shard=size)) for i in range(n_shards)
-    ]
+    bounds = [Shard(i, cells_per_shard=size).bounds(n) for i in range(n_shards)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(a[1] == b[0] for a, b in pairwise(bounds))
     assert all(0 <= b - a <= size for a, b in bounds)
     with pytest.raises(InputError, match="does not exist"):
-        shard_of(n, argparse.Namespace(shard=n_shards, cells_per_shard=size))
+        Shard(n_shards, cells_per_shard=size).bounds(n)
 
 
 def test_subset_cells_keeps_tokens():

@@ -199,3 +199,66 @@ def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
     args = ["perturb-stats", str(tmp_path / "bad.tsv"), "--gene-names", str(tmp_path / "names.tsv")]
     assert main([*args, "--out", str(bad_out)]) == 2
     assert "bad.tsv" in capsys.readouterr().err and not bad_out.exists()
+    # Geneformer's definitions through the same stages: gene-level shift sums per shard,
+    # gathered by gene-shifts, and the goal_state_shift table with Geneformer's columns
+    gf_shards, sums = [], []
+    for s in range(2):
+        args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where]
+        args += ["--case", "Tumor", "--plan", str(tmp_path / "plan.npz"), "--mode", "delete"]
+        args += ["--shard", str(s), "--cells-per-shard", "12", "--definition", "geneformer"]
+        args += ["--gene-shifts", str(tmp_path / f"gs{s}.npz")]
+        assert main([*args, "--out", str(tmp_path / f"gf{s}.tsv")]) == 0, capsys.readouterr().err
+        gf_shards.append(str(tmp_path / f"gf{s}.tsv"))
+        sums.append(str(tmp_path / f"gs{s}.npz"))
+    gf = pd.concat([pd.read_csv(p, sep="\t", keep_default_na=False) for p in gf_shards])
+    ours = pd.concat([pd.read_csv(p, sep="\t", keep_default_na=False) for p in shards])
+    assert len(gf) == len(ours)  # delete: the same (gene, cell) pairs, other definitions
+    args = ["gene-shifts", *sums, "--tokens", tokens, "--gene-names", str(tmp_path / "names.tsv")]
+    assert main([*args, "--out", str(tmp_path / "gene_shifts.tsv")]) == 0
+    gene_shifts = pd.read_csv(tmp_path / "gene_shifts.tsv", sep="\t")
+    assert set(gene_shifts["perturbed_gene"]) <= {"G0", "G1", "G3", "G4"}
+    assert gene_shifts["cosine_sim_mean"].between(-1, 1).all()
+    args = ["perturb-stats", *gf_shards, "--gene-names", str(tmp_path / "names.tsv")]
+    args += ["--out", str(tmp_path / "p.tsv"), "--geneformer-out", str(tmp_path / "gf.tsv")]
+    assert main(args) == 0, capsys.readouterr().err
+    gf_table = pd.read_csv(tmp_path / "gf.tsv", sep="\t")
+    assert list(gf_table.columns[:5]) == [
+        "Gene",
+        "Gene_name",
+        "Ensembl_ID",
+        "Shift_to_goal_end",
+        "Goal_end_vs_random_pval",
+    ]
+    assert {"Goal_end_FDR", "N_Detections", "Sig"} <= set(gf_table.columns)
+    assert len(gf_table) == gf.loc[gf["cell"] != "", "gene_id"].nunique()
+    args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
+    args += ["--plan", str(tmp_path / "plan.npz"), "--gene-shifts", str(tmp_path / "x.npz")]
+    assert main([*args, "--out", str(tmp_path / "x.tsv")]) == 2  # needs definition geneformer
+    # the goal state as Geneformer's exact_median state embedding
+    median_args = [*plan_args[:-1], str(tmp_path / "plan_median.npz"), "--summary-stat"]
+    assert main([*median_args, "exact_median"]) == 0, capsys.readouterr().err
+    x = np.sort(emb.obsm["X_geneattn"][labels == "NAT"].astype(np.float64), axis=0)
+    np.testing.assert_allclose(load_plan(tmp_path / "plan_median.npz").goal, x[(len(x) - 1) // 2])
+    # groups perturbed together and anchor pairs (Geneformer's genes_to_perturb list and
+    # anchor_gene), by symbol through --gene-names
+    args = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
+    args += ["--plan", str(tmp_path / "plan.npz"), "--definition", "geneformer"]
+    args += ["--gene-names", str(tmp_path / "names.tsv"), "--anchor", "G0"]
+    args += ["--group", "G0,G1", "--group", "ENSG00000000003"]
+    assert main([*args, "--out", str(tmp_path / "pairs.tsv")]) == 0, capsys.readouterr().err
+    pairs = pd.read_csv(tmp_path / "pairs.tsv", sep="\t", keep_default_na=False)
+    done = pairs[pairs["cell"] != ""]
+    assert set(done.loc[done["role"] != "group", "anchor"]) == {"ENSG00000000000"}
+    assert "ENSG00000000000" not in set(done.loc[done["role"] != "group", "gene_id"])
+    assert set(done.loc[done["role"] == "group", "gene_id"]) <= {
+        "ENSG00000000000+ENSG00000000001",
+        "ENSG00000000003",
+    }
+    args = ["perturb-stats", str(tmp_path / "pairs.tsv"), "--gene-names"]
+    args += [str(tmp_path / "names.tsv"), "--out", str(tmp_path / "pt.tsv")]
+    assert main([*args, "--groups-out", str(tmp_path / "groups.tsv")]) == 0
+    groups = pd.read_csv(tmp_path / "groups.tsv", sep="\t")
+    assert groups["group"].tolist() == ["G0+G1", "G3"] and (groups["n_cells"] > 0).all()
+    bad = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
+    bad += ["--plan", str(tmp_path / "plan.npz"), "--definition", "geneformer", "--anchor", "NOPE"]
+    assert main([*bad, "--out", str(tmp_path / "bad.tsv")]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import anndata as ad
 import numpy as np
@@ -440,3 +441,89 @@ def test_single_condition_cli_needs_both_or_neither(tmp_path, capsys):
     assert not (tmp_path / "o.h5ad").exists()
     assert main(["qc", str(path), *outs]) == 0
     assert set(ad.read_h5ad(tmp_path / "o.h5ad").obs["condition"]) == {"all"}
+
+
+# -- cell metadata from a table (input.obs), unwritable outputs ----------------------------
+
+
+def test_cli_conditions_from_a_metadata_table(tmp_path):
+    """csv counts carry no labels: the condition column comes from --obs."""
+    adata = toy()
+    counts = tmp_path / "counts.csv"
+    pd.DataFrame(adata.X.toarray(), index=adata.obs_names, columns=adata.var_names).to_csv(counts)
+    meta = tmp_path / "cells.tsv"
+    adata.obs[["source"]].iloc[::-1].to_csv(meta, sep="\t", index_label="barcode")
+    out = tmp_path / "out"
+    assert main([*_argv(counts, out), "--obs", str(meta)]) == 0
+    result = ad.read_h5ad(out / "qc.h5ad")
+    assert result.n_obs == 6
+    expected = adata.obs.loc[result.obs_names, "source"].tolist()
+    assert result.obs["source"].astype(str).tolist() == expected
+    # without the table, the csv has no condition column
+    assert main(_argv(counts, tmp_path / "bare")) == 2
+
+
+def test_cli_metadata_table_without_a_cell_exits_2(tmp_path, toy_h5ad, capsys):
+    meta = tmp_path / "cells.csv"
+    meta.write_text("barcode,source\nt1,Tumor\nt2,Tumor\n")
+    out = tmp_path / "out"
+    assert main([*_argv(toy_h5ad, out), "--obs", str(meta)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"geneattn qc: error: {meta}: 8 of 10 cell barcodes of {toy_h5ad}")
+    assert not out.exists()
+
+
+def test_cli_unwritable_output_directory_is_one_line(tmp_path, toy_h5ad, capsys):
+    """A results path that cannot be created: one line naming it, exit 2, no traceback."""
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the results directory should be")
+    out = blocker / "study"
+    assert main(_argv(toy_h5ad, out)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"geneattn qc: error: {out / 'qc.h5ad'}: cannot write this output (Not a directory)"
+    ]
+
+
+def test_cli_permission_denied_is_one_line(tmp_path, toy_h5ad, capsys, monkeypatch):
+    """What a read-only results directory raises (tests may run as root, who may write)."""
+    import tempfile
+
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    out = tmp_path / "out"
+    assert main(_argv(toy_h5ad, out)) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"geneattn qc: error: {out / 'qc.h5ad'}: cannot write this output (Permission denied)"
+    ]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere"
+)
+def test_cli_read_only_results_directory(tmp_path, toy_h5ad, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        assert main(_argv(toy_h5ad, out)) == 2
+    finally:
+        out.chmod(0o700)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"geneattn qc: error: {out / 'qc.h5ad'}: cannot write this output (Permission denied)"
+    ]
+
+
+def test_cli_other_os_errors_keep_their_traceback(tmp_path, toy_h5ad, monkeypatch):
+    """Only file errors that name a path become one line; others are bugs to see in full."""
+
+    def broken(*args, **kwargs):
+        raise OSError("something unexpected")
+
+    monkeypatch.setattr("geneattn.qc.plot_qc", broken)
+    with pytest.raises(OSError, match="something unexpected"):
+        main(_argv(toy_h5ad, tmp_path / "out"))

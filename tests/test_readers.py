@@ -274,7 +274,6 @@ def test_empty_h5ad(tmp_path):
 @pytest.mark.parametrize(
     ("bad", "problem", "shown"),
     [
-        (np.nan, "NaN or infinite value", "nan"),
         (np.inf, "NaN or infinite value", "inf"),
         (-2.0, "negative value", "-2.0"),
         (2.5, "non-integer value", "2.5"),
@@ -290,6 +289,61 @@ def test_bad_value_names_first_entry(tmp_path, bad, problem, shown):
     message = str(err.value)
     assert message.startswith(f"{path}: {problem} {shown} at cell 'AAAG-1', gene 'GZMB'")
     assert "2 such entries" in message
+
+
+def test_nan_in_h5ad_names_first_entry(tmp_path):
+    counts = COUNTS.astype(np.float64)
+    counts[1, 3] = np.nan
+    path = tmp_path / "nan.h5ad"
+    _anndata(counts).write_h5ad(path)
+    with pytest.raises(
+        InputError, match=r"NaN or infinite value nan at cell 'AAAG-1', gene 'GZMB'"
+    ):
+        read_counts(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # a row cut short: pandas pads it with NaN, which must not read as a NaN count
+        (
+            ",A,B,C\nc1,1,2,3\nc2,4,5\nc3,1,1,1\n",
+            r"line 3 is a short row: 3 fields where 4 are expected \(the name and 3 genes\), "
+            r"row 'c2'",
+        ),
+        (
+            ",A,B,C\nc1,1,2,3\n\nc2,4,5,6,7\n",
+            r"line 4 is a long row: 5 fields where 4 are expected",
+        ),
+        (
+            ",A,B,C\nc1,1,2,3\nc2,4,,6\n",
+            r"line 3: empty field at cell 'c2', gene 'B' \(field 3 of 4\)",
+        ),
+        (
+            "A,B,C\nc1,1,NA,3\n",  # header without a name column
+            r"line 2: missing value 'NA' at cell 'c1', gene 'B'",
+        ),
+    ],
+)
+def test_short_row_or_empty_field_named_by_line(tmp_path, text, message):
+    path = tmp_path / "ragged.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message) as err:
+        read_counts(path)
+    assert str(err.value).startswith(f"{path}: line ")
+    assert "NaN" not in str(err.value)
+
+
+def test_short_row_in_transposed_gzipped_tsv(tmp_path):
+    path = tmp_path / "genes_by_cells.tsv"
+    path.write_text("\tc1\tc2\nA\t1\t2\nB\t3\n")
+    _gzip(path)
+    with pytest.raises(
+        InputError,
+        match=r"line 3 is a short row: 2 fields where 3 are expected "
+        r"\(the name and 2 cells\), row 'B'",
+    ):
+        read_counts(tmp_path / "genes_by_cells.tsv.gz", transpose=True)
 
 
 def test_bad_value_first_entry_in_transposed_table(tmp_path):
@@ -388,3 +442,116 @@ def test_celltypist_sample_csv(resources_dir):
     assert adata.var_names.is_unique
     np.testing.assert_array_equal(adata.X.data, np.round(adata.X.data))
     assert int(adata.var_names.str.startswith("MT-").sum()) == 30  # 13 coding, 2 rRNA, 15 tRNA
+
+
+# -- cell metadata joined by barcode (input.obs) -----------------------------------------
+
+METADATA = "barcode,source,patient\nAACT-1,Blood,P2\nAAAC-1,Tumor,P1\nAAAG-1,NAT,P1\n"
+
+
+def _write_format(fmt, tmp_path):
+    """The toy counts in ``fmt``, without cell labels (as 10x and csv files come)."""
+    if fmt == "h5ad":
+        path = tmp_path / "counts.h5ad"
+        ad.AnnData(
+            sp.csr_matrix(COUNTS), obs=pd.DataFrame(index=CELLS), var=pd.DataFrame(index=GENES)
+        ).write_h5ad(path)
+        return path
+    if fmt == "10x_h5":
+        return _write_10x_h5(tmp_path / "filtered.h5")
+    if fmt == "10x_mtx":
+        return _write_mtx_dir(tmp_path / "filtered_feature_bc_matrix")
+    if fmt == "loom":
+        path = tmp_path / "counts.loom"
+        ad.AnnData(
+            sp.csr_matrix(COUNTS), obs=pd.DataFrame(index=CELLS), var=pd.DataFrame(index=GENES)
+        ).write_loom(path)
+        return path
+    if fmt == "csv":
+        return _write_csv(tmp_path / "counts.csv")
+    return _write_csv(tmp_path / "counts.tsv.gz", sep="\t", transpose=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("table", ["meta.csv", "meta.tsv", "meta.tsv.gz"])
+def test_cell_metadata_joined_for_every_format(tmp_path, fmt, table):
+    counts = _write_format(fmt, tmp_path)
+    meta = tmp_path / table
+    text = METADATA if table == "meta.csv" else METADATA.replace(",", "\t")
+    if table.endswith(".gz"):
+        with gzip.open(meta, "wt") as fh:
+            fh.write(text)
+    else:
+        meta.write_text(text)
+    adata = read_counts(counts, fmt=fmt, transpose=fmt == "tsv", obs=meta)
+    _assert_counts(adata)  # order of the counts, whatever the table's order
+    assert adata.obs["source"].tolist() == ["Tumor", "NAT", "Blood"]
+    assert adata.obs["patient"].tolist() == ["P1", "P1", "P2"]
+
+
+def test_cell_metadata_replaces_a_column_of_the_file(tmp_path, caplog):
+    path = tmp_path / "labelled.h5ad"
+    _anndata().write_h5ad(path)  # obs.source: Tumor, NAT, Blood
+    meta = tmp_path / "meta.tsv"
+    meta.write_text("cell\tsource\nAAAC-1\tA\nAAAG-1\tB\nAACT-1\tC\nEXTRA-1\tD\n")
+    with caplog.at_level(logging.INFO):
+        adata = read_counts(path, obs=meta)
+    assert adata.obs["source"].tolist() == ["A", "B", "C"]
+    assert "replaces the column(s) 'source'" in caplog.text
+    assert "1 of 4 rows are for cells not in the counts" in caplog.text
+
+
+def test_cell_metadata_labels_stay_text(tmp_path):
+    meta = tmp_path / "meta.csv"
+    meta.write_text("barcode,group,depth\nAAAC-1,1,007\nAAAG-1,2,\nAACT-1,1,3\n")
+    adata = read_counts(_write_csv(tmp_path / "c.csv"), obs=meta)
+    assert adata.obs["group"].tolist() == ["1", "2", "1"]
+    assert adata.obs["depth"].iloc[0] == "007"
+    assert pd.isna(adata.obs["depth"].iloc[1])
+
+
+def test_cell_metadata_missing_cells(tmp_path):
+    meta = tmp_path / "meta.csv"
+    meta.write_text("barcode,source\nAAAC,Tumor\nAAAG,NAT\nAACT,Blood\n")  # no -1 suffix
+    with pytest.raises(InputError) as err:
+        read_counts(_write_mtx_dir(tmp_path / "mtx"), obs=meta)
+    message = str(err.value)
+    assert message.startswith(f"{meta}: 3 of 3 cell barcodes of {tmp_path / 'mtx'} have no row")
+    assert "first: 'AAAC-1', 'AAAG-1', 'AACT-1'" in message
+    assert "the table's barcodes start 'AAAC', 'AAAG', 'AACT'" in message
+    assert "\n" not in message
+
+
+def test_cell_metadata_duplicated_barcodes(tmp_path):
+    meta = tmp_path / "meta.csv"
+    meta.write_text("barcode,source\nAAAC-1,Tumor\nAAAG-1,NAT\nAAAC-1,NAT\nAACT-1,Blood\n")
+    with pytest.raises(
+        InputError,
+        match=r"meta\.csv: 1 barcodes appear more than once in the cell metadata table "
+        r"\(first: 'AAAC-1'\)",
+    ):
+        read_counts(_write_csv(tmp_path / "c.csv"), obs=meta)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("meta.xlsx", "x", "must be a .csv or .tsv table"),
+        ("meta.csv", "", "the cell metadata table is empty"),
+        ("meta.csv", "barcode\nAAAC-1\n", "has no annotation column"),
+        ("meta.csv", "barcode,source\n", "has no rows"),
+        ("meta.tsv", "barcode,source\nAAAC-1,T\n", "is it delimited by tabs"),
+        ("meta.csv", "barcode,source\n,T\n", "has no barcode"),
+    ],
+)
+def test_bad_cell_metadata_table(tmp_path, name, text, message):
+    meta = tmp_path / name
+    meta.write_text(text)
+    with pytest.raises(InputError, match=message) as err:
+        read_counts(_write_csv(tmp_path / "c.csv"), obs=meta)
+    assert str(err.value).startswith(str(meta))
+
+
+def test_missing_cell_metadata_file(tmp_path):
+    with pytest.raises(InputError, match="no such cell metadata file"):
+        read_counts(_write_csv(tmp_path / "c.csv"), obs=tmp_path / "absent.tsv")

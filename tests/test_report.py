@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -209,7 +210,7 @@ def test_report_is_one_self_contained_deterministic_file(tmp_path):
     sources = re.findall(r"src='([^']*)'", text)
     assert len(sources) == 4  # QC, UMAP, module network, volcano
     assert all(s.startswith("data:image/png;base64,") for s in sources)
-    assert "SET_A" in text and "cytotoxicity" in text and "enriched at FDR" in text
+    assert "SET_<wbr>A" in text and "cytotoxicity" in text and "enriched at FDR" in text
     assert "<td>G0</td>" in text and "No perturbation results" not in text
     assert not re.search(r"20\d\d-\d\d-\d\d", text)  # no date
 
@@ -258,11 +259,192 @@ def test_bad_inputs_name_the_file_and_write_nothing(tmp_path, capsys):
 
 
 def test_single_condition_study(tmp_path):
+    """No case/control columns full of NA, no "the all cells", no goal-shift columns."""
     text = build_report(_write_inputs(tmp_path, single=True), study="toy", options=FAST)
-    assert "Single-condition study (label <b>all</b>)" in text
-    assert "No differential test" in text
+    assert "Single-condition study: all cells form one group" in text
+    assert "No differential test: a single-condition study" in text
     assert "No goal state" in text and "<td>delete</td><td class='n'>15</td>" in text
     assert len(re.findall(r"<img ", text)) == 4
+    assert "Per-cell metrics of all cells before the cell filters" in text
+    assert "the all cells" not in text and "cells: all" not in text
+    modules = _section(text, "modules")
+    assert "case - control" not in modules and "<th>FDR</th>" not in modules
+    perturbation = _section(text, "perturbation")
+    assert "mean_goal_shift" not in perturbation and "towards control" not in perturbation
+    assert "cosine shifts" in perturbation  # what the statistic compares without a goal
+    for name in ("modules", "perturbation"):
+        assert "<td class='n'>NA</td>" not in _section(text, name)
+
+
+def test_case_control_study_shows_the_comparison(tmp_path):
+    inputs = _write_inputs(tmp_path)
+    table = pd.read_csv(inputs.perturbation, sep="\t")
+    table.loc[0, "module"], table.loc[1, "module"] = -1, 0
+    table.to_csv(inputs.perturbation, sep="\t", index=False)
+    text = build_report(inputs, study="toy", options=FAST)
+    assert "Case vs control: <b>Tumor vs NAT</b>" in text
+    assert "Per-cell metrics of the Tumor and NAT cells" in text
+    assert "<th>case - control</th><th>FDR</th>" in _section(text, "modules")
+    perturbation = _section(text, "perturbation")
+    assert "<th>mean_goal_shift</th>" in perturbation
+    assert "of them towards control" in perturbation
+    # module -1 (outside the network's genes) and 0 (in no module) are said in words
+    assert "<td>not in the network</td>" in perturbation
+    assert "<td>no module</td>" in perturbation
+
+
+def _section(text: str, key: str) -> str:
+    return text.split(f"<section id='{key}'>")[1].split("</section>")[0]
+
+
+def _tables_with_notes(text: str):
+    """(header cells, explained columns) of every table followed by its column notes."""
+    found = re.findall(
+        r"<div class='scroll'><table[^>]*><thead><tr>(.*?)</tr></thead>(?:(?!<table).)*?"
+        r"</table></div>"
+        r"<details class='columns' open><summary>What the columns mean</summary><dl>(.*?)</dl>",
+        text,
+    )
+    return [
+        (re.findall(r"<th>(.*?)</th>", head), re.findall(r"<dt>(.*?)</dt>", notes))
+        for head, notes in found
+    ]
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_every_column_is_explained(tmp_path, single):
+    text = build_report(_write_inputs(tmp_path, single=single), study="toy", options=FAST)
+    tables = _tables_with_notes(text)
+    # modules, enrichment, (differential), evaluation, perturbation ranking
+    assert len(tables) == (4 if single else 5)
+    for header, explained in tables:
+        assert header == explained, (header, explained)
+    statistic = re.search(r"<dt>statistic</dt><dd>(.*?)</dd>", text).group(1)
+    assert "rank-biserial" in statistic and "null genes" in statistic
+    assert "expression-frequency decile" in statistic
+
+
+def test_enrichment_table_fits_the_page(tmp_path):
+    inputs = _write_inputs(tmp_path)
+    table = pd.read_csv(inputs.enrichment, sep="\t")
+    long_name = "REACTOME_IMMUNOREGULATORY_INTERACTIONS_BETWEEN_A_LYMPHOID_AND_A_NON_LYMPHOID_CELL"
+    table.loc[0, "gene_set"] = long_name
+    table.loc[0, "genes"] = ",".join(f"GENE{i}" for i in range(36))
+    table.to_csv(inputs.enrichment, sep="\t", index=False)
+    text = build_report(inputs, study="toy", options=FAST)
+    enrichment = _section(text, "enrichment")
+    # long lists: the first 8 genes and a count, the rest behind a toggle
+    assert (
+        "<details class='genes'><summary>GENE0, GENE1, GENE2, GENE3, GENE4, GENE5, GENE6, GENE7 "
+        "\u2026 (+28 more)</summary>GENE8, GENE9, " in enrichment
+    )
+    assert "<td>G21, G22, G23, G24</td>" in enrichment  # short lists as they are
+    # long names may wrap at their underscores; every table scrolls inside the page
+    assert "REACTOME_<wbr>IMMUNOREGULATORY_<wbr>INTERACTIONS_<wbr>" in enrichment
+    assert long_name not in enrichment
+    # all but the small ones (package versions, QC counts and filters, perturbation summary)
+    assert text.count("<table") == text.count("<div class='scroll'><table") + 4
+    assert (
+        "td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }"
+        in text
+    )
+
+
+def test_programs_outside_the_network_are_said_so(tmp_path):
+    text = build_report(_write_inputs(tmp_path), study="toy", options=FAST)
+    evaluation = _section(text, "enrichment").split("<h3>Evaluation</h3>")[1]
+    row = re.search(r"<tr><td>proliferation</td>(.*?)</tr>", evaluation).group(1)
+    assert "<td>not in the network</td>" in row
+    assert "NA" not in row
+    assert row.startswith("<td class='n'>2</td><td class='n'>0</td><td class='n'>0</td><td>not in")
+
+
+def test_progress_lines(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="geneattn")
+    build_report(_write_inputs(tmp_path), study="toy", options=FAST)
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("report: ")]
+    assert steps[:2] == ["report: reading the tables", "report: quality control (violin plots)"]
+    assert "report: in-silico perturbation" in steps
+    assert any(s.startswith("report: drawing 3 module panels") for s in steps)
+
+
+# -- figures --------------------------------------------------------------------------------
+
+
+def _overlaps(boxes) -> list[tuple[int, int]]:
+    return [
+        (i, j)
+        for i in range(len(boxes))
+        for j in range(i + 1, len(boxes))
+        if boxes[i].overlaps(boxes[j])
+    ]
+
+
+def test_module_network_one_panel_per_module_with_labels_that_do_not_overlap():
+    from matplotlib.text import Text
+
+    from geneattn.report.plots import draw_module_network
+
+    rng = np.random.default_rng(3)
+    rows, edges = [], []
+    for module in range(1, 8):
+        ids = [f"m{module}g{i}" for i in range(25)]
+        for rank, gene_id in enumerate(ids, start=1):
+            rows.append((gene_id, f"LONGNAME{module}X{rank}", module, rank))
+        # a dense module: the labels of its hubs compete for the same few spots
+        edges += [(a, b) for i, a in enumerate(ids) for b in ids[i + 1 :] if rng.random() < 0.5]
+    nodes = pd.DataFrame(rows, columns=["gene_id", "gene", "module", "hub_rank"])
+    edges += [("m1g0", "m2g0")]  # between modules: not drawn
+    fig = draw_module_network(nodes, edges, n_labels=8, titles={1: "module 1: best set"})
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == 7 and len(fig.axes) == 8  # 2 rows of 4, the last one empty
+    assert panels[0].get_title(loc="left") == "module 1: best set"
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in panels:
+        labels = [t for t in ax.texts]
+        assert 5 <= len(labels) <= 8  # the top hubs, where a label fits
+        frame = ax.get_window_extent(renderer)
+        for label in labels:
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1
+            assert frame.y0 <= box.y0 and box.y1 <= frame.y1
+            boxes.append(box)
+    assert _overlaps(boxes) == []
+
+
+def test_place_labels_in_a_crowd():
+    from matplotlib.text import Text
+
+    from geneattn.report.plots import new_figure, place_labels
+
+    fig = new_figure(4.0, 3.0)
+    ax = fig.subplots()
+    xy = np.random.default_rng(0).normal(scale=0.05, size=(40, 2)) + np.array([0.5, 0.5])
+    ax.scatter(xy[:, 0], xy[:, 1], label="genes")
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    legend = ax.legend(loc="upper right")  # beside the crowd: labels must keep off it
+    placed = place_labels(ax, xy, [f"GENE{i:02d}" for i in range(40)])
+    assert 10 <= len(placed) < 40  # many fit around the crowd; the rest are left out
+    assert len(ax.texts) == len(placed)
+    assert _overlaps(placed) == []
+    legend_box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert not any(box.overlaps(legend_box) for box in placed)
+    renderer = fig.canvas.get_renderer()
+    for label, box in zip(ax.texts, placed, strict=True):
+        label.update_positions(renderer)
+        assert np.allclose(Text.get_window_extent(label, renderer).extents, box.extents)
+    # the same input places the same labels at the same spots
+    again = new_figure(4.0, 3.0).subplots()
+    again.scatter(xy[:, 0], xy[:, 1], label="genes")
+    again.set_xlim(-1, 1)
+    again.set_ylim(-1, 1)
+    again.legend(loc="upper right")
+    assert [
+        b.extents.tolist() for b in place_labels(again, xy, [f"GENE{i:02d}" for i in range(40)])
+    ] == [b.extents.tolist() for b in placed]
 
 
 @pytest.mark.slow
@@ -271,3 +453,28 @@ def test_default_umap_is_seeded():
     first = umap_coordinates(x, n_neighbors=10, seed=0)
     assert first.shape == (60, 2) and np.all(np.isfinite(first))
     assert np.array_equal(first, umap_coordinates(x, n_neighbors=10, seed=0))
+
+
+def test_gene_level_shifts_are_shown_per_perturbed_gene(tmp_path):
+    import dataclasses
+
+    inputs = _write_inputs(tmp_path)
+    rows = [("G0", "GA", 0.9, 0.01, 3), ("G0", "GB", 0.5, 0.02, 2), ("G1", "GC", 0.7, 0.0, 1)]
+    rows += [("G0", f"X{i}", 0.95 + i / 1000, 0.0, 1) for i in range(10)]
+    pd.DataFrame(
+        rows,
+        columns=[
+            "perturbed_gene",
+            "affected_gene",
+            "cosine_sim_mean",
+            "cosine_sim_stdev",
+            "n_detections",
+        ],
+    ).to_csv(tmp_path / "gene_shifts.tsv", sep="\t", index=False)
+    inputs = dataclasses.replace(inputs, gene_shifts=tmp_path / "gene_shifts.tsv")
+    text = build_report(inputs, study="toy", options=FAST)
+    section = text.split("<section id='perturbation'>")[1].split("</section>")[0]
+    assert "Gene-level shifts" in section and "over 2 perturbed genes" in section
+    assert section.index("<td>GB</td>") < section.index("<td>GA</td>")  # largest effect first
+    assert "<td>X4</td>" not in section  # 5 per perturbed gene: GB, GA, X0..X2
+    assert "<td>X2</td>" in section

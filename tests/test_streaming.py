@@ -387,7 +387,7 @@ def _tokens_file(tmp_path):
 
 
 def test_streamed_universes_equal_in_memory(tmp_path):
-    from geneattn.attention import choose_universe, highly_variable_universe
+    from geneattn.universe import choose_universe, highly_variable_universe
     from geneattn.tokenize_stream import h5ad_blocks
     from geneattn.universe_stream import frequent_universe, variable_universe
 
@@ -485,7 +485,7 @@ def test_model_cli_streams_above_chunk_cells(tmp_path):
 
 
 def test_gather_embeddings_in_shards_equals_concat(tmp_path):
-    from geneattn.gather_embeddings import gather_embeddings
+    from geneattn.embeddings import gather_embedding_files
 
     rng = np.random.default_rng(0)
     parts, paths = [], []
@@ -501,7 +501,7 @@ def test_gather_embeddings_in_shards_equals_concat(tmp_path):
         part.write_h5ad(tmp_path / f"shard{s}.h5ad")
         parts.append(part)
         paths.append(tmp_path / f"shard{s}.h5ad")
-    assert gather_embeddings(paths, tmp_path / "out.h5ad") == 15
+    assert gather_embedding_files(paths, tmp_path / "out.h5ad") == 15
     got = ad.read_h5ad(tmp_path / "out.h5ad")
     want = ad.concat(parts, axis=0, merge="same", uns_merge="first")
     _same_adata(want, got)
@@ -509,4 +509,4 @@ def test_gather_embeddings_in_shards_equals_concat(tmp_path):
     parts[1].obs_names = parts[0].obs_names[:1].append(parts[1].obs_names[1:])
     parts[1].write_h5ad(tmp_path / "shard1.h5ad")
     with pytest.raises(InputError, match="also in"):
-        gather_embeddings(paths, tmp_path / "again.h5ad")
+        gather_embedding_files(paths, tmp_path / "again.h5ad")

@@ -258,3 +258,102 @@ def test_cli_ensembl_ids_from_var_gene_ids(tmp_path, resources_dir):
         assert main(["tokenize", *common, *extra, *out]) == 0
     sym, ens = load_tokens(tmp_path / "sym.npz"), load_tokens(tmp_path / "ens.npz")
     assert np.array_equal(sym.tokens, ens.tokens) and np.array_equal(sym.offsets, ens.offsets)
+
+
+def test_cli_geneformer_pickles_gene_mapping_and_attributes(tmp_path, resources_dir):
+    """Geneformer's .pkl dictionaries, its gene mapping (unmapped IDs dropped), and obs
+    columns carried into tokens.npz (custom_attr_name_dict)."""
+    import pickle
+
+    import anndata as ad
+
+    from geneattn.resources.load import (
+        load_gene_medians,
+        load_gene_name_map,
+        load_token_dictionary,
+    )
+    from geneattn.tokenize import load_token_attributes
+
+    gf = resources_dir / "geneformer_v1"
+    tokens = load_token_dictionary(gf / "token_dictionary.tsv")
+    medians = load_gene_medians(gf / "gene_median_dictionary.tsv")
+    names = load_gene_name_map(gf / "gene_name_id.tsv")
+    adata = ad.read_h5ad(resources_dir / "wu2020_200.h5ad")[:12].copy()
+    adata.obs["n_counts"] = np.asarray(adata.X.sum(axis=1)).ravel()
+    ens = [names.get(s, f"NOID{i}") for i, s in enumerate(adata.var_names)]
+    adata.var_names = ens
+    adata.var_names_make_unique()
+    adata.var = adata.var.drop(columns="gene_ids")  # else the CLI reads var['gene_ids']
+    adata.write_h5ad(tmp_path / "qc.h5ad")
+    # a mapping that knows every gene but the most expressed one of cell 0 (lower-case keys
+    # are never matched: Geneformer upper-cases the IDs first)
+    x0 = np.asarray(adata.X[0].todense()).ravel()
+    x0[~np.isin(adata.var_names, list(tokens))] = 0
+    top = str(adata.var_names[int(np.argmax(x0))])
+    mapping = {g.upper(): g for g in tokens if g.startswith("ENS") and g != top}
+    for name, obj in (("tok.pkl", tokens), ("med.pkl", medians), ("map.pkl", mapping)):
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(obj, fh)
+
+    def run(out: str, *extra: str) -> int:
+        return main(
+            [
+                "tokenize",
+                str(tmp_path / "qc.h5ad"),
+                "--gene-id",
+                "ensembl",
+                "--out",
+                str(tmp_path / f"{out}.npz"),
+                "--summary",
+                str(tmp_path / f"{out}.json"),
+                *extra,
+            ]
+        )
+
+    tsv = ["--token-dictionary", str(gf / "token_dictionary.tsv")]
+    tsv += ["--medians-file", str(gf / "gene_median_dictionary.tsv")]
+    pkl = ["--token-dictionary", str(tmp_path / "tok.pkl"), "--medians", "dictionary"]
+    pkl += ["--medians-file", str(tmp_path / "med.pkl")]
+    assert run("tsv", *tsv) == 0
+    assert run("pkl", *pkl, "--attribute", "source", "--attribute", "patient=donor") == 0
+    a, b = load_tokens(tmp_path / "tsv.npz"), load_tokens(tmp_path / "pkl.npz")
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.offsets, b.offsets)
+    attrs = load_token_attributes(tmp_path / "pkl.npz")
+    assert sorted(attrs) == ["donor", "source"]
+    assert attrs["source"].tolist() == adata.obs["source"].astype(str).tolist()
+    assert attrs["donor"].tolist() == adata.obs["patient"].astype(str).tolist()
+    assert load_token_attributes(tmp_path / "tsv.npz") == {}
+
+    assert run("mapped", *pkl, "--gene-mapping", str(tmp_path / "map.pkl")) == 0
+    mapped = load_tokens(tmp_path / "mapped.npz")
+    assert tokens[top] in a.cell(0) and tokens[top] not in mapped.cell(0)
+    summary = json.loads((tmp_path / "mapped.json").read_text())
+    assert summary["genes_dropped"]["not_in_gene_mapping"] >= 1
+    assert run("bad", *pkl, "--attribute", "nope") == 2
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_pickled_dictionaries_are_checked(tmp_path):
+    import pickle
+
+    from geneattn.resources.load import load_gene_mapping, load_gene_medians, load_token_dictionary
+
+    for name, obj, loader in (
+        ("neg.pkl", {"A": 1.0, "B": -2.0}, load_gene_medians),
+        ("dup.pkl", {"A": 1, "B": 1}, load_token_dictionary),
+        ("list.pkl", [1, 2], load_token_dictionary),
+        ("num.pkl", {"A": 3}, load_gene_mapping),
+    ):
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(obj, fh)
+        with pytest.raises(InputError, match=name):
+            loader(tmp_path / name)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "evil.pkl", "wb") as fh:
+        pickle.dump({"A": Evil()}, fh)
+    with pytest.raises(InputError, match="refusing"):
+        load_token_dictionary(tmp_path / "evil.pkl")

@@ -13,17 +13,25 @@
 //! x = LayerNorm(x + act(x W_i^T + b_i) W_2^T + b_2)
 //! ```
 //!
-//! Weights are in Hugging Face's `nn.Linear` layout (`out x in`, used transposed without a
-//! copy); the query, key and value weights are stacked into one `3d x d` matrix. Hidden
-//! states are numbered as Hugging Face's `hidden_states`: 0 is the embedding output and `l`
-//! the output of layer `l` (1-based). Layers past the last one a request needs are not run.
+//! Weights are in Hugging Face's `nn.Linear` layout (`out x in`); the query, key and value
+//! weights are stacked into one `3d x d` matrix. An [`Encoder`] packs them once per call
+//! for the GEMM of [`crate::sgemm`], shared by every thread. Hidden states are numbered as
+//! Hugging Face's `hidden_states`: 0 is the embedding output and `l` the output of layer
+//! `l` (1-based). Layers past the last one a request needs are not run.
 //!
-//! Work is split into fixed blocks of rows (dense layers) and of query rows (attention),
-//! each computed by one thread in a fixed order, so the thread count never changes a
-//! result. Cells run side by side, one thread each, except the last few of at least
+//! The attention of a layer is one call, [`self_attention`], on one cell's queries, keys
+//! and values: the fused attention of [`crate::flash`] (no `n x n` matrix), or, for a
+//! layer whose weights are returned, the exact softmax matrix block by block of query rows.
+//!
+//! Cells shorter than [`GROUP_TOKENS`] are stacked into groups of consecutive cells whose
+//! dense layers (projections, attention output, feed-forward) run as one GEMM; the
+//! attention stays per cell. Work is split into fixed blocks of rows (dense layers) and of
+//! query rows (attention), each computed by one thread in a fixed order, and every row's
+//! arithmetic is the same whatever rows it is stacked with, so neither the thread count
+//! nor the grouping changes a result: a batch gives bit-identical results to cells one at
+//! a time. Groups run side by side, one thread each, except the last few of at least
 //! [`LONG_CELL`] tokens when there are fewer of them than threads: those run one after
-//! another with their blocks in parallel. Either way a cell's arithmetic is the same, so a
-//! batch gives bit-identical results to cells one at a time.
+//! another with their blocks in parallel.
 //!
 //! [`CellScratch::queries_keys`] and [`CellScratch::scores`] run one cell only as far as one
 //! layer's attention scores, for the aggregation kernels of [`crate::aggregate`].
@@ -38,22 +46,31 @@ use rayon::prelude::*;
 pub use activation::Activation;
 
 use crate::error::KernelResult;
+use crate::flash::{self, KeysValues};
 use crate::kerr;
 use crate::matrix::{gemm, Mat, Ragged, TokenId, View, ViewMut};
+use crate::sgemm::{self, Init, PackedB};
 use crate::simd::{add_into, add_scale, softmax_row};
 
-/// Rows per block of the dense layers (projections, attention output, feed-forward). Each
-/// block repacks the weights for its GEMM, so blocks should not be small; 128 and 512 were
-/// within a few percent of 256 on a V1-sized model.
+/// Rows per block of the dense layers (attention output and feed-forward, whose
+/// intermediate block stays in cache), and per parallel block of the projections.
 pub const DENSE_ROWS: usize = 256;
+
+/// Query rows per parallel block of the fused attention (all heads).
+pub const FLASH_ROWS: usize = 2 * flash::BQ;
+
+/// Cells shorter than this are stacked, consecutive ones together, into groups of at most
+/// this many tokens whose dense layers run as one GEMM.
+pub const GROUP_TOKENS: usize = 1024;
 
 /// Query rows per block of the attention: one head's block of weights (`128 x n`, 1 MiB
 /// for 2,048 tokens) stays in cache while it is normalised and multiplied by the values.
 /// Every block repacks the keys and values, so 64 rows was 10% slower on 2,048 tokens.
 pub const ATTN_ROWS: usize = 128;
 
-/// Cells with at least this many tokens may be computed with their blocks in parallel (when
-/// there are fewer of them left than threads); shorter ones always run one thread per cell.
+/// Groups with at least this many tokens may be computed with their blocks in parallel
+/// (when there are fewer of them left than threads); smaller ones always run one thread
+/// per group.
 pub const LONG_CELL: usize = 256;
 
 /// A dense layer in `nn.Linear` layout: `y = x w^T + b`, `w` is `out x in`.
@@ -75,28 +92,6 @@ impl Linear<'_> {
         check_vec(&format!("{name} bias"), self.b, out)?;
         self.w.check_finite(&format!("{name} weight"))
     }
-
-    /// `out = x w^T + b` for `x` (`rows x in`); `out` is `rows x out`.
-    fn apply(&self, x: &[f32], out: &mut [f32]) {
-        let (o, i) = (self.w.rows, self.w.cols);
-        let rows = x.len() / i;
-        for r in out.chunks_exact_mut(o) {
-            r.copy_from_slice(self.b);
-        }
-        self.accumulate(x, rows, out);
-    }
-
-    /// `out += x w^T` for `x` (`rows x in`).
-    fn accumulate(&self, x: &[f32], rows: usize, out: &mut [f32]) {
-        let (o, i) = (self.w.rows, self.w.cols);
-        gemm(
-            1.0,
-            View::rowmajor(x, rows, i),
-            self.w.view().t(),
-            1.0,
-            ViewMut::rowmajor(out, rows, o),
-        );
-    }
 }
 
 /// LayerNorm weight (`gamma`) and bias (`beta`).
@@ -113,24 +108,44 @@ impl Norm<'_> {
     }
 
     /// Normalises every row of `x` (`d` columns) in place: `(x - mean) / sqrt(var + eps)`
-    /// with the biased variance, then `* gamma + beta`. Sums in f64.
+    /// with the biased variance, then `* gamma + beta`. Sums in f64, over eight fixed lanes.
     fn apply(&self, x: &mut [f32], eps: f32) {
         let d = self.gamma.len();
         for row in x.chunks_exact_mut(d) {
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = row
-                .iter()
-                .map(|&v| {
-                    let c = v as f64 - mean;
-                    c * c
-                })
-                .sum::<f64>()
-                / d as f64;
-            let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
-            let mean = mean as f32;
-            for ((v, &g), &b) in row.iter_mut().zip(self.gamma).zip(self.beta) {
-                *v = (*v - mean) * inv * g + b;
-            }
+            layer_norm_row::<f32>(row, self.gamma, self.beta, eps as f64);
+        }
+    }
+}
+
+/// `sum f(v)` over a row in f64, over eight fixed lanes.
+#[inline(always)]
+fn lane_sum64(row: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        acc[l] += f(v);
+    }
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += f(c[l]);
+        }
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+crate::simd_fn! {
+    /// [`Norm::apply`] of one row.
+    fn layer_norm_row<T: Real>(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f64) {
+        let d = row.len() as f64;
+        let mean = lane_sum64(row, |v| v as f64) / d;
+        let var = lane_sum64(row, |v| {
+            let c = v as f64 - mean;
+            c * c
+        }) / d;
+        let inv = (1.0 / (var + eps).sqrt()) as f32;
+        let mean = mean as f32;
+        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = (*v - mean) * inv * g + b;
         }
     }
 }
@@ -342,39 +357,90 @@ pub struct CellOut<'o> {
     pub attention: Vec<&'o mut [f32]>,
 }
 
-/// Reusable per-cell buffers.
+impl CellOut<'_> {
+    /// Buffers for nothing.
+    pub fn none() -> Self {
+        Self {
+            hidden: Vec::new(),
+            pooled: None,
+            attention: Vec::new(),
+        }
+    }
+}
+
+/// A model's dense weights packed for [`crate::sgemm`].
+#[derive(Debug)]
+struct PackedLayer {
+    qkv: PackedB,
+    attn_out: PackedB,
+    ffn_in: PackedB,
+    ffn_out: PackedB,
+}
+
+/// A model with the dense weights of its first layers packed for the GEMM, once per call
+/// and shared by every thread.
+#[derive(Debug)]
+pub struct Encoder<'m, 'a> {
+    pub model: &'m Bert<'a>,
+    layers: Vec<PackedLayer>,
+}
+
+impl<'m, 'a> Encoder<'m, 'a> {
+    /// Packs layers `0 .. n_layers` (in parallel on the current rayon pool).
+    pub fn new(model: &'m Bert<'a>, n_layers: usize) -> Self {
+        let layers = model.layers[..n_layers]
+            .par_iter()
+            .map(|l| PackedLayer {
+                qkv: PackedB::linear(&l.qkv.w),
+                attn_out: PackedB::linear(&l.attn_out.w),
+                ffn_in: PackedB::linear(&l.ffn_in.w),
+                ffn_out: PackedB::linear(&l.ffn_out.w),
+            })
+            .collect();
+        Self { model, layers }
+    }
+}
+
+/// Reusable per-thread buffers.
 #[derive(Debug, Default)]
 pub struct CellScratch {
     x: Vec<f32>,
     qkv: Vec<f32>,
     ctx: Vec<f32>,
+    inter: Vec<f32>,
+    attn: AttentionScratch,
+}
+
+/// Buffers of [`self_attention`].
+#[derive(Debug, Default)]
+pub struct AttentionScratch {
+    kv: KeysValues,
+    tiles: flash::Scratch,
 }
 
 impl CellScratch {
     /// Runs the embeddings and layers `0 .. layer` of one cell (tokens checked as for
-    /// [`forward_cell`], `layer` a layer of the model), then only the query and key
+    /// [`forward_cell`], `layer` a layer packed in `enc`), then only the query and key
     /// projections of layer `layer`: its attention scores are then read block by block
     /// with [`CellScratch::scores`]. Nothing of layer `layer` past its scores is computed.
-    pub fn queries_keys<I: TokenId>(&mut self, model: &Bert<'_>, tokens: &[I], layer: usize) {
-        let none = CellOut {
-            hidden: Vec::new(),
-            pooled: None,
-            attention: Vec::new(),
-        };
-        forward_cell(model, tokens, &Wanted::default(), layer, false, self, none);
-        let d = model.d();
-        let qkv = &model.layers[layer].qkv;
-        // the first 2d rows of the stacked weight are the query and key projections
-        let qk = Linear {
-            w: Mat {
-                data: &qkv.w.data[..2 * d * d],
-                rows: 2 * d,
-                cols: d,
-            },
-            b: &qkv.b[..2 * d],
-        };
-        self.qkv.resize(tokens.len() * 2 * d, 0.0);
-        project(&qk, &self.x, &mut self.qkv, false);
+    pub fn queries_keys<I: TokenId>(&mut self, enc: &Encoder<'_, '_>, tokens: &[I], layer: usize) {
+        forward_cell(
+            enc,
+            tokens,
+            &Wanted::default(),
+            layer,
+            false,
+            self,
+            CellOut::none(),
+        );
+        let d = enc.model.d();
+        let n = tokens.len();
+        // the first 2d columns of the stacked projection are the queries and keys
+        self.qkv.resize(n * 2 * d, 0.0);
+        let lin = &enc.model.layers[layer].qkv;
+        let packed = &enc.layers[layer].qkv;
+        let bias = Init::Bias(&lin.b[..2 * d]);
+        sgemm::gemm_cols(n, &self.x, d, packed, 2 * d, &mut self.qkv, 2 * d, bias);
     }
 
     /// Raw scores `q_h k_h^T` (before scaling and softmax) of head `h` for query rows
@@ -418,60 +484,112 @@ fn for_blocks<A: Send, S>(
 }
 
 /// Encodes one cell (tokens already checked against the vocabulary and the position
-/// table, `wanted` against the model) into `out`, running `n_run` layers. With `parallel`
-/// its blocks are spread over the current rayon pool; the result is the same either way.
+/// table, `wanted` against the model) into `out`, running `n_run` layers (packed in
+/// `enc`). With `parallel` its blocks are spread over the current rayon pool; the result
+/// is the same either way.
 ///
 /// This is the building block for callers that consume each cell's output at once (for
 /// example adding its attention into gene x gene sums) instead of keeping all cells.
 pub fn forward_cell<I: TokenId>(
-    model: &Bert<'_>,
+    enc: &Encoder<'_, '_>,
     tokens: &[I],
     wanted: &Wanted,
     n_run: usize,
     parallel: bool,
     s: &mut CellScratch,
-    mut out: CellOut<'_>,
+    out: CellOut<'_>,
 ) {
-    let n = tokens.len();
+    forward_group(enc, &[tokens], wanted, n_run, parallel, s, vec![out]);
+}
+
+/// Encodes a group of cells together: their rows are stacked for the dense layers (one
+/// GEMM each), the attention runs cell by cell. Every cell's result is bit-identical to
+/// [`forward_cell`] on it alone.
+fn forward_group<I: TokenId>(
+    enc: &Encoder<'_, '_>,
+    cells: &[&[I]],
+    wanted: &Wanted,
+    n_run: usize,
+    parallel: bool,
+    s: &mut CellScratch,
+    mut outs: Vec<CellOut<'_>>,
+) {
+    let model = enc.model;
     let d = model.d();
-    if n == 0 {
-        if let Some(p) = out.pooled.as_deref_mut() {
-            p.fill(0.0);
+    let mut starts = vec![0usize];
+    for c in cells {
+        starts.push(starts.last().unwrap() + c.len());
+    }
+    let rows = starts[cells.len()];
+    embed(model, cells, &mut s.x);
+    let emit_all = |k: usize, x: &[f32], outs: &mut [CellOut<'_>]| {
+        for (c, out) in outs.iter_mut().enumerate() {
+            emit(k, &x[starts[c] * d..starts[c + 1] * d], d, wanted, out);
         }
+    };
+    emit_all(0, &s.x, &mut outs);
+    if rows == 0 {
         return;
     }
-    embed(model, tokens, &mut s.x);
-    emit(0, &s.x, n, d, wanted, &mut out);
     for (l, layer) in model.layers[..n_run].iter().enumerate() {
-        let att = wanted
-            .attention
-            .iter()
-            .position(|&a| a == l)
-            .map(|j| std::mem::take(&mut out.attention[j]));
-        attention(model, layer, n, s, att, wanted.per_head, parallel);
-        dense_and_ffn(model, layer, &mut s.x, &s.ctx, parallel);
-        emit(l + 1, &s.x, n, d, wanted, &mut out);
+        let packed = &enc.layers[l];
+        s.qkv.resize(rows * 3 * d, 0.0);
+        project(&packed.qkv, layer.qkv.b, &s.x, &mut s.qkv, parallel);
+        s.ctx.resize(rows * d, 0.0);
+        for (c, out) in outs.iter_mut().enumerate() {
+            let (a, b) = (starts[c], starts[c + 1]);
+            let weights = wanted
+                .attention
+                .iter()
+                .position(|&a| a == l)
+                .map(|j| AttentionWeights {
+                    out: std::mem::take(&mut out.attention[j]),
+                    per_head: wanted.per_head,
+                });
+            let qkv = Qkv {
+                data: &s.qkv[a * 3 * d..b * 3 * d],
+                n: b - a,
+                d,
+            };
+            let ctx = &mut s.ctx[a * d..b * d];
+            self_attention(model, qkv, ctx, weights, parallel, &mut s.attn);
+        }
+        dense_and_ffn(
+            model,
+            layer,
+            packed,
+            &mut s.x,
+            &s.ctx,
+            &mut s.inter,
+            parallel,
+        );
+        emit_all(l + 1, &s.x, &mut outs);
     }
 }
 
-/// `x = LayerNorm(word[t_i] + position[i] + token_type)`.
-fn embed<I: TokenId>(model: &Bert<'_>, tokens: &[I], x: &mut Vec<f32>) {
+/// `x = LayerNorm(word[t_i] + position[i] + token_type)`, the cells' rows one after another.
+fn embed<I: TokenId>(model: &Bert<'_>, cells: &[&[I]], x: &mut Vec<f32>) {
     let e = &model.embeddings;
     let d = model.d();
     x.clear();
-    x.resize(tokens.len() * d, 0.0);
-    for (i, (row, t)) in x.chunks_exact_mut(d).zip(tokens).enumerate() {
-        let w = e.word.row(t.get() as usize);
-        let p = e.position.row(i);
-        for (((v, &a), &b), &c) in row.iter_mut().zip(w).zip(p).zip(e.token_type) {
-            *v = a + b + c;
+    x.resize(cells.iter().map(|c| c.len()).sum::<usize>() * d, 0.0);
+    let mut rows = x.chunks_exact_mut(d);
+    for tokens in cells {
+        // tokens first: zip stops on them without taking a row of the next cell
+        for (i, (t, row)) in tokens.iter().zip(rows.by_ref()).enumerate() {
+            let w = e.word.row(t.get() as usize);
+            let p = e.position.row(i);
+            for (((v, &a), &b), &c) in row.iter_mut().zip(w).zip(p).zip(e.token_type) {
+                *v = a + b + c;
+            }
         }
     }
     e.norm.apply(x, model.eps);
 }
 
-/// Copies hidden state `k` where it is wanted and pools it.
-fn emit(k: usize, x: &[f32], n: usize, d: usize, wanted: &Wanted, out: &mut CellOut<'_>) {
+/// Copies hidden state `k` of one cell (`x`, its rows) where it is wanted and pools it.
+fn emit(k: usize, x: &[f32], d: usize, wanted: &Wanted, out: &mut CellOut<'_>) {
+    let n = x.len() / d;
     for (j, &h) in wanted.hidden.iter().enumerate() {
         if h == k {
             out.hidden[j].copy_from_slice(x);
@@ -481,6 +599,10 @@ fn emit(k: usize, x: &[f32], n: usize, d: usize, wanted: &Wanted, out: &mut Cell
         return;
     };
     if p.layer != k {
+        return;
+    }
+    if n == 0 {
+        dst.fill(0.0);
         return;
     }
     match p.mode {
@@ -508,60 +630,124 @@ fn emit(k: usize, x: &[f32], n: usize, d: usize, wanted: &Wanted, out: &mut Cell
     }
 }
 
-/// `out = x w^T + b` (`Linear::apply`) block by block of [`DENSE_ROWS`] rows.
-fn project(lin: &Linear<'_>, x: &[f32], out: &mut [f32], parallel: bool) {
-    let (o, i) = (lin.w.rows, lin.w.cols);
+/// `out = x w^T + b` for a packed `w`, block by block of [`DENSE_ROWS`] rows in parallel,
+/// or in one call.
+fn project(w: &PackedB, b: &[f32], x: &[f32], out: &mut [f32], parallel: bool) {
+    let (o, i) = (w.n(), w.k());
+    let rows = x.len() / i;
+    if !parallel {
+        sgemm::gemm(rows, x, i, w, out, o, Init::Bias(b));
+        return;
+    }
     let blocks: Vec<_> = x
         .chunks(DENSE_ROWS * i)
         .zip(out.chunks_mut(DENSE_ROWS * o))
         .collect();
-    for_blocks(parallel, blocks, || (), |_, (xb, ob)| lin.apply(xb, ob));
+    for_blocks(
+        parallel,
+        blocks,
+        || (),
+        |_, (xb, ob)| sgemm::gemm(xb.len() / i, xb, i, w, ob, o, Init::Bias(b)),
+    );
 }
 
-/// Self-attention of one layer: `s.qkv` from `s.x`, then `s.ctx` (`n x d`, heads side by
-/// side); the weights go to `att` (`heads x n x n`, or `n x n` head-averaged) when given.
-fn attention(
+/// One cell's queries, keys and values of one layer: row `i` is `data[i * 3d ..]`, its
+/// query in columns `0 .. d`, key in `d .. 2d` and value in `2d .. 3d` (head `h` in
+/// columns `h * dh .. (h + 1) * dh` of each).
+#[derive(Debug, Clone, Copy)]
+pub struct Qkv<'a> {
+    pub data: &'a [f32],
+    pub n: usize,
+    pub d: usize,
+}
+
+/// Where the attention weights of a layer go, when they are returned.
+#[derive(Debug)]
+pub struct AttentionWeights<'o> {
+    /// `heads x n x n` when `per_head`, else `n x n` (head-averaged).
+    pub out: &'o mut [f32],
+    pub per_head: bool,
+}
+
+/// The self-attention of one layer for one cell: from its queries, keys and values, the
+/// context (`n x d`, heads side by side, before the output projection) into `ctx`. With
+/// `weights` the softmax matrices are computed exactly and kept; without, the fused
+/// attention of [`crate::flash`] runs (no `n x n` matrix). With `parallel` blocks of query
+/// rows run on the current rayon pool; the result does not depend on it.
+///
+/// This is the encoder's only attention call site per layer.
+pub fn self_attention(
     model: &Bert<'_>,
-    layer: &Layer<'_>,
-    n: usize,
-    s: &mut CellScratch,
-    att: Option<&mut [f32]>,
-    per_head: bool,
+    qkv: Qkv<'_>,
+    ctx: &mut [f32],
+    weights: Option<AttentionWeights<'_>>,
+    parallel: bool,
+    s: &mut AttentionScratch,
+) {
+    let (n, d) = (qkv.n, qkv.d);
+    if n == 0 {
+        return;
+    }
+    if let Some(w) = weights {
+        exact_attention(model, qkv, ctx, w, parallel);
+        return;
+    }
+    let heads = model.n_heads;
+    let dh = d / heads;
+    let scale = score_scale(model);
+    let ld = 3 * d;
+    s.kv.pack(&qkv.data[d..], &qkv.data[2 * d..], ld, n, heads, dh);
+    let kv = &s.kv;
+    let run = |tiles: &mut flash::Scratch, r0: usize, ctx: &mut [f32]| {
+        let rows = ctx.len() / d;
+        for h in 0..heads {
+            let q = &qkv.data[r0 * ld + h * dh..];
+            flash::attend(q, ld, rows, kv, h, scale, &mut ctx[h * dh..], d, tiles);
+        }
+    };
+    if parallel {
+        let items: Vec<_> = ctx.chunks_mut(FLASH_ROWS * d).enumerate().collect();
+        for_blocks(true, items, flash::Scratch::default, |t, (b, c)| {
+            run(t, b * FLASH_ROWS, c)
+        });
+    } else {
+        run(&mut s.tiles, 0, ctx);
+    }
+}
+
+/// [`self_attention`] with the weights kept: per block of query rows and head, the score
+/// block, its softmax rows (into `w.out` when per head) and their product with the values.
+fn exact_attention(
+    model: &Bert<'_>,
+    qkv: Qkv<'_>,
+    ctx: &mut [f32],
+    w: AttentionWeights<'_>,
     parallel: bool,
 ) {
-    let d = model.d();
+    let (n, d) = (qkv.n, qkv.d);
     let h_count = model.n_heads;
     let dh = d / h_count;
-    s.qkv.resize(n * 3 * d, 0.0);
-    project(&layer.qkv, &s.x, &mut s.qkv, parallel);
-
-    s.ctx.resize(n * d, 0.0);
-    let per_head = per_head && att.is_some();
+    let per_head = w.per_head;
     let nb = n.div_ceil(ATTN_ROWS);
     let mut dests: Vec<Vec<&mut [f32]>> = (0..nb).map(|_| Vec::new()).collect();
-    if let Some(a) = att {
-        for region in a.chunks_mut(n * n) {
-            for (b, rows) in region.chunks_mut(ATTN_ROWS * n).enumerate() {
-                dests[b].push(rows);
-            }
+    for region in w.out.chunks_mut(n * n) {
+        for (b, rows) in region.chunks_mut(ATTN_ROWS * n).enumerate() {
+            dests[b].push(rows);
         }
     }
-    let items: Vec<_> = s
-        .ctx
+    let items: Vec<_> = ctx
         .chunks_mut(ATTN_ROWS * d)
         .zip(dests)
         .enumerate()
         .collect();
-    let qkv = &s.qkv[..];
-    let scale = score_scale(model);
     let inv_heads = 1.0 / h_count as f32;
     let head = HeadBlock {
-        qkv,
+        qkv: qkv.data,
         width: 3 * d,
         n,
         d,
         dh,
-        scale,
+        scale: score_scale(model),
     };
     for_blocks(
         parallel,
@@ -577,18 +763,16 @@ fn attention(
                 return;
             }
             scores.resize((r1 - r0) * n, 0.0);
-            let mut avg = dest.pop();
+            let avg = dest.pop().expect("one head-averaged block");
             for h in 0..h_count {
                 head.run(h, r0, r1, scores, ctx);
-                if let Some(avg) = avg.as_deref_mut() {
-                    // sum over heads, scaled by 1/H with the last one
-                    if h == 0 {
-                        avg.copy_from_slice(scores);
-                    } else if h + 1 < h_count {
-                        add_into(avg, scores);
-                    } else {
-                        add_scale(avg, scores, inv_heads);
-                    }
+                // sum over heads, scaled by 1/H with the last one
+                if h == 0 {
+                    avg.copy_from_slice(scores);
+                } else if h + 1 < h_count {
+                    add_into(avg, scores);
+                } else {
+                    add_scale(avg, scores, inv_heads);
                 }
             }
         },
@@ -635,30 +819,44 @@ impl HeadBlock<'_> {
 }
 
 /// `x = LayerNorm(x + ctx W_o^T + b_o)`, then `x = LayerNorm(x + act(x W_i^T + b_i) W_2^T
-/// + b_2)`, block by block of rows.
-fn dense_and_ffn(model: &Bert<'_>, layer: &Layer<'_>, x: &mut [f32], ctx: &[f32], parallel: bool) {
+/// + b_2)`, block by block of [`DENSE_ROWS`] rows (`inter` holds a block's intermediate
+/// activations when the blocks run in order).
+fn dense_and_ffn(
+    model: &Bert<'_>,
+    layer: &Layer<'_>,
+    packed: &PackedLayer,
+    x: &mut [f32],
+    ctx: &[f32],
+    inter: &mut Vec<f32>,
+    parallel: bool,
+) {
     let d = model.d();
-    let inter = layer.ffn_in.w.rows;
-    let blocks: Vec<_> = x
-        .chunks_mut(DENSE_ROWS * d)
-        .zip(ctx.chunks(DENSE_ROWS * d))
-        .collect();
-    for_blocks(parallel, blocks, Vec::new, |h: &mut Vec<f32>, (xb, cb)| {
+    let width = layer.ffn_in.w.rows;
+    let block = |h: &mut Vec<f32>, (xb, cb): (&mut [f32], &[f32])| {
         let rows = xb.len() / d;
         for r in xb.chunks_exact_mut(d) {
             add_into(r, layer.attn_out.b);
         }
-        layer.attn_out.accumulate(cb, rows, xb);
+        sgemm::gemm(rows, cb, d, &packed.attn_out, xb, d, Init::Accumulate);
         layer.attn_norm.apply(xb, model.eps);
-        h.resize(rows * inter, 0.0);
-        layer.ffn_in.apply(xb, h);
+        h.resize(rows * width, 0.0);
+        let bias = Init::Bias(layer.ffn_in.b);
+        sgemm::gemm(rows, xb, d, &packed.ffn_in, h, width, bias);
         model.activation.apply(h);
         for r in xb.chunks_exact_mut(d) {
             add_into(r, layer.ffn_out.b);
         }
-        layer.ffn_out.accumulate(h, rows, xb);
+        sgemm::gemm(rows, h, width, &packed.ffn_out, xb, d, Init::Accumulate);
         layer.out_norm.apply(xb, model.eps);
-    });
+    };
+    let blocks = x.chunks_mut(DENSE_ROWS * d).zip(ctx.chunks(DENSE_ROWS * d));
+    if parallel {
+        for_blocks(true, blocks.collect(), Vec::new, block);
+    } else {
+        for b in blocks {
+            block(inter, b);
+        }
+    }
 }
 
 /// The outputs of [`bert_forward`] for a batch of cells.
@@ -721,6 +919,13 @@ fn each_once<A: Send>(items: Vec<A>, n_workers: usize, f: impl Fn(A) + Sync) {
         });
 }
 
+/// Consecutive cells encoded together (see [`forward_group`]).
+struct Group<'c, 'o, I> {
+    tokens: usize,
+    cells: Vec<&'c [I]>,
+    outs: Vec<CellOut<'o>>,
+}
+
 /// Encodes many cells: cell `c` is `cells.cell(c)` (token ids, rows of the word
 /// embeddings). Returns what `wanted` asks for; cells run on a pool of `n_threads`.
 pub fn bert_forward<I: TokenId>(
@@ -769,40 +974,50 @@ pub fn bert_forward<I: TokenId>(
             .map(|b| split_sizes(b, attention_offsets.windows(2).map(|w| w[1] - w[0])).into_iter())
             .collect();
         let mut p_parts = pooled.as_deref_mut().map(|p| p.chunks_mut(d.max(1)));
-        let mut long = Vec::new();
-        let mut short = Vec::new();
+        // consecutive short cells stacked into groups of at most GROUP_TOKENS tokens
+        let mut groups: Vec<Group<'_, '_, I>> = Vec::new();
         for (c, &n) in lens.iter().enumerate() {
             let out = CellOut {
                 hidden: h_parts.iter_mut().map(|it| it.next().unwrap()).collect(),
                 pooled: p_parts.as_mut().and_then(|it| it.next()),
                 attention: a_parts.iter_mut().map(|it| it.next().unwrap()).collect(),
             };
-            if n >= LONG_CELL {
-                long.push((c, out));
-            } else {
-                short.push((c, out));
+            match groups.last_mut() {
+                Some(g) if n < GROUP_TOKENS && g.tokens + n <= GROUP_TOKENS => {
+                    g.tokens += n;
+                    g.cells.push(cells.cell(c));
+                    g.outs.push(out);
+                }
+                _ => groups.push(Group {
+                    tokens: n,
+                    cells: vec![cells.cell(c)],
+                    outs: vec![out],
+                }),
             }
         }
-        // Longest first. While every thread can have a long cell of its own, long cells run
-        // side by side, one thread each (nothing to wait for inside a cell); the last fewer
-        // than n_threads run one at a time with their blocks spread over the threads.
-        long.sort_by_key(|&(c, _)| std::cmp::Reverse(lens[c]));
+        let (mut long, short): (Vec<_>, Vec<_>) =
+            groups.into_iter().partition(|g| g.tokens >= LONG_CELL);
+        // Largest first. While every thread can have a long group of its own, long groups
+        // run side by side, one thread each (nothing to wait for inside a group); the last
+        // fewer than n_threads run one at a time with their blocks spread over the threads.
+        long.sort_by_key(|g| std::cmp::Reverse(g.tokens));
         let rest = long.split_off(long.len() - long.len() % n_threads);
-        let run = |c: usize, parallel: bool, s: &mut CellScratch, out: CellOut<'_>| {
-            forward_cell(model, cells.cell(c), wanted, n_run, parallel, s, out)
-        };
         crate::pool::install(n_threads, || {
-            each_once(long, n_threads, |(c, out)| {
-                run(c, false, &mut CellScratch::default(), out)
+            let enc = Encoder::new(model, n_run);
+            let run = |g: Group<'_, '_, I>, parallel: bool, s: &mut CellScratch| {
+                forward_group(&enc, &g.cells, wanted, n_run, parallel, s, g.outs)
+            };
+            each_once(long, n_threads, |g| {
+                run(g, false, &mut CellScratch::default())
             });
             let mut s = CellScratch::default();
-            for (c, out) in rest {
-                run(c, n_threads > 1, &mut s, out);
+            for g in rest {
+                run(g, n_threads > 1, &mut s);
             }
             drop(s);
             short
                 .into_par_iter()
-                .for_each_init(CellScratch::default, |s, (c, out)| run(c, false, s, out));
+                .for_each_init(CellScratch::default, |s, g| run(g, false, s));
         })?;
     }
     Ok(BatchOutput {

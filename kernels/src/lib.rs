@@ -12,11 +12,13 @@
 //! - [`aggregate`]: the attention of many cells (a study model's, or one layer of a
 //!   checkpoint's) summed into gene x gene arrays or per-cell module sums, fused.
 //! - [`knowledge`]: the K-encoder's prior-graph neighbourhood embeddings.
+//! - [`sgemm`], [`flash`]: the encoder's packed f32 GEMM and fused softmax attention.
 //! - [`matrix`], [`real`], [`simd`]: matrices and GEMM, the f32/f64 trait, vector dispatch.
 
 pub mod aggregate;
 pub mod bert;
 pub mod error;
+pub mod flash;
 pub mod gaussian;
 pub mod knowledge;
 pub mod matrix;
@@ -25,6 +27,7 @@ pub mod perturb;
 pub mod pool;
 pub mod projected;
 pub mod real;
+pub mod sgemm;
 pub mod simd;
 pub mod tokenize;
 

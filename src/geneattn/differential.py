@@ -30,7 +30,8 @@ A module-attention file (:func:`save_module_attention`) is an uncompressed ``.np
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,18 +42,25 @@ from geneattn.errors import InputError
 from geneattn.io.atomic import atomic_path
 from geneattn.io.npz import read_npz_arrays
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    import networkx as nx
     import pandas as pd
 
     from geneattn.models.protocol import AttentionModel
+    from geneattn.network import GeneNetwork
     from geneattn.tokenize import TokenizedCells
 
 __all__ = [
     "ModuleAttention",
     "cell_label_test",
+    "differential_graph",
     "gather_module_attention",
     "load_module_attention",
     "module_attention",
+    "module_gene_tokens",
+    "read_hub_ranks",
     "read_module_labels",
     "save_module_attention",
 ]
@@ -147,6 +155,30 @@ def read_module_labels(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             path,
         )
     return gene_ids, modules.astype(np.int64)
+
+
+def module_gene_tokens(
+    gene_ids: np.ndarray,
+    vocabulary: np.ndarray,
+    *,
+    source: str | Path | None = None,
+    tokens_source: str | Path | None = None,
+) -> np.ndarray:
+    """Token id of each module gene (by Ensembl ID in ``vocabulary``).
+
+    Raises
+    ------
+    InputError
+        A gene is not a token (naming ``source``, the module table, and ``tokens_source``).
+    """
+    token_of = {str(g): t for t, g in enumerate(np.asarray(vocabulary).astype(str))}
+    unknown = [g for g in np.asarray(gene_ids).tolist() if g not in token_of]
+    if unknown:
+        raise InputError(
+            f"{len(unknown)} genes are not tokens of {tokens_source}, e.g. {unknown[0]}",
+            source,
+        )
+    return np.array([token_of[g] for g in np.asarray(gene_ids).tolist()], dtype=np.int64)
 
 
 def module_attention(
@@ -339,6 +371,13 @@ def cell_label_test(
         raise InputError(
             f"{case.n_cells} case and {control.n_cells} control cells: both need cells"
         )
+    logger.info(
+        "%d modules: %d relabellings of %d case and %d control cells",
+        len(case.modules),
+        n_permutations,
+        case.n_cells,
+        control.n_cells,
+    )
     sums = np.concatenate([case.sums, control.sums]).astype(np.float64)
     pairs = np.concatenate([case.pairs, control.pairs]).astype(np.float64)
     n, n_case = len(sums), case.n_cells
@@ -379,6 +418,93 @@ def cell_label_test(
     table["n_permutations"] = np.int64(n_permutations)
     table["test"] = "cells"
     return table[list(DIFFERENTIAL_COLUMNS)]
+
+
+def read_hub_ranks(path: str | Path) -> dict[str, int] | None:
+    """``{gene_id: hub_rank}`` of a module table, or None when it has no ``hub_rank``
+    column (read it with :func:`read_module_labels` first: that checks the table)."""
+    import pandas as pd
+
+    written = pd.read_csv(path, sep="\t", dtype={"gene_id": str}, keep_default_na=False)
+    if "hub_rank" not in written.columns:
+        return None
+    return dict(zip(written["gene_id"].tolist(), written["hub_rank"].tolist(), strict=True))
+
+
+def differential_graph(
+    case: GeneNetwork,
+    control: GeneNetwork,
+    gene_ids: np.ndarray,
+    gene_modules: np.ndarray,
+    scored: ModuleAttention,
+    table: pd.DataFrame,
+    *,
+    detect_on: str = "pooled",
+    hub_ranks: Mapping[str, int] | None = None,
+    source: str | Path | None = None,
+    case_source: str | Path | None = None,
+    control_source: str | Path | None = None,
+    scored_source: str | Path | None = None,
+) -> nx.Graph:
+    """The module graph of :func:`geneattn.modules.find_modules` (same network, modules and
+    hubs) with the results of :func:`cell_label_test`.
+
+    Parameters
+    ----------
+    case, control
+        The networks the modules were found from.
+    gene_ids, gene_modules
+        The module table's genes and modules (:func:`read_module_labels`).
+    scored
+        Module attention of cells scored on these modules (checks they are the same).
+    table
+        The :func:`cell_label_test` table.
+    detect_on
+        The network the modules were found in (as given to ``find_modules``).
+    hub_ranks
+        ``{gene_id: hub_rank}`` as written in the module table, checked against the
+        recomputed ones (None: not checked).
+    source, case_source, control_source, scored_source
+        Files of the module table, the networks and the scored cells, named in errors.
+
+    Raises
+    ------
+    InputError
+        The module table does not fit the networks or the scored cells.
+    """
+    from geneattn.modules import detection_network, module_graph, module_table, undirected_weights
+
+    try:
+        detected_in = detection_network(case, control, detect_on)
+    except ValueError as err:
+        raise InputError(str(err), case_source) from None
+    module_of = dict(zip(np.asarray(gene_ids).tolist(), gene_modules.tolist(), strict=True))
+    missing = [g for g in detected_in.gene_ids.tolist() if g not in module_of]
+    if missing or len(module_of) != detected_in.n_genes:
+        raise InputError(
+            f"its genes are not those of the network {case_source}"
+            + (f" (e.g. {missing[0]} is missing)" if missing else ""),
+            source,
+        )
+    modules = np.array([module_of[g] for g in detected_in.gene_ids.tolist()], dtype=np.int64)
+    numbers, sizes = np.unique(modules[modules > 0], return_counts=True)
+    if numbers.tolist() != scored.modules.tolist() or sizes.tolist() != (
+        scored.module_sizes.tolist()
+    ):
+        raise InputError(
+            f"its modules are not those the cells were scored on ({scored_source})", source
+        )
+    weights = undirected_weights(detected_in.adjacency)
+    recomputed = module_table(detected_in, modules, weights)
+    if hub_ranks is not None and recomputed["hub_rank"].tolist() != [
+        hub_ranks[g] for g in recomputed["gene_id"]
+    ]:
+        raise InputError(
+            f"its hub ranks are not those of the modules in the {detect_on} network "
+            f"of {case_source} and {control_source} (another --detect-on?)",
+            source,
+        )
+    return module_graph(detected_in, recomputed, table, weights)
 
 
 def _group_means(

@@ -28,21 +28,24 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy import sparse
 
 if TYPE_CHECKING:
     import pandas as pd
+    from anndata import AnnData
 
 __all__ = [
     "coexpression_prior",
+    "coexpression_prior_from_anndata",
     "coexpression_prior_from_h5ad",
     "diffuse",
     "diffusion_operator",
     "heat_diffusion",
     "log_normalise",
+    "network_prior",
     "pearson_correlation",
     "ppi_prior",
     "ppr_diffusion",
@@ -288,29 +291,49 @@ def coexpression_prior_from_h5ad(
     n_neighbors: int = 20,
     threshold: float = 0.4,
 ) -> sparse.csr_matrix:
-    """:func:`coexpression_prior` from the raw counts of an ``.h5ad`` (e.g. ``qc.h5ad``).
+    """:func:`coexpression_prior_from_anndata` of an ``.h5ad`` (e.g. ``qc.h5ad``).
 
-    All cells of the file are used (the study's co-expression, as GenoHoption builds its graph
-    from the training set). Counts are log-normalised with ``obs["n_counts"]`` when present
-    (the QC stage's totals over all genes), else with the row sums. Universe genes are found by
+    Raises
+    ------
+    InputError
+        If the file cannot be read, or as :func:`coexpression_prior_from_anndata`.
+    """
+    from geneattn.io.readers import read_stage_h5ad
+
+    return coexpression_prior_from_anndata(
+        read_stage_h5ad(path),
+        gene_ids,
+        gene_symbols,
+        n_neighbors=n_neighbors,
+        threshold=threshold,
+        source=path,
+    )
+
+
+def coexpression_prior_from_anndata(
+    adata: AnnData,
+    gene_ids: Sequence[str],
+    gene_symbols: Sequence[str],
+    *,
+    n_neighbors: int = 20,
+    threshold: float = 0.4,
+    source: str | Path | None = None,
+) -> sparse.csr_matrix:
+    """:func:`coexpression_prior` from the raw counts of a study.
+
+    All cells are used (the study's co-expression, as GenoHoption builds its graph from the
+    training set). Counts are log-normalised with ``obs["n_counts"]`` when present (the QC
+    stage's totals over all genes), else with the row sums. Universe genes are found by
     Ensembl ID in ``var["gene_ids"]`` (or the var names), then by symbol in the var names;
     genes not found get no co-expression edges.
 
     Raises
     ------
     InputError
-        If the file cannot be read, has fewer than 2 cells, or contains none of the genes.
+        If there are fewer than 2 cells, or none of the genes (naming ``source``).
     """
-    import anndata as ad
-
     from geneattn.errors import InputError
 
-    try:
-        adata = ad.read_h5ad(path)
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except OSError as err:
-        raise InputError(f"cannot read as h5ad ({err})", path) from None
     var_names = adata.var_names.astype(str).tolist()
     var_ids = adata.var["gene_ids"].astype(str).tolist() if "gene_ids" in adata.var else var_names
     by_id = {g: j for j, g in reversed(list(enumerate(var_ids)))}
@@ -324,25 +347,107 @@ def coexpression_prior_from_h5ad(
     columns_arr = np.asarray(columns, dtype=np.int64)
     found = columns_arr >= 0
     if not found.any():
-        raise InputError("none of the network's genes is in the file", path)
+        raise InputError("none of the network's genes is in the file", source)
     if adata.n_obs < 2:
-        raise InputError("the co-expression prior needs at least 2 cells", path)
+        raise InputError("the co-expression prior needs at least 2 cells", source)
     if not found.all():
         log.warning(
             "%s: %d of %d genes not found; they get no co-expression edges",
-            path,
+            source,
             int((~found).sum()),
             len(found),
         )
     n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64) if "n_counts" in adata.obs else None
     counts = sparse.csr_matrix(adata.X)
     if counts.data.size and (not np.all(np.isfinite(counts.data)) or np.any(counts.data < 0)):
-        raise InputError("counts must be finite and non-negative", path)
+        raise InputError("counts must be finite and non-negative", source)
     expression = log_normalise(counts, n_counts=n_counts)[:, columns_arr[found]]
     sub = coexpression_prior(expression, n_neighbors=n_neighbors, threshold=threshold)
     index = np.flatnonzero(found)
     coo = sub.tocoo()
     return _binary_undirected(index[coo.row], index[coo.col], len(found))
+
+
+PriorKind = Literal["ppi", "coexpression", "union"]
+
+
+def network_prior(
+    kind: PriorKind,
+    *,
+    gene_ids: Sequence[str],
+    gene_symbols: Sequence[str],
+    ppi: pd.DataFrame | None = None,
+    study: AnnData | None = None,
+    min_confidence: float = 0.0,
+    coexpression_neighbors: int = 20,
+    coexpression_threshold: float = 0.4,
+    study_source: str | Path | None = None,
+) -> tuple[sparse.csr_matrix, dict[str, object]]:
+    """The prior gene graph of the network stage's diffusion, and what to record of it.
+
+    Parameters
+    ----------
+    kind
+        ``"ppi"`` (:func:`ppi_prior`), ``"coexpression"``
+        (:func:`coexpression_prior_from_anndata`) or ``"union"`` of both.
+    gene_ids, gene_symbols
+        The network's genes, in order.
+    ppi
+        The PPI edge list (:func:`geneattn.resources.load.load_ppi`), for ppi and union.
+    study
+        The study's QC'd counts, for coexpression and union.
+    min_confidence
+        PPI edges below this confidence are left out.
+    coexpression_neighbors, coexpression_threshold
+        ``H`` and the correlation threshold of the co-expression graph.
+    study_source
+        File of ``study``, named in errors.
+
+    Returns
+    -------
+    tuple
+        The binary undirected G x G prior, and the network params recording it (``prior``,
+        ``prior_edges`` and the options of the kind).
+
+    Raises
+    ------
+    InputError
+        An unknown kind, or a kind without the input it needs.
+    """
+    from geneattn.errors import InputError
+
+    if kind not in ("ppi", "coexpression", "union"):
+        raise InputError(f"prior must be ppi, coexpression or union, got {kind!r}")
+    priors = []
+    if kind in ("ppi", "union"):
+        if ppi is None:
+            raise InputError(f"the {kind} prior needs the PPI edge list")
+        priors.append(ppi_prior(ppi, gene_symbols, min_confidence=min_confidence))
+    if kind in ("coexpression", "union"):
+        if study is None:
+            raise InputError(f"the {kind} prior needs the study's counts")
+        priors.append(
+            coexpression_prior_from_anndata(
+                study,
+                gene_ids,
+                gene_symbols,
+                n_neighbors=coexpression_neighbors,
+                threshold=coexpression_threshold,
+                source=study_source,
+            )
+        )
+    prior = union_prior(*priors)
+    if prior.nnz == 0:
+        log.warning("the %s prior has no edge among the network's genes", kind)
+    params: dict[str, object] = {"prior": kind, "prior_edges": int(prior.nnz // 2)}
+    if kind in ("coexpression", "union"):
+        params.update(
+            coexpression_neighbors=coexpression_neighbors,
+            coexpression_threshold=coexpression_threshold,
+        )
+    if kind in ("ppi", "union"):
+        params.update(min_confidence=min_confidence)
+    return prior, params
 
 
 def pearson_correlation(expression: Matrix) -> np.ndarray:

@@ -10,6 +10,7 @@ skipped. The p-value of an overlap of ``k`` genes between a module of ``n`` gene
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ENRICHMENT_COLUMNS", "bh_fdr", "load_gene_sets", "module_enrichment"]
 
@@ -129,6 +132,13 @@ def module_enrichment(
         raise ValueError("modules, gene_ids and gene_symbols must have the same length")
     if np.any(modules < 0):
         raise ValueError("module labels must be non-negative")
+    logger.info(
+        "enrichment: %d gene sets in %d collections x %d modules, universe of %d genes",
+        sum(len(sets) for sets in gene_sets.values()),
+        len(gene_sets),
+        len(np.unique(modules[modules > 0])),
+        n_universe,
+    )
     lookup: dict[str, set[int]] = {}
     for i, (gid, sym) in enumerate(zip(gene_ids.tolist(), gene_symbols.tolist(), strict=True)):
         for key in (gid, sym):

@@ -12,6 +12,8 @@ Two measurements, written per study by ``geneattn evaluate``:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,37 @@ DEFAULT_PROGRAMS: dict[str, list[str]] = {
     "proliferation": ["MKI67", "TOP2A"],
     "interferon_response": ["ISG15", "IFI6", "MX1"],
 }
+
+
+def read_table(path: str | Path, columns: set[str]) -> pd.DataFrame:
+    """A TSV table with at least ``columns`` (the module or enrichment table).
+
+    Raises
+    ------
+    InputError
+        The file is missing, not a TSV table, or lacks a column.
+    """
+    from geneattn.errors import InputError
+
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"not a TSV table ({err})", path) from None
+    if missing := columns - set(table.columns):
+        raise InputError(f"missing columns {sorted(missing)}", path)
+    return table
+
+
+def evaluation_text(frac: dict, cohesion: pd.DataFrame, *, fdr: float) -> str:
+    """``evaluation.tsv``: the :func:`enriched_fraction` summary as ``#`` lines, then the
+    :func:`program_cohesion` table."""
+    head = (
+        f"# modules: {frac['n_modules']}\n# enriched at FDR < {fdr:g}: {frac['n_enriched']}"
+        f" ({frac['fraction']:.3f})\n"
+    )
+    return head + cohesion.to_csv(sep="\t", index=False, float_format="%.6g")
 
 
 def enriched_fraction(

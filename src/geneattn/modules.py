@@ -23,7 +23,10 @@ condition.
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,12 +39,16 @@ if TYPE_CHECKING:
     import networkx as nx
     import pandas as pd
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DIFFERENTIAL_COLUMNS",
     "OBJECTIVES",
+    "ModuleResults",
     "detection_network",
     "differential_connectivity",
     "empty_differential",
+    "find_modules",
     "leiden_modules",
     "module_graph",
     "module_table",
@@ -49,6 +56,8 @@ __all__ = [
     "relabel_modules",
     "undirected_weights",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Leiden objectives: leidenalg partition types by name.
 OBJECTIVES = ("rb_configuration", "modularity")
@@ -118,6 +127,14 @@ def leiden_modules(
     rows, cols, data = coo.row[order], coo.col[order], coo.data[order]
     if np.any(data < 0):
         raise ValueError("edge weights must be non-negative")
+    logger.info(
+        "Leiden (%s, resolution %g, seed %d) on %d genes and %d edges",
+        objective,
+        resolution,
+        seed,
+        n,
+        len(data),
+    )
     graph = ig.Graph(n=n, edges=np.column_stack([rows, cols]).tolist(), directed=False)
     graph.es["weight"] = data.tolist()
     if objective == "rb_configuration":
@@ -451,6 +468,153 @@ def module_graph(
                 values[modules == module] = float(value)
             attributes[name] = values
     return network_graph(undirected, attributes)
+
+
+@dataclass(frozen=True)
+class ModuleResults:
+    """What :func:`find_modules` finds.
+
+    Attributes
+    ----------
+    network
+        The network the modules were found in (the case network, or the pooled one).
+    weights
+        Its undirected weights.
+    modules
+        int64 module of each of its genes (0: unassigned).
+    table
+        :func:`module_table`: one row per gene.
+    enrichment
+        :func:`geneattn.enrichment.module_enrichment` of the modules.
+    differential
+        The gene-set test of :func:`differential_connectivity` (without rows for a
+        single-condition study), or None when it was not asked for.
+    graph
+        :func:`module_graph` for GraphML, or None when it was not asked for.
+    """
+
+    network: GeneNetwork
+    weights: sparse.csr_matrix
+    modules: np.ndarray
+    table: pd.DataFrame
+    enrichment: pd.DataFrame
+    differential: pd.DataFrame | None
+    graph: nx.Graph | None
+
+
+def find_modules(
+    case: GeneNetwork,
+    control: GeneNetwork | None = None,
+    *,
+    gene_sets: Mapping[str, Mapping[str, Sequence[str]]],
+    detect_on: str = "pooled",
+    objective: str = "rb_configuration",
+    resolution: float = 1.0,
+    seed: int = 0,
+    min_size: int = 5,
+    min_set_size: int = 3,
+    gene_set_test: bool = False,
+    permutations: int = 1000,
+    graph: bool = True,
+    case_source: str | Path | None = None,
+    control_source: str | Path | None = None,
+) -> ModuleResults:
+    """Leiden modules of the case (or pooled) network, their hubs and enrichment.
+
+    Parameters
+    ----------
+    case
+        Network of the case condition (or the only one).
+    control
+        Network of the control condition; None for a single-condition study.
+    gene_sets
+        ``{collection: {gene set: symbols}}`` (:func:`geneattn.enrichment.load_gene_sets`).
+    detect_on
+        ``"case"`` or ``"pooled"`` (:func:`detection_network`).
+    objective, resolution, seed, min_size
+        As for :func:`leiden_modules`; ``seed`` also seeds the gene-set test.
+    min_set_size
+        Gene sets with fewer network genes are skipped.
+    gene_set_test
+        Also run :func:`differential_connectivity` (``permutations`` random gene sets per
+        module; a table without rows for a single-condition study).
+    permutations
+        Random gene sets per module of the gene-set test.
+    graph
+        Also build :func:`module_graph` (with the gene-set test's results when there are).
+    case_source, control_source
+        Files of the networks, named in errors and warnings.
+
+    Returns
+    -------
+    ModuleResults
+        The modules and their tables.
+
+    Raises
+    ------
+    InputError
+        The networks share no gene, or the pooled network cannot be made.
+    """
+    from geneattn.enrichment import module_enrichment
+    from geneattn.errors import InputError
+
+    if control is not None:
+        shared = len(set(case.gene_ids.tolist()) & set(control.gene_ids.tolist()))
+        if shared == 0:
+            raise InputError(
+                f"no gene in common with the case network {case_source}", control_source
+            )
+        if shared < case.n_genes:
+            log.warning(
+                "%s lacks %d of the case network's %d genes; their pairs are not compared",
+                control_source,
+                case.n_genes - shared,
+                case.n_genes,
+            )
+    else:
+        log.info("single-condition study: modules of %s, no differential test", case_source)
+    try:
+        detected_in = detection_network(case, control, detect_on)
+    except ValueError as err:
+        raise InputError(str(err), case_source) from None
+    weights = undirected_weights(detected_in.adjacency)
+    modules = leiden_modules(
+        weights, resolution=resolution, objective=objective, seed=seed, min_size=min_size
+    )
+    table = module_table(detected_in, modules, weights)
+    differential = None
+    if not gene_set_test:
+        pass
+    elif control is None:
+        differential = empty_differential()
+    else:
+        differential = differential_connectivity(
+            case, control, modules, n_permutations=permutations, seed=seed
+        )
+    enrichment = module_enrichment(
+        modules, case.gene_ids, case.gene_symbols, gene_sets, min_set_size=min_set_size
+    )
+    module_graph_ = None
+    if graph:
+        module_graph_ = module_graph(
+            detected_in, table, None if control is None else differential, weights
+        )
+    log.info(
+        "%d modules (%d of %d genes assigned), %d enriched gene sets at FDR < 0.05",
+        int(modules.max(initial=0)),
+        int((modules > 0).sum()),
+        case.n_genes,
+        int((enrichment["fdr"] < 0.05).sum()),
+    )
+    return ModuleResults(
+        network=detected_in,
+        weights=weights,
+        modules=modules,
+        table=table,
+        enrichment=enrichment,
+        differential=differential,
+        graph=module_graph_,
+    )
 
 
 def _connectivity(w: sparse.csr_matrix, modules: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

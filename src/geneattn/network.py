@@ -24,6 +24,7 @@ mean attention of two conditions over the same gene pairs.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -39,6 +40,8 @@ from geneattn.io.npz import read_npz_arrays
 if TYPE_CHECKING:
     import networkx as nx
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "GeneNetwork",
@@ -279,6 +282,9 @@ def build_network(
     GeneNetwork
         The network; its ``mean_attention`` holds the mean attention of every defined pair.
     """
+    logger.info(
+        "%s: mean attention over %d cells, %d genes", data.condition, data.n_cells, data.n_genes
+    )
     mean, defined = mean_attention(data, min_cells=min_cells)
     mean_csr = _defined_csr(mean, defined)
     weights = mean
@@ -287,12 +293,20 @@ def build_network(
 
         if prior is None:
             raise ValueError(f"diffusion {diffusion!r} needs a prior gene graph")
+        logger.info(
+            "%s: %s diffusion over the prior graph (%d edges), %d iterations",
+            data.condition,
+            diffusion,
+            prior.nnz // 2,
+            iterations,
+        )
         weights = np.asarray(
             diffuse(mean, prior, method=diffusion, alpha=alpha, t=t, iterations=iterations)
         )
         np.fill_diagonal(weights, 0.0)
     if symmetric:
         weights = symmetrize(weights)
+    logger.info("%s: keeping the %d strongest edges of each gene", data.condition, top_k)
     adjacency = top_k_edges(weights, top_k, directed=not symmetric)
     recorded = {
         "min_cells": int(min_cells),
@@ -416,6 +430,12 @@ def save_edge_list(path: str | Path, network: GeneNetwork) -> None:
     """Write :func:`edge_table` as a TSV to ``path`` atomically (floats as ``%.6g``)."""
     with atomic_path(path) as tmp:
         write_table(tmp, edge_table(network))
+
+
+def save_table(path: str | Path, table: pd.DataFrame) -> None:
+    """:func:`write_table` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        write_table(tmp, table)
 
 
 def write_table(path: str | Path, table: pd.DataFrame) -> None:

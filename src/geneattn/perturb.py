@@ -29,7 +29,8 @@ expression-frequency bin (Wilcoxon rank-sum test), then Benjamini-Hochberg FDR.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,8 @@ from geneattn.tokenize import TokenizedCells
 
 if TYPE_CHECKING:
     from geneattn.models.protocol import AttentionModel
+
+log = logging.getLogger(__name__)
 
 #: Columns of ``perturbation.tsv``.
 TABLE_COLUMNS = (
@@ -141,6 +144,64 @@ def perturbation_shifts(
             {"token": np.int64, "cell": np.int64}
         )
     return pd.concat(parts, ignore_index=True)
+
+
+#: Columns of a perturbation shard's table (``geneattn perturb``).
+SHIFT_COLUMNS = ("gene_id", "role", "bin", "cell", "mode", "cosine_shift", "goal_shift")
+
+
+def shift_table(
+    plan: PerturbPlan,
+    shifts: pd.DataFrame,
+    cells: TokenizedCells,
+    mode: str,
+) -> pd.DataFrame:
+    """A perturbation shard's table: one row per planned gene (``cell`` empty, shifts NaN),
+    so that every planned gene appears even where the shard's cells do not express it, then
+    one row per perturbation of :func:`perturbation_shifts`.
+
+    Parameters
+    ----------
+    plan
+        The plan the shard followed.
+    shifts
+        :func:`perturbation_shifts` of the shard's cells.
+    cells
+        The shard's cells.
+    mode
+        The perturbation mode.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`SHIFT_COLUMNS`.
+    """
+    vocabulary = np.asarray(cells.vocabulary).astype(str)
+    role_of = dict(zip(plan.tokens.tolist(), plan.roles.tolist(), strict=True))
+    bin_of = dict(zip(plan.tokens.tolist(), plan.bins.tolist(), strict=True))
+    out = pd.DataFrame(
+        {
+            "gene_id": vocabulary[shifts["token"].to_numpy()],
+            "role": [role_of[t] for t in shifts["token"].tolist()],
+            "bin": [bin_of[t] for t in shifts["token"].tolist()],
+            "cell": cells.cell_ids.astype(str)[shifts["cell"].to_numpy()],
+            "mode": mode,
+            "cosine_shift": shifts["cosine_shift"].to_numpy(),
+            "goal_shift": shifts["goal_shift"].to_numpy(),
+        }
+    )
+    planned = pd.DataFrame(
+        {
+            "gene_id": vocabulary[plan.tokens],
+            "role": plan.roles,
+            "bin": plan.bins,
+            "cell": "",
+            "mode": mode,
+            "cosine_shift": np.nan,
+            "goal_shift": np.nan,
+        }
+    )
+    return pd.concat([planned, out], ignore_index=True)
 
 
 def frequency_bins(presence: np.ndarray, n_bins: int = 10) -> np.ndarray:
@@ -263,6 +324,122 @@ def goal_statistics(
     return table
 
 
+def read_shift_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """The tables of perturbation shards (:func:`shift_table`), concatenated in order.
+
+    Raises
+    ------
+    InputError
+        A shard cannot be read, lacks a column, or the shards mix modes.
+    """
+    parts = []
+    for path in paths:
+        try:
+            part = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["NA"])
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise InputError(f"cannot read the shard ({err})", path) from None
+        missing = set(SHIFT_COLUMNS) - set(part.columns)
+        if missing:
+            raise InputError(f"missing columns {sorted(missing)}", path)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    modes = sorted(set(table["mode"]))
+    if len(modes) != 1:
+        raise InputError(f"the shards mix perturbation modes {modes}", paths[0])
+    return table
+
+
+def read_module_annotation(path: str | Path) -> tuple[dict[str, int], dict[str, str]]:
+    """:func:`module_annotation` of a module table file."""
+    return module_annotation(pd.read_csv(path, sep="\t"), source=path)
+
+
+def module_annotation(
+    modules: pd.DataFrame, *, source: str | Path | None = None
+) -> tuple[dict[str, int], dict[str, str]]:
+    """``{gene_id: module}`` and ``{gene_id: symbol}`` of a module table.
+
+    Raises
+    ------
+    InputError
+        The table lacks the columns gene, gene_id or module.
+    """
+    if not {"gene", "gene_id", "module"} <= set(modules.columns):
+        raise InputError("needs the columns gene, gene_id and module", source)
+    module_of = dict(zip(modules["gene_id"], modules["module"].astype(int), strict=True))
+    symbol_of = dict(zip(modules["gene_id"], modules["gene"], strict=True))
+    return module_of, symbol_of
+
+
+def perturbation_table(
+    table: pd.DataFrame,
+    *,
+    name_map: Mapping[str, str],
+    module_of: Mapping[str, int] | None = None,
+    module_symbols: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """``perturbation.tsv``: each target gene's shifts against the null genes of its bin.
+
+    Parameters
+    ----------
+    table
+        Every shard's rows (:func:`read_shift_tables`), one mode.
+    name_map
+        ``{symbol: ensembl_id}``: a gene's symbol is the alphabetically first of its ID's.
+    module_of
+        ``{gene_id: module}`` of the module table (-1 for genes not in it); None: -1.
+    module_symbols
+        ``{gene_id: symbol}`` of the module table, preferred to ``name_map``'s.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`TABLE_COLUMNS`, sorted by the mean goal shift (the mean cosine shift
+        without a goal state), largest first, then by gene.
+    """
+    table = table[table["role"] != "group"]  # genes perturbed together: group_table
+    plan = table[table["cell"] == ""].drop_duplicates(["gene_id", "role"])
+    shifts = table[table["cell"] != ""]
+    genes = sorted(set(plan["gene_id"]))
+    code = {g: i for i, g in enumerate(genes)}
+    shifts = shifts.assign(token=shifts["gene_id"].map(code).astype(np.int64))
+    targets = [code[g] for g in plan.loc[plan["role"] == "target", "gene_id"]]
+    null = [code[g] for g in plan.loc[plan["role"] == "null", "gene_id"]]
+    bin_of = {code[g]: int(b) for g, b in zip(plan["gene_id"], plan["bin"], strict=True)}
+    column = "goal_shift" if shifts["goal_shift"].notna().any() else "cosine_shift"
+    if column == "cosine_shift":
+        log.info("no goal state (single-condition study): testing the cosine shifts")
+    stats = goal_statistics(shifts, targets, null, bin_of, column=column)
+
+    symbol_of: dict[str, str] = {}
+    for symbol, ens in sorted(name_map.items()):
+        symbol_of.setdefault(ens, symbol)
+    symbol_of.update(module_symbols or {})
+    module_of = module_of or {}
+    ensembl = [genes[t] for t in stats["token"]]
+    out = pd.DataFrame(
+        {
+            "gene": [symbol_of.get(g, g) for g in ensembl],
+            "ensembl_id": ensembl,
+            "module": [module_of.get(g, -1) for g in ensembl],
+            "mode": str(table["mode"].iloc[0]) if len(table) else "",
+            "n_cells": stats["n_cells"].to_numpy(),
+            "mean_cosine_shift": stats["mean_cosine_shift"].to_numpy(),
+            "mean_goal_shift": stats["mean_goal_shift"].to_numpy(),
+            "statistic": stats["statistic"].to_numpy(),
+            "p_value": stats["p_value"].to_numpy(),
+            "fdr": stats["fdr"].to_numpy(),
+        }
+    )
+    effect = out["mean_goal_shift"] if column == "goal_shift" else out["mean_cosine_shift"]
+    out = (
+        out.assign(_effect=effect.fillna(-np.inf))
+        .sort_values(["_effect", "gene"], ascending=[False, True], kind="mergesort")
+        .drop(columns="_effect")
+    )
+    return out[list(TABLE_COLUMNS)]
+
+
 @dataclasses.dataclass(frozen=True)
 class PerturbPlan:
     """What every perturbation shard perturbs, chosen once from all case cells.
@@ -302,6 +479,18 @@ def save_plan(path: str | Path, plan: PerturbPlan) -> None:
             bins=np.asarray(plan.bins, dtype=np.int64),
             goal=np.asarray(plan.goal, dtype=np.float64),
         )
+
+
+def check_plan(
+    plan: PerturbPlan,
+    vocabulary: np.ndarray,
+    *,
+    source: str | Path | None = None,
+    tokens_source: str | Path | None = None,
+) -> None:
+    """Refuse a plan with a token outside ``vocabulary`` (made from other tokens)."""
+    if len(plan.tokens) and plan.tokens.max() >= len(vocabulary):
+        raise InputError(f"a token is outside the vocabulary of {tokens_source}", source)
 
 
 def load_plan(path: str | Path) -> PerturbPlan:

@@ -126,6 +126,7 @@ def run_qc(
     in_keep = labels.isin(keep).to_numpy()
     data = _apply_cell_filter(data, in_keep, "condition", list(keep), cell_steps, source)
 
+    logger.info("QC metrics of %d cells x %d genes", data.n_obs, data.n_vars)
     obs_metrics, _ = _qc_metrics(data)
     for metric in _CELL_METRICS:
         data.obs[metric] = obs_metrics[metric].to_numpy()
@@ -138,6 +139,7 @@ def run_qc(
         data = _apply_cell_filter(data, mask, name, threshold, cell_steps, source)
         position = position[mask]
 
+    logger.info("cell filters kept %d cells; gene metrics and the min_cells filter", data.n_obs)
     _, var_metrics = _qc_metrics(data)
     gene_mask = np.asarray(_min_cells_mask(data, min_cells), dtype=bool)
     n_genes = int(gene_mask.sum())
@@ -200,6 +202,7 @@ def plot_qc(adata: ad.AnnData, summary: dict[str, Any], path: str | Path) -> Non
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    logger.info("drawing the QC plot")
     column = summary["condition_column"]
     table = adata.uns["qc_cells"] if "qc_cells" in adata.uns else adata.obs
     removed = {step["filter"]: step for step in summary["cell_filters"]}

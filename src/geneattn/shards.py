@@ -10,19 +10,12 @@ of shards instead (``--n-shards``), whose sizes then differ by at most one cell.
 
 from __future__ import annotations
 
-import argparse
 import math
+from dataclasses import dataclass
 
 from geneattn.errors import InputError
 
-__all__ = [
-    "add_shard_arguments",
-    "check_shard_arguments",
-    "describe",
-    "n_shards_for",
-    "shard_bounds",
-    "shard_of",
-]
+__all__ = ["WHOLE", "Shard", "n_shards_for", "shard_bounds"]
 
 
 def n_shards_for(n_cells: int, cells_per_shard: int) -> int:
@@ -54,52 +47,63 @@ def shard_bounds(n_cells: int, shard: int, n_shards: int) -> tuple[int, int]:
     return n_cells * shard // n_shards, n_cells * (shard + 1) // n_shards
 
 
-def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--shard`` and either ``--cells-per-shard`` or ``--n-shards`` to a stage."""
-    parser.add_argument("--shard", type=int, default=0, help="0-based shard of the cells")
-    sizes = parser.add_mutually_exclusive_group()
-    sizes.add_argument(
-        "--cells-per-shard",
-        type=int,
-        help="shards of this many cells (the workflow's shards.cells)",
-    )
-    sizes.add_argument(
-        "--n-shards", type=int, default=1, help="this many contiguous shards of near-equal size"
-    )
+@dataclass(frozen=True)
+class Shard:
+    """Which cells one job of a sharded stage takes.
 
-
-def check_shard_arguments(args: argparse.Namespace) -> None:
-    """Refuse shard numbers that cannot be valid whatever the number of cells."""
-    if args.shard < 0:
-        raise InputError(f"--shard must be >= 0, got {args.shard}")
-    if args.cells_per_shard is not None:
-        n_shards_for(0, args.cells_per_shard)
-    else:
-        shard_bounds(0, args.shard, args.n_shards)
-
-
-def shard_of(n_cells: int, args: argparse.Namespace) -> tuple[int, int]:
-    """Cells ``start:stop`` of ``args.shard`` among ``n_cells`` (see :func:`add_shard_arguments`).
+    Attributes
+    ----------
+    index
+        0-based shard number.
+    cells_per_shard
+        Shards of this many cells (the workflow's ``shards.cells``); None: ``n_shards``
+        contiguous shards of near-equal size instead.
+    n_shards
+        Number of shards when ``cells_per_shard`` is None.
 
     Raises
     ------
     InputError
-        If the shard does not exist for ``n_cells`` cells.
+        A shard number that cannot be valid whatever the number of cells.
     """
-    if args.cells_per_shard is None:
-        return shard_bounds(n_cells, args.shard, args.n_shards)
-    n_shards = n_shards_for(n_cells, args.cells_per_shard)
-    if not 0 <= args.shard < n_shards:
-        raise InputError(
-            f"shard {args.shard} does not exist: {n_cells} cells at {args.cells_per_shard} "
-            f"per shard make {n_shards} shard(s)"
-        )
-    start = args.shard * args.cells_per_shard
-    return start, min(n_cells, start + args.cells_per_shard)
+
+    index: int = 0
+    cells_per_shard: int | None = None
+    n_shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            raise InputError(f"shard must be >= 0, got {self.index}")
+        if self.cells_per_shard is not None:
+            n_shards_for(0, self.cells_per_shard)
+        else:
+            shard_bounds(0, self.index, self.n_shards)
+
+    def bounds(self, n_cells: int) -> tuple[int, int]:
+        """Cells ``start:stop`` of this shard among ``n_cells``.
+
+        Raises
+        ------
+        InputError
+            If the shard does not exist for ``n_cells`` cells.
+        """
+        if self.cells_per_shard is None:
+            return shard_bounds(n_cells, self.index, self.n_shards)
+        n_shards = n_shards_for(n_cells, self.cells_per_shard)
+        if not 0 <= self.index < n_shards:
+            raise InputError(
+                f"shard {self.index} does not exist: {n_cells} cells at {self.cells_per_shard} "
+                f"per shard make {n_shards} shard(s)"
+            )
+        start = self.index * self.cells_per_shard
+        return start, min(n_cells, start + self.cells_per_shard)
+
+    def __str__(self) -> str:
+        """``shard i/n`` or ``shard i (k cells each)`` for log lines."""
+        if self.cells_per_shard is None:
+            return f"shard {self.index}/{self.n_shards}"
+        return f"shard {self.index} ({self.cells_per_shard} cells each)"
 
 
-def describe(args: argparse.Namespace) -> str:
-    """``shard i/n`` or ``shard i (k cells each)`` for log lines."""
-    if args.cells_per_shard is None:
-        return f"shard {args.shard}/{args.n_shards}"
-    return f"shard {args.shard} ({args.cells_per_shard} cells each)"
+#: Every cell in one job.
+WHOLE = Shard()

@@ -2,8 +2,9 @@
 
 For a cell with total counts ``n`` (over all genes, see ``obs["n_counts"]`` from QC) and a
 gene with count ``x`` and nonzero corpus median ``m``, the value ranked is
-``x / n * 10_000 / m``. Only genes with a Geneformer token (and, for ``medians="geneformer_v1"``,
-a median) and ``x > 0`` take part; they are sorted by descending value, ties broken by
+``x / n * 10_000 / m``. Only genes with a Geneformer token (and, for ``medians="geneformer_v1"``
+or its synonym ``"dictionary"``, a median in the given median dictionary: V1's, or V2's for
+V2 studies) and ``x > 0`` take part; they are sorted by descending value, ties broken by
 ascending token id, and truncated to ``max_len`` (2,048 for Geneformer V1, which uses no
 special tokens). The ranking itself runs in Rust (``geneattn._kernels.rank_encode_csr``),
 parallel over cells.
@@ -20,20 +21,23 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
+from geneattn.genes import looks_ensembl, strip_version
 from geneattn.io.npz import map_npz_arrays, read_ranges
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 log = logging.getLogger(__name__)
 
 TARGET_SUM = 10_000.0
-MedianSource = Literal["geneformer_v1", "corpus", "none"]
+MedianSource = Literal["geneformer_v1", "dictionary", "corpus", "none"]
 GeneIdKind = Literal["symbol", "ensembl"]
-_ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*G\d+)\.\d+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +160,7 @@ def map_genes(
     token_dictionary: Mapping[str, int],
     gene_medians: Mapping[str, float] | None,
     name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Map gene names to Ensembl IDs and Geneformer tokens.
 
@@ -165,7 +170,8 @@ def map_genes(
         Gene names of the matrix columns.
     gene_id
         ``"symbol"``: names are HGNC symbols, mapped through ``name_map``; ``"ensembl"``:
-        names are Ensembl gene IDs (a version suffix such as ``.12`` is removed).
+        names are Ensembl gene IDs (a version suffix such as ``.12`` is removed,
+        :func:`geneattn.genes.strip_version`).
     token_dictionary
         ``{ensembl_id: token}``.
     gene_medians
@@ -173,6 +179,10 @@ def map_genes(
         V1 keeps only genes with a nonzero corpus median).
     name_map
         ``{symbol: ensembl_id}``, required for ``gene_id="symbol"``.
+    gene_mapping
+        Geneformer's ``gene_mapping_file`` (``{gene_id: dictionary gene_id}``): each
+        Ensembl ID is upper-cased and mapped through it, and IDs it lacks are dropped (as
+        Geneformer's tokenizer does); None keeps the IDs as they are.
 
     Returns
     -------
@@ -186,11 +196,15 @@ def map_genes(
             raise InputError("gene_id='symbol' needs the symbol -> Ensembl map")
         ensembl = np.array([name_map.get(n, "") for n in names], dtype=object)
     elif gene_id == "ensembl":
-        ensembl = np.array([_ENSEMBL_VERSION.sub(r"\1", n) for n in names], dtype=object)
+        ensembl = np.array([strip_version(n) for n in names], dtype=object)
     else:
         raise InputError(f"gene_id must be 'symbol' or 'ensembl', got {gene_id!r}")
     token = np.full(len(names), -1, dtype=np.int32)
     reasons = {"no_ensembl_id": 0, "not_in_token_dictionary": 0, "no_median": 0}
+    if gene_mapping is not None:
+        mapped = np.array([gene_mapping.get(e.upper(), "") if e else "" for e in ensembl])
+        reasons["not_in_gene_mapping"] = int(np.count_nonzero((ensembl != "") & (mapped == "")))
+        ensembl = mapped.astype(object)
     for i, ens in enumerate(ensembl):
         if not ens:
             reasons["no_ensembl_id"] += 1
@@ -273,6 +287,7 @@ def tokenize_counts(
     token_dictionary: Mapping[str, int],
     gene_medians: Mapping[str, float] | None = None,
     name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
     gene_id: GeneIdKind = "symbol",
     medians: MedianSource = "geneformer_v1",
     max_len: int = 2048,
@@ -296,10 +311,13 @@ def tokenize_counts(
         Geneformer ``{ensembl_id: nonzero median}``; needed for ``medians="geneformer_v1"``.
     name_map
         ``{symbol: ensembl_id}``; needed for ``gene_id="symbol"``.
+    gene_mapping
+        Geneformer's gene ID mapping (see :func:`map_genes`); None: none.
     gene_id
         What ``var_names`` hold.
     medians
-        ``"geneformer_v1"`` (the dictionary medians; genes without one are dropped),
+        ``"geneformer_v1"`` or ``"dictionary"`` (the medians of ``gene_medians``, V1's or
+        a V2 study's; genes without one are dropped),
         ``"corpus"`` (nonzero medians of the normalised values of this matrix) or ``"none"``
         (every median 1: rank by normalised counts).
     max_len
@@ -315,10 +333,13 @@ def tokenize_counts(
     """
     from geneattn import _kernels
 
-    if medians not in ("geneformer_v1", "corpus", "none"):
-        raise InputError(f"medians must be geneformer_v1, corpus or none, got {medians!r}")
-    if medians == "geneformer_v1" and gene_medians is None:
-        raise InputError("medians='geneformer_v1' needs the Geneformer gene median dictionary")
+    if medians not in ("geneformer_v1", "dictionary", "corpus", "none"):
+        raise InputError(
+            f"medians must be geneformer_v1, dictionary, corpus or none, got {medians!r}"
+        )
+    from_dictionary = medians in ("geneformer_v1", "dictionary")
+    if from_dictionary and gene_medians is None:
+        raise InputError(f"medians={medians!r} needs a gene median dictionary")
     if max_len < 1:
         raise InputError(f"max_len must be at least 1, got {max_len}")
     x = sp.csr_matrix(x)
@@ -335,16 +356,17 @@ def tokenize_counts(
         c = bad[0]
         raise InputError(f"n_counts of cell {cell_ids[c]!r} is {n_counts[c]}; it must be >= 0")
 
-    use_medians = gene_medians if medians == "geneformer_v1" else None
+    use_medians = gene_medians if from_dictionary else None
     ensembl, token, reasons = map_genes(
         np.asarray(var_names),
         gene_id=gene_id,
         token_dictionary=token_dictionary,
         gene_medians=use_medians,
         name_map=name_map,
+        gene_mapping=gene_mapping,
     )
     x, token, ensembl, n_merged = merge_duplicate_tokens(x, token, ensembl)
-    if medians == "geneformer_v1":
+    if from_dictionary:
         median = np.array([gene_medians[g] for g in ensembl], dtype=np.float64)
     elif medians == "corpus":
         median = corpus_medians(x, n_counts)
@@ -397,7 +419,83 @@ def tokenize_counts(
     return cells, summary
 
 
-def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
+def study_gene_names(adata: AnnData, *, gene_id: GeneIdKind) -> np.ndarray:
+    """The names of an AnnData's genes that the tokenizer maps: its var names, or, for
+    ``gene_id="ensembl"`` when those are not Ensembl IDs, its ``var['gene_ids']`` (10x files
+    name genes by symbol and keep the Ensembl IDs there)."""
+    var_names = adata.var_names.to_numpy()
+    if gene_id == "ensembl" and "gene_ids" in adata.var and not looks_ensembl(var_names):
+        log.info("var_names are not Ensembl IDs; using var['gene_ids']")
+        var_names = adata.var["gene_ids"].astype(str).to_numpy()
+    return var_names
+
+
+def tokenize_anndata(
+    adata: AnnData,
+    *,
+    token_dictionary: Mapping[str, int],
+    gene_medians: Mapping[str, float] | None = None,
+    name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
+    gene_id: GeneIdKind = "symbol",
+    medians: MedianSource = "geneformer_v1",
+    max_len: int = 2048,
+    n_threads: int = 1,
+    source: str | Path | None = None,
+) -> tuple[TokenizedCells, dict]:
+    """:func:`tokenize_counts` of QC'd counts in an AnnData.
+
+    The counts are ``X``; each cell's total counts are ``obs["n_counts"]`` (the QC stage's
+    totals over all genes of the input), else the row sums of ``X`` (with a warning); the
+    gene names are :func:`study_gene_names`.
+
+    Parameters
+    ----------
+    adata
+        QC'd counts.
+    token_dictionary, gene_medians, name_map, gene_mapping, gene_id, medians, max_len
+        As for :func:`tokenize_counts`.
+    n_threads
+        As for :func:`tokenize_counts`.
+    source
+        The file ``adata`` was read from, named in the warning.
+
+    Returns
+    -------
+    tuple
+        ``(cells, summary)`` of :func:`tokenize_counts`.
+    """
+    if "n_counts" in adata.obs:
+        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        log.warning("%s has no obs['n_counts']; using row sums of X", source or "the data")
+        n_counts = None
+    return tokenize_counts(
+        adata.X,
+        study_gene_names(adata, gene_id=gene_id),
+        cell_ids=adata.obs_names.to_numpy(),
+        n_counts=n_counts,
+        token_dictionary=token_dictionary,
+        gene_medians=gene_medians,
+        name_map=name_map,
+        gene_mapping=gene_mapping,
+        gene_id=gene_id,
+        medians=medians,
+        max_len=max_len,
+        n_threads=n_threads,
+    )
+
+
+#: Prefix of the per-cell attribute arrays in a tokens file.
+ATTRIBUTE_PREFIX = "attr__"
+
+
+def save_tokens(
+    path: str | Path,
+    cells: TokenizedCells,
+    *,
+    attributes: Mapping[str, np.ndarray] | None = None,
+) -> None:
     """Write tokens to ``.npz`` atomically (uncompressed, byte-deterministic).
 
     Parameters
@@ -406,9 +504,21 @@ def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
         Output path (``.npz``).
     cells
         The tokenized cells.
+    attributes
+        Per-cell labels carried with the tokens (Geneformer's ``custom_attr_name_dict``):
+        name -> one value per cell, stored as strings (``attr__{name}`` arrays); read them
+        back with :func:`load_token_attributes`.
     """
     from geneattn.io.atomic import atomic_path
 
+    extra = {}
+    for name, values in (attributes or {}).items():
+        values = np.asarray(values).astype(str)
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise InputError(f"attribute name {name!r} must be letters, digits, '_', '.', '-'")
+        if values.shape != (cells.n_cells,):
+            raise InputError(f"attribute {name!r} needs one value per cell ({cells.n_cells})")
+        extra[ATTRIBUTE_PREFIX + name] = values
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -417,7 +527,34 @@ def save_tokens(path: str | Path, cells: TokenizedCells) -> None:
             lengths=cells.lengths,
             cell_ids=cells.cell_ids.astype(str),
             vocabulary=cells.vocabulary.astype(str),
+            **extra,
         )
+
+
+def load_token_attributes(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-cell attributes saved with tokens (:func:`save_tokens`), by name.
+
+    Parameters
+    ----------
+    path
+        A ``tokens.npz``.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        One string per cell for each attribute (empty without attributes).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {
+                k.removeprefix(ATTRIBUTE_PREFIX): z[k]
+                for k in z.files
+                if k.startswith(ATTRIBUTE_PREFIX)
+            }
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (ValueError, OSError) as err:
+        raise InputError(f"not a geneattn tokens file ({err})", path) from None
 
 
 #: Arrays of a tokens file (``lengths`` is written too, for readers that want it).

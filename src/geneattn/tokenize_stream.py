@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -83,11 +84,27 @@ class TokenFileWriter:
         self._lengths.append(lengths)
         self._cell_ids.append(np.asarray(cell_ids).astype(str))
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """Write the ``.npz``; returns ``(lengths, cell_ids)`` of every cell."""
+    def finish(
+        self, attributes: Mapping[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Write the ``.npz``; returns ``(lengths, cell_ids)`` of every cell written.
+
+        ``attributes``: name -> one value per written cell, stored as ``save_tokens``
+        stores them (``attr__{name}`` string arrays, after the other arrays).
+        """
+        from geneattn.tokenize import ATTRIBUTE_PREFIX
+
         self._raw.close()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
         cell_ids = np.concatenate(self._cell_ids) if self._cell_ids else np.zeros(0, str)
+        extra = {}
+        for name, values in (attributes or {}).items():
+            values = np.asarray(values).astype(str)
+            if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise InputError(f"attribute name {name!r} must be letters, digits, '_', '.', '-'")
+            if values.shape != (len(cell_ids),):
+                raise InputError(f"attribute {name!r} needs one value per cell ({len(cell_ids)})")
+            extra[ATTRIBUTE_PREFIX + name] = values
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         try:
             with zipfile.ZipFile(self.path, mode="w", compression=zipfile.ZIP_STORED) as z:
@@ -106,6 +123,7 @@ class TokenFileWriter:
                     ("lengths", lengths.astype(np.int32)),
                     ("cell_ids", cell_ids.astype(str)),
                     ("vocabulary", self.vocabulary.astype(str)),
+                    *extra.items(),
                 ):
                     with z.open(f"{name}.npy", "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
@@ -207,10 +225,12 @@ def tokenize_blocks(
     token_dictionary: Mapping[str, int],
     gene_medians: Mapping[str, float] | None = None,
     name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
     gene_id: GeneIdKind = "symbol",
     medians: MedianSource = "geneformer_v1",
     max_len: int = 2048,
     n_threads: int = 1,
+    attributes: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """:func:`geneattn.tokenize.tokenize_counts` over blocks of cells, written to ``out``.
 
@@ -225,8 +245,11 @@ def tokenize_blocks(
         The ``tokens.npz`` to write (a temporary name: it is written in place).
     cell_ids, n_counts
         One per cell (``n_counts`` as for ``tokenize_counts``; required here).
-    token_dictionary, gene_medians, name_map, gene_id, medians, max_len, n_threads
+    token_dictionary, gene_medians, name_map, gene_mapping, gene_id, medians, max_len, n_threads
         As for :func:`~geneattn.tokenize.tokenize_counts`.
+    attributes
+        Per-cell labels saved with the tokens (:func:`geneattn.tokenize.save_tokens`): name
+        -> one value per cell of ``cell_ids``; the written cells' values are stored.
 
     Returns
     -------
@@ -236,10 +259,13 @@ def tokenize_blocks(
     """
     from geneattn import _kernels
 
-    if medians not in ("geneformer_v1", "corpus", "none"):
-        raise InputError(f"medians must be geneformer_v1, corpus or none, got {medians!r}")
-    if medians == "geneformer_v1" and gene_medians is None:
-        raise InputError("medians='geneformer_v1' needs the Geneformer gene median dictionary")
+    if medians not in ("geneformer_v1", "dictionary", "corpus", "none"):
+        raise InputError(
+            f"medians must be geneformer_v1, dictionary, corpus or none, got {medians!r}"
+        )
+    from_dictionary = medians in ("geneformer_v1", "dictionary")
+    if from_dictionary and gene_medians is None:
+        raise InputError(f"medians={medians!r} needs a gene median dictionary")
     if max_len < 1:
         raise InputError(f"max_len must be at least 1, got {max_len}")
     cell_ids = np.asarray(cell_ids).astype(str)
@@ -251,13 +277,14 @@ def tokenize_blocks(
         c = bad[0]
         raise InputError(f"n_counts of cell {cell_ids[c]!r} is {n_counts[c]}; it must be >= 0")
 
-    use_medians = gene_medians if medians == "geneformer_v1" else None
+    use_medians = gene_medians if from_dictionary else None
     ensembl_all, token_all, reasons = map_genes(
         np.asarray(var_names),
         gene_id=gene_id,
         token_dictionary=token_dictionary,
         gene_medians=use_medians,
         name_map=name_map,
+        gene_mapping=gene_mapping,
     )
     n_genes = len(var_names)
 
@@ -271,7 +298,7 @@ def tokenize_blocks(
 
     empty = sp.csr_matrix((0, n_genes), dtype=np.float32)
     _, token, ensembl, n_merged = merge_duplicate_tokens(empty, token_all, ensembl_all)
-    if medians == "geneformer_v1":
+    if from_dictionary:
         median = np.array([gene_medians[g] for g in ensembl], dtype=np.float64)
     elif medians == "corpus":
         median = corpus_medians_chunked(blocks, n_counts, merged, len(token))
@@ -313,7 +340,10 @@ def tokenize_blocks(
         kept = all_lengths > 0
         if not kept.any():
             raise InputError("no cell has any gene with a Geneformer token and a positive count")
-        _, written_ids = writer.finish()
+        kept_attributes = {
+            name: np.asarray(values)[kept] for name, values in (attributes or {}).items()
+        }
+        _, written_ids = writer.finish(kept_attributes)
     except BaseException:
         writer.discard()
         raise

@@ -1,7 +1,7 @@
 """The gene universe of a study chosen a block of cells at a time.
 
-:func:`geneattn.attention.choose_universe` and
-:func:`geneattn.attention.highly_variable_universe` need every cell in memory (all tokens;
+:func:`geneattn.universe.choose_universe` and
+:func:`geneattn.universe.highly_variable_universe` need every cell in memory (all tokens;
 the whole count matrix for scanpy's ``highly_variable_genes``). The functions here read
 the tokens and the counts in blocks of cells and give the same universe:
 
@@ -52,7 +52,7 @@ def token_frequencies(
         ``(frequency, n_cells, vocabulary)``: int64 count per token id (a token repeated
         in a cell counts once), the number of cells, and the file's vocabulary.
     """
-    from geneattn.attention import presence_matrix
+    from geneattn.cells import presence_matrix
     from geneattn.io.chunks import chunk_bounds
     from geneattn.tokenize import load_cell_ids, load_tokens
 
@@ -73,7 +73,7 @@ def token_frequencies(
 def frequent_tokens(
     frequency: np.ndarray, n_cells: int, *, min_cells: int, max_genes: int
 ) -> np.ndarray:
-    """The most frequent tokens, as :func:`geneattn.attention.choose_universe` orders them.
+    """The most frequent tokens, as :func:`geneattn.universe.choose_universe` orders them.
 
     Parameters
     ----------
@@ -101,7 +101,7 @@ def frequent_tokens(
 def frequent_universe(
     tokens: str | Path, *, min_cells: int, max_genes: int, chunk_cells: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`geneattn.attention.choose_universe` of every cell of a tokens file.
+    """:func:`geneattn.universe.choose_universe` of every cell of a tokens file.
 
     Returns
     -------
@@ -186,7 +186,7 @@ def variable_universe(
     max_genes: int,
     chunk_cells: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`geneattn.attention.highly_variable_universe` from blocks of cells.
+    """:func:`geneattn.universe.highly_variable_universe` from blocks of cells.
 
     Parameters
     ----------

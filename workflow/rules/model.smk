@@ -77,9 +77,15 @@ rule embed_shard:
         model=rules.model.output[0],
         h5ad=rules.qc.output.h5ad,
     output:
-        temp(f"{OUT}/embeddings/shard{{shard}}.h5ad"),
+        shard=temp(f"{OUT}/embeddings/shard{{shard}}.h5ad"),
+        **(
+            {"genes": temp(f"{OUT}/embeddings/gene_sums{{shard}}.npz")}
+            if config["model"]["gene_embeddings"]
+            else {}
+        ),
     params:
         cells=CELLS_PER_SHARD,
+        genes=lambda wildcards, output: opt("--gene-sums", output.get("genes")),
     threads: 2
     resources:
         mem_mb=mem_mb(1000, 2),
@@ -93,7 +99,7 @@ rule embed_shard:
     shell:
         "geneattn embed {input.tokens} --model {input.model} --obs {input.h5ad}"
         " --shard {wildcards.shard} --cells-per-shard {params.cells}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        " --threads {threads} --out {output.shard} {params.genes} > {log} 2>&1"
 
 
 rule embed:
@@ -111,3 +117,27 @@ rule embed:
         ENV
     shell:
         "geneattn gather-embeddings {input} --out {output} > {log} 2>&1"
+
+
+# Geneformer's emb_mode gene: each gene's contextual state averaged over every cell
+# (model.gene_embeddings: true).
+rule gene_embeddings:
+    input:
+        shards=lambda wildcards: expand(
+            f"{OUT}/embeddings/gene_sums{{shard}}.npz", shard=shard_ids()
+        ),
+        tokens=rules.tokenize.output.tokens,
+        names=rules.fetch_resources.output.names,
+    output:
+        f"{OUT}/gene_embeddings.tsv",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000, 5),
+        runtime=runtime(10, 0.05),
+    log:
+        f"{LOGS}/gene_embeddings.log",
+    conda:
+        ENV
+    shell:
+        "geneattn gather-gene-embeddings {input.shards} --tokens {input.tokens}"
+        " --gene-names {input.names} --out {output} > {log} 2>&1"

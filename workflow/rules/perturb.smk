@@ -16,7 +16,9 @@ rule perturb_plan:
         modules=rules.modules.output.modules,
         differential=DIFFERENTIAL.differential,
     output:
-        f"{OUT}/perturbation/plan.npz",
+        plan=f"{OUT}/perturbation/plan.npz",
+        # the genes asked for (listed, or hubs passed over) that are not perturbed, and why
+        skipped=f"{OUT}/perturbation/skipped.tsv",
     params:
         p=config["perturb"],
         column=CONDITION_COLUMN,
@@ -40,7 +42,8 @@ rule perturb_plan:
         " --hubs-per-module {params.p[hubs_per_module]} --disease-fdr {params.p[disease_fdr]}"
         " --max-genes {params.p[max_genes]} --min-cells {params.p[min_cells]}"
         " --null-per-bin {params.p[null_per_bin]} --seed {params.p[seed]}"
-        " --out {output} > {log} 2>&1"
+        " --summary-stat {params.p[summary_stat]}"
+        " --out {output.plan} --out-skipped {output.skipped} > {log} 2>&1"
 
 
 rule perturb_shard:
@@ -48,11 +51,23 @@ rule perturb_shard:
         tokens=rules.tokenize.output.tokens,
         model=rules.model.output[0],
         h5ad=rules.qc.output.h5ad,
-        plan=rules.perturb_plan.output[0],
+        plan=rules.perturb_plan.output.plan,
+        names=rules.fetch_resources.output.names,
     output:
-        temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
+        shifts=temp(f"{OUT}/perturbation/shard{{shard}}.tsv"),
+        **(
+            {"genes": temp(f"{OUT}/perturbation/gene_shifts{{shard}}.npz")}
+            if config["perturb"]["gene_shifts"]
+            else {}
+        ),
     params:
         p=config["perturb"],
+        definition=config["perturb"]["definition"] or "auto",
+        genes=lambda wildcards, output: opt("--gene-shifts", output.get("genes")),
+        anchor=opt("--anchor", config["perturb"]["anchor_gene"]),
+        groups=" ".join(
+            f"--group {shlex.quote(','.join(g))}" for g in config["perturb"]["groups"]
+        ),
         column=CONDITION_COLUMN,
         case=PERTURB_CASE,
         cells=CELLS_PER_SHARD,
@@ -70,8 +85,10 @@ rule perturb_shard:
         "geneattn perturb {input.tokens} --model {input.model} --obs {input.h5ad}"
         " --condition-column {params.column:q} --case {params.case:q} --plan {input.plan}"
         " --mode {params.p[mode]} --shift {params.p[shift]}"
+        " --definition {params.definition} {params.genes} {params.anchor} {params.groups}"
+        " --gene-names {input.names}"
         " --shard {wildcards.shard} --cells-per-shard {params.cells} --threads {threads}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.shifts} > {log} 2>&1"
 
 
 rule perturbation:
@@ -80,7 +97,20 @@ rule perturbation:
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
     output:
-        f"{OUT}/perturbation.tsv",
+        table=f"{OUT}/perturbation.tsv",
+        **(
+            {"geneformer": f"{OUT}/perturbation_geneformer.tsv"}
+            if config["perturb"]["geneformer_table"]
+            else {}
+        ),
+        **(
+            {"groups": f"{OUT}/perturbation_groups.tsv"}
+            if config["perturb"]["groups"]
+            else {}
+        ),
+    params:
+        gf=lambda wildcards, output: opt("--geneformer-out", output.get("geneformer")),
+        groups=lambda wildcards, output: opt("--groups-out", output.get("groups")),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 5),
@@ -91,4 +121,28 @@ rule perturbation:
         ENV
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
-        " --modules {input.modules} --out {output} > {log} 2>&1"
+        " --modules {input.modules} --out {output.table} {params.gf} {params.groups} > {log} 2>&1"
+
+
+# Geneformer's aggregate_gene_shifts: for each target gene, the cosine of every other gene's
+# state with and without the perturbation, over the case cells (perturb.gene_shifts: true).
+rule gene_shifts:
+    input:
+        shards=lambda wc: expand(
+            f"{OUT}/perturbation/gene_shifts{{shard}}.npz", shard=shard_ids(PERTURB_CASE)
+        ),
+        tokens=rules.tokenize.output.tokens,
+        names=rules.fetch_resources.output.names,
+    output:
+        f"{OUT}/gene_shifts.tsv",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1000, 5),
+        runtime=runtime(10, 0.05),
+    log:
+        f"{LOGS}/gene_shifts.log",
+    conda:
+        ENV
+    shell:
+        "geneattn gene-shifts {input.shards} --tokens {input.tokens}"
+        " --gene-names {input.names} --out {output} > {log} 2>&1"

@@ -4,6 +4,7 @@
 rule qc:
     input:
         counts=config["input"]["path"],
+        obs=config["input"]["obs"] or [],
     output:
         h5ad=f"{OUT}/qc.h5ad",
         summary=f"{OUT}/qc_summary.json",
@@ -12,6 +13,7 @@ rule qc:
         fmt=config["input"]["format"],
         layer=opt("--layer", config["input"]["layer"]),
         transpose="--transpose" if config["input"]["transpose"] else "",
+        obs=opt("--obs", config["input"]["obs"]),
         non_int="--allow-non-integer" if config["input"]["allow_non_integer"] else "",
         cond=(
             f"--condition-column {shlex.quote(CONDITION_COLUMN)} --keep "
@@ -33,7 +35,7 @@ rule qc:
         ENV
     shell:
         "geneattn qc {input.counts} --format {params.fmt} {params.layer} {params.transpose}"
-        " {params.non_int} {params.cond}"
+        " {params.non_int} {params.obs} {params.cond}"
         " --min-genes {params.qc[min_genes]} --min-cells {params.qc[min_cells]}"
         " --max-pct-mito {params.qc[max_pct_mito]} {params.max_counts}"
         " --mito-prefix {params.qc[mito_prefix]:q}"

@@ -17,12 +17,14 @@ rule report:
         differential=DIFFERENTIAL.differential,
         evaluation=rules.evaluate.output[0],
         perturbation=rules.perturbation.output[0],
+        gene_shifts=rules.gene_shifts.output[0] if config["perturb"]["gene_shifts"] else [],
     output:
         f"{OUT}/report.html",
     params:
         study=STUDY,
         config=yaml.safe_dump(config, sort_keys=False),
         fdr=config["evaluation"]["fdr"],
+        gene_shifts=lambda wildcards, input: opt("--gene-shifts", input.gene_shifts or None),
     threads: 1
     resources:
         mem_mb=mem_mb(2000, 3),
@@ -37,4 +39,5 @@ rule report:
         " --modules {input.modules} --module-graph {input.graph}"
         " --enrichment {input.enrichment} --differential {input.differential}"
         " --evaluation {input.evaluation} --perturbation {input.perturbation} --fdr {params.fdr}"
+        " {params.gene_shifts}"
         " --threads {threads} --out {output} > {log} 2>&1"

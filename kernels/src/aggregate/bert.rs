@@ -10,7 +10,7 @@ use super::{
     aggregate_in_pool, check_modules, check_sums, modules_in_pool, CellScores, ModuleSumsMut,
     SumsMut, Universe,
 };
-use crate::bert::{score_scale, Bert, CellScratch, Wanted};
+use crate::bert::{score_scale, Bert, CellScratch, Encoder, Wanted};
 use crate::error::KernelResult;
 use crate::kerr;
 use crate::matrix::{Ragged, TokenId};
@@ -24,9 +24,27 @@ pub struct LayerHeads<'a> {
     pub heads: Option<&'a [usize]>,
 }
 
+/// Which layer and heads of a checkpoint, checked.
+struct Choice<'a, 'm> {
+    model: &'a Bert<'m>,
+    layer: usize,
+    heads: Vec<usize>,
+}
+
+impl<'a, 'm> Choice<'a, 'm> {
+    /// The scores, with the layers up to the chosen one packed (call inside the pool).
+    fn scores(self) -> BertScores<'a, 'm> {
+        BertScores {
+            enc: Encoder::new(self.model, self.layer + 1),
+            layer: self.layer,
+            heads: self.heads,
+        }
+    }
+}
+
 /// One layer's attention of a checkpoint, cell by cell.
 struct BertScores<'a, 'm> {
-    model: &'a Bert<'m>,
+    enc: Encoder<'a, 'm>,
     layer: usize,
     heads: Vec<usize>,
 }
@@ -39,15 +57,15 @@ impl CellScores<f32> for BertScores<'_, '_> {
     }
 
     fn scale(&self) -> f32 {
-        score_scale(self.model)
+        score_scale(self.enc.model)
     }
 
     fn prepare<I: TokenId>(&self, tokens: &[I], s: &mut CellScratch) {
-        s.queries_keys(self.model, tokens, self.layer);
+        s.queries_keys(&self.enc, tokens, self.layer);
     }
 
     fn scores(&self, s: &CellScratch, h: usize, r0: usize, r1: usize, out: &mut [f32]) {
-        s.scores(self.model, h, r0, r1, out);
+        s.scores(self.enc.model, h, r0, r1, out);
     }
 }
 
@@ -57,7 +75,7 @@ fn check<'a, 'm, I: TokenId>(
     model: &'a Bert<'m>,
     which: LayerHeads<'_>,
     universe: &Universe<'_>,
-) -> KernelResult<BertScores<'a, 'm>> {
+) -> KernelResult<Choice<'a, 'm>> {
     model.validate()?;
     model.check_cells(cells)?;
     let wanted = Wanted {
@@ -90,7 +108,7 @@ fn check<'a, 'm, I: TokenId>(
     };
     let vocab = model.embeddings.word.rows;
     universe.validate(vocab, "row of the word embeddings")?;
-    Ok(BertScores {
+    Ok(Choice {
         model,
         layer: which.layer,
         heads,
@@ -113,7 +131,7 @@ pub fn bert_aggregate_cells<I: TokenId>(
     let src = check(&cells, model, which, &universe)?;
     check_sums(universe.n, &out)?;
     crate::pool::install(n_threads, || {
-        aggregate_in_pool(&cells, || src, &universe, out, n_threads)
+        aggregate_in_pool(&cells, || src.scores(), &universe, out, n_threads)
     })
 }
 
@@ -138,7 +156,7 @@ pub fn bert_module_cells<I: TokenId>(
         n: universe.n,
     };
     crate::pool::install(n_threads, || {
-        modules_in_pool(&cells, || src, &kept, module, n_modules, out)
+        modules_in_pool(&cells, || src.scores(), &kept, module, n_modules, out)
     })
 }
 

@@ -1,17 +1,25 @@
 """The ``geneattn`` command line: one subcommand per workflow stage.
 
 Each subcommand lives in a module of this package that defines ``NAME``, ``HELP``,
-``configure(parser)`` and ``run(args)``. Modules import their heavy dependencies inside
+``configure(parser)`` and ``run(args)``. A subcommand only parses its arguments, reads and
+writes files through library functions and calls the library functions of its stage (the
+same ones :mod:`geneattn.pp` and :mod:`geneattn.tl` call); :mod:`~geneattn.cli.options` holds
+the options several subcommands share. Modules import their heavy dependencies inside
 ``run`` so that ``geneattn --help`` stays fast. Bad input (:class:`~geneattn.errors.InputError`)
-is printed as one line and the exit status is 2.
+is printed as one line and the exit status is 2; so is a file that cannot be written or read
+(an :class:`OSError` naming a path, such as a results directory without write permission or
+a full disk).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 
 from geneattn import __version__
@@ -36,8 +44,29 @@ COMMAND_MODULES = (
     "geneattn.cli.perturb_plan",
     "geneattn.cli.perturb",
     "geneattn.cli.perturb_stats",
+    "geneattn.cli.gene_shifts",
+    "geneattn.cli.gather_gene_embeddings",
     "geneattn.cli.report",
     "geneattn.cli.bench",
+)
+
+
+#: Errors of the file system that are the environment's, not the program's: reported in one
+#: line (with the path when the error names one) instead of a traceback.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENOENT,
+        errno.EEXIST,
+        errno.EMFILE,
+        errno.EFBIG,
+    }
 )
 
 
@@ -67,12 +96,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    log = logging.getLogger("geneattn.cli")
+    log.info("geneattn %s %s: started", args.command, __version__)
+    started = time.monotonic()
     try:
         status = args._run(args)
     except InputError as err:
         print(f"geneattn {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        message = file_error_message(err)
+        if message is None:
+            raise
+        print(f"geneattn {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    log.info("geneattn %s: finished in %.1f s", args.command, time.monotonic() - started)
     return int(status or 0)
+
+
+def file_error_message(err: OSError) -> str | None:
+    """One line for a file-system error that names a path, or None for any other ``OSError``.
+
+    ``PermissionError: [Errno 13] Permission denied: 'results/x/qc.h5ad'`` becomes
+    ``results/x/qc.h5ad: Permission denied``.
+    """
+    if err.filename is None or err.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    reason = err.strerror or os.strerror(err.errno)
+    where = os.fsdecode(err.filename)
+    if err.filename2 is not None:
+        where += f" -> {os.fsdecode(err.filename2)}"
+    return f"{where}: {reason}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,50 +96,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _module_graph(args: argparse.Namespace, scored, table):
-    """The module graph of ``geneattn modules`` (same network, modules and hubs) with the
-    differential results of ``table``."""
-    import numpy as np
-
-    from geneattn.differential import read_module_labels
-    from geneattn.errors import InputError
-    from geneattn.modules import detection_network, module_graph, module_table, undirected_weights
+    """:func:`geneattn.differential.differential_graph` of the files named by the options."""
+    from geneattn.differential import differential_graph, read_hub_ranks, read_module_labels
     from geneattn.network import load_network
 
     case = load_network(args.case)
     control = load_network(args.control)
-    try:
-        detected_in = detection_network(case, control, args.detect_on)
-    except ValueError as err:
-        raise InputError(str(err), args.case) from None
-    import pandas as pd
-
     gene_ids, labels = read_module_labels(args.modules)
-    written = pd.read_csv(args.modules, sep="\t", dtype={"gene_id": str}, keep_default_na=False)
-    module_of = dict(zip(gene_ids.tolist(), labels.tolist(), strict=True))
-    missing = [g for g in detected_in.gene_ids.tolist() if g not in module_of]
-    if missing or len(module_of) != detected_in.n_genes:
-        raise InputError(
-            f"its genes are not those of the network {args.case}"
-            + (f" (e.g. {missing[0]} is missing)" if missing else ""),
-            args.modules,
-        )
-    modules = np.array([module_of[g] for g in detected_in.gene_ids.tolist()], dtype=np.int64)
-    numbers, sizes = np.unique(modules[modules > 0], return_counts=True)
-    if numbers.tolist() != scored.modules.tolist() or sizes.tolist() != (
-        scored.module_sizes.tolist()
-    ):
-        raise InputError(
-            f"its modules are not those the cells were scored on ({args.case_cells[0]})",
-            args.modules,
-        )
-    weights = undirected_weights(detected_in.adjacency)
-    recomputed = module_table(detected_in, modules, weights)
-    if "hub_rank" in written.columns:
-        hub_rank = dict(zip(gene_ids.tolist(), written["hub_rank"].tolist(), strict=True))
-        if recomputed["hub_rank"].tolist() != [hub_rank[g] for g in recomputed["gene_id"]]:
-            raise InputError(
-                f"its hub ranks are not those of the modules in the {args.detect_on} network "
-                f"of {args.case} and {args.control} (another --detect-on?)",
-                args.modules,
-            )
-    return module_graph(detected_in, recomputed, table, weights)
+    return differential_graph(
+        case,
+        control,
+        gene_ids,
+        labels,
+        scored,
+        table,
+        detect_on=args.detect_on,
+        hub_ranks=read_hub_ranks(args.modules),
+        source=args.modules,
+        case_source=args.case,
+        control_source=args.control,
+        scored_source=args.case_cells[0],
+    )

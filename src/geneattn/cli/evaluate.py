@@ -36,34 +36,22 @@ def run(args: argparse.Namespace) -> int:
     """Write one table: a summary line (as comments) and one row per program."""
     import logging
 
-    import pandas as pd
-
-    from geneattn.errors import InputError
-    from geneattn.evaluation import DEFAULT_PROGRAMS, enriched_fraction, program_cohesion
+    from geneattn.evaluation import (
+        DEFAULT_PROGRAMS,
+        enriched_fraction,
+        evaluation_text,
+        program_cohesion,
+        read_table,
+    )
     from geneattn.io.atomic import write_text
 
-    def read(path: str, columns: set[str]) -> pd.DataFrame:
-        try:
-            table = pd.read_csv(path, sep="\t")
-        except FileNotFoundError:
-            raise InputError("file not found", path) from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise InputError(f"not a TSV table ({err})", path) from None
-        if missing := columns - set(table.columns):
-            raise InputError(f"missing columns {sorted(missing)}", path)
-        return table
-
-    modules = read(args.modules, {"gene", "module"})
-    enrichment = read(args.enrichment, {"module", "fdr"})
+    modules = read_table(args.modules, {"gene", "module"})
+    enrichment = read_table(args.enrichment, {"module", "fdr"})
     programs = dict(args.program) if args.program else DEFAULT_PROGRAMS
     frac = enriched_fraction(modules, enrichment, fdr=args.fdr)
     cohesion = program_cohesion(modules, programs, n_permutations=args.permutations, seed=args.seed)
     logging.getLogger(__name__).info(
         "%d of %d modules enriched at FDR < %g", frac["n_enriched"], frac["n_modules"], args.fdr
     )
-    head = (
-        f"# modules: {frac['n_modules']}\n# enriched at FDR < {args.fdr:g}: {frac['n_enriched']}"
-        f" ({frac['fraction']:.3f})\n"
-    )
-    write_text(args.out, head + cohesion.to_csv(sep="\t", index=False, float_format="%.6g"))
+    write_text(args.out, evaluation_text(frac, cohesion, fdr=args.fdr))
     return 0

@@ -19,10 +19,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Concatenate the shards' cells; refuse shards of different models or repeated cells."""
-    from geneattn.gather_embeddings import gather_embeddings
+    from geneattn.embeddings import gather_embedding_files
     from geneattn.io.atomic import atomic_path
 
     # obs of every shard in memory, the embeddings copied one shard at a time
     with atomic_path(args.out) as tmp:
-        gather_embeddings(args.shards, tmp)
+        n = gather_embedding_files(args.shards, tmp)
+    log.info("gathered %d cells from %d shards", n, len(args.shards))
     return 0

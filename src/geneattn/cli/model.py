@@ -57,103 +57,32 @@ def run(args: argparse.Namespace) -> int:
         return _checkpoint(args)
     if args.h5ad is None or args.token_dictionary is None:
         raise InputError("the study model needs the QC'd h5ad and --token-dictionary")
-    import numpy as np
-    import scipy.sparse as sp
-
     from geneattn.io.readers import read_stage_h5ad
-    from geneattn.models.study import build_study_model, save_study_model
+    from geneattn.models.pca import streamed_study_model
+    from geneattn.models.study import save_study_model, study_model_from_anndata
     from geneattn.resources.load import load_gene_name_map, load_token_dictionary
-    from geneattn.tokenize import map_genes, merge_duplicate_tokens
 
     if args.chunk_cells < 1:
         raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
-    adata = read_stage_h5ad(args.h5ad, backed=True)
-    streamed = adata.n_obs > args.chunk_cells
-    if not streamed:
-        adata.file.close()
-        adata = read_stage_h5ad(args.h5ad)
-    else:
-        adata.file.close()
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
-    tokens = load_token_dictionary(args.token_dictionary)
-    var_names = adata.var_names.to_numpy()
-    if args.gene_id == "ensembl" and "gene_ids" in adata.var:
-        var_names = adata.var["gene_ids"].astype(str).to_numpy()
-    ensembl, token, _ = map_genes(
-        var_names,
-        gene_id=args.gene_id,
-        token_dictionary=tokens,
-        gene_medians=None,
+    adata = read_stage_h5ad(args.h5ad, backed=True)
+    n_cells = adata.n_obs
+    adata.file.close()
+    options = dict(
+        token_dictionary=load_token_dictionary(args.token_dictionary),
         name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
-    )
-    if streamed:
-        return _streamed(args, adata, token, ensembl, len(tokens))
-    x, token, _, _ = merge_duplicate_tokens(sp.csr_matrix(adata.X), token, ensembl)
-    if "n_counts" in adata.obs:
-        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
-    else:
-        n_counts = np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
-    model = build_study_model(
-        x,
-        n_counts,
-        token,
-        len(tokens),
+        gene_id=args.gene_id,
         d_model=args.d_model,
         n_heads=args.n_heads,
         temperature=args.temperature,
         seed=args.seed,
     )
-    log.info(
-        "model: %d genes with embeddings, d_model %d, %d heads",
-        model.params["genes_with_embedding"],
-        model.d_model,
-        model.n_heads,
-    )
-    save_study_model(args.out, model)
-    return 0
-
-
-def _streamed(args: argparse.Namespace, adata, token_all, ensembl_all, vocab_size: int) -> int:
-    """The study model with its PCA streamed over blocks of cells (:mod:`geneattn.models.pca`)."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    from geneattn.models.pca import streaming_gene_loadings
-    from geneattn.models.study import build_study_model, save_study_model
-    from geneattn.tokenize import merge_duplicate_tokens
-    from geneattn.tokenize_stream import h5ad_blocks
-
-    blocks, n_cells, n_genes = h5ad_blocks(args.h5ad, args.chunk_cells)
-    empty = sp.csr_matrix((0, n_genes), dtype=np.float32)
-    _, token, _, _ = merge_duplicate_tokens(empty, token_all, ensembl_all)
-
-    def merged(x):
-        return merge_duplicate_tokens(x, token_all, ensembl_all)[0]
-
-    if "n_counts" in adata.obs:
-        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
+    if n_cells > args.chunk_cells:
+        log.info("%d cells > --chunk-cells %d: PCA over blocks of cells", n_cells, args.chunk_cells)
+        model = streamed_study_model(args.h5ad, chunk_cells=args.chunk_cells, **options)
     else:
-        n_counts = np.concatenate(
-            [np.asarray(x.sum(axis=1), dtype=np.float64).ravel() for _, _, x in blocks()]
-        )
-    log.info(
-        "%d cells > --chunk-cells %d: PCA streamed over blocks of cells", n_cells, args.chunk_cells
-    )
-    loadings = streaming_gene_loadings(
-        blocks, n_counts, len(token), n_components=args.d_model, seed=args.seed, columns=merged
-    )
-    model = build_study_model(
-        None,
-        n_counts,
-        token,
-        vocab_size,
-        d_model=args.d_model,
-        n_heads=args.n_heads,
-        temperature=args.temperature,
-        seed=args.seed,
-        loadings=loadings,
-    )
+        model = study_model_from_anndata(read_stage_h5ad(args.h5ad), **options)
     log.info(
         "model: %d genes with embeddings, d_model %d, %d heads",
         model.params["genes_with_embedding"],

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the module-attention options."""
-    from geneattn.shards import add_shard_arguments
+    from geneattn.cli.options import add_shard_arguments
 
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
     parser.add_argument(
@@ -35,31 +35,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute the shard's per-cell module attention and write it."""
-    import numpy as np
-
-    from geneattn.cli.attention import _read_obs, condition_shard
-    from geneattn.differential import module_attention, read_module_labels, save_module_attention
-    from geneattn.errors import InputError
+    from geneattn.cells import read_condition_labels, read_condition_shard
+    from geneattn.cli.options import check_threads, shard_from
+    from geneattn.differential import (
+        module_attention,
+        module_gene_tokens,
+        read_module_labels,
+        save_module_attention,
+    )
     from geneattn.models import load_model
-    from geneattn.shards import check_shard_arguments, describe
 
-    if args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
-    check_shard_arguments(args)
+    check_threads(args)
+    shard = shard_from(args)
     model = load_model(args.model)
-    labels, _ = _read_obs(args.obs, args.condition_column)
+    labels, _ = read_condition_labels(args.obs, args.condition_column)
     gene_ids, modules = read_module_labels(args.modules)
-    shard, n_chosen = condition_shard(labels, args)
-    token_of = {str(g): t for t, g in enumerate(np.asarray(shard.vocabulary).astype(str))}
-    unknown = [g for g in gene_ids.tolist() if g not in token_of]
-    if unknown:
-        raise InputError(
-            f"{len(unknown)} genes are not tokens of {args.tokens}, e.g. {unknown[0]}",
-            args.modules,
-        )
-    gene_tokens = np.array([token_of[g] for g in gene_ids.tolist()], dtype=np.int64)
+    cells, n_chosen = read_condition_shard(
+        args.tokens,
+        labels,
+        args.condition,
+        column=args.condition_column,
+        shard=shard,
+        source=args.obs,
+    )
+    gene_tokens = module_gene_tokens(
+        gene_ids, cells.vocabulary, source=args.modules, tokens_source=args.tokens
+    )
     result = module_attention(
-        shard,
+        cells,
         model,
         gene_tokens,
         modules,
@@ -69,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "%s: %s, %d of %d cells, %d modules of %d genes",
         args.condition,
-        describe(args),
-        shard.n_cells,
+        shard,
+        cells.n_cells,
         n_chosen,
         len(result.modules),
         int(result.module_sizes.sum()),

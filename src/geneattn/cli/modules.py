@@ -78,18 +78,10 @@ def run(args: argparse.Namespace) -> int:
     """Find modules and write the outputs asked for, all or none."""
     import contextlib
 
-    from geneattn.enrichment import load_gene_sets, module_enrichment
+    from geneattn.enrichment import load_gene_sets
     from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
-    from geneattn.modules import (
-        detection_network,
-        differential_connectivity,
-        empty_differential,
-        leiden_modules,
-        module_graph,
-        module_table,
-        undirected_weights,
-    )
+    from geneattn.modules import find_modules
     from geneattn.network import load_network, write_graphml, write_table
 
     for flag, value in (
@@ -101,55 +93,21 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be at least 1, got {value}")
     case = load_network(args.case)
     control = None if args.control is None else load_network(args.control)
-    if control is not None:
-        shared = len(set(case.gene_ids.tolist()) & set(control.gene_ids.tolist()))
-        if shared == 0:
-            raise InputError(f"no gene in common with the case network {args.case}", args.control)
-        if shared < case.n_genes:
-            log.warning(
-                "%s lacks %d of the case network's %d genes; their pairs are not compared",
-                args.control,
-                case.n_genes - shared,
-                case.n_genes,
-            )
-    gene_sets = load_gene_sets(args.gmt)
-
-    if control is None:
-        log.info("single-condition study: modules of %s, no differential test", args.case)
-    try:
-        detected_in = detection_network(case, control, args.detect_on)
-    except ValueError as err:
-        raise InputError(str(err), args.case) from None
-    weights = undirected_weights(detected_in.adjacency)
-    modules = leiden_modules(
-        weights,
-        resolution=args.resolution,
+    found = find_modules(
+        case,
+        control,
+        gene_sets=load_gene_sets(args.gmt),
+        detect_on=args.detect_on,
         objective=args.objective,
+        resolution=args.resolution,
         seed=args.seed,
         min_size=args.min_size,
-    )
-    table = module_table(detected_in, modules, weights)
-    differential = None
-    if args.out_differential is None:
-        pass
-    elif control is None:
-        differential = empty_differential()
-    else:
-        differential = differential_connectivity(
-            case, control, modules, n_permutations=args.permutations, seed=args.seed
-        )
-    enrichment = module_enrichment(
-        modules, case.gene_ids, case.gene_symbols, gene_sets, min_set_size=args.min_set_size
-    )
-    graph = None
-    if args.out_graphml is not None:
-        graph = module_graph(detected_in, table, None if control is None else differential, weights)
-    log.info(
-        "%d modules (%d of %d genes assigned), %d enriched gene sets at FDR < 0.05",
-        int(modules.max(initial=0)),
-        int((modules > 0).sum()),
-        case.n_genes,
-        int((enrichment["fdr"] < 0.05).sum()),
+        min_set_size=args.min_set_size,
+        gene_set_test=args.out_differential is not None,
+        permutations=args.permutations,
+        graph=args.out_graphml is not None,
+        case_source=args.case,
+        control_source=args.control,
     )
     with contextlib.ExitStack() as stack:
         paths = [
@@ -161,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
                 args.out_graphml,
             )
         ]
-        write_table(paths[0], table)
-        write_table(paths[1], enrichment)
-        if differential is not None:
-            write_table(paths[2], differential)
-        if graph is not None:
-            write_graphml(paths[3], graph)
+        write_table(paths[0], found.table)
+        write_table(paths[1], found.enrichment)
+        if found.differential is not None:
+            write_table(paths[2], found.differential)
+        if found.graph is not None:
+            write_graphml(paths[3], found.graph)
     return 0

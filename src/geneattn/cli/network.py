@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
-    from scipy import sparse
 
 NAME = "network"
 HELP = (
@@ -75,15 +70,8 @@ def run(args: argparse.Namespace) -> int:
     prior = None
     params: dict[str, object] = {"input": str(args.sums)}
     if args.diffusion != "none":
-        prior = _prior(args, data.gene_ids, data.gene_symbols)
-        params.update(prior=args.prior, prior_edges=int(prior.nnz // 2))
-        if args.prior in ("coexpression", "union"):
-            params.update(
-                coexpression_neighbors=args.coexpression_neighbors,
-                coexpression_threshold=args.coexpression_threshold,
-            )
-        if args.prior in ("ppi", "union"):
-            params.update(min_confidence=args.min_confidence)
+        prior, prior_params = _prior(args, data.gene_ids, data.gene_symbols)
+        params.update(prior_params)
     try:
         network = build_network(
             data,
@@ -118,34 +106,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prior(
-    args: argparse.Namespace, gene_ids: np.ndarray, gene_symbols: np.ndarray
-) -> sparse.csr_matrix:
-    from geneattn.diffusion import coexpression_prior_from_h5ad, ppi_prior, union_prior
+def _prior(args: argparse.Namespace, gene_ids, gene_symbols):
+    """:func:`geneattn.diffusion.network_prior` of the files named by the options."""
+    from geneattn.diffusion import network_prior
     from geneattn.errors import InputError
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.resources.load import load_ppi
 
-    priors = []
+    ppi = study = None
     if args.prior in ("ppi", "union"):
         if not args.ppi:
             raise InputError(f"--prior {args.prior} needs --ppi")
-        from geneattn.resources.load import load_ppi
-
-        priors.append(
-            ppi_prior(load_ppi(args.ppi), gene_symbols, min_confidence=args.min_confidence)
-        )
+        ppi = load_ppi(args.ppi)
     if args.prior in ("coexpression", "union"):
         if not args.counts:
             raise InputError(f"--prior {args.prior} needs --counts")
-        priors.append(
-            coexpression_prior_from_h5ad(
-                args.counts,
-                gene_ids,
-                gene_symbols,
-                n_neighbors=args.coexpression_neighbors,
-                threshold=args.coexpression_threshold,
-            )
-        )
-    prior = union_prior(*priors)
-    if prior.nnz == 0:
-        log.warning("the %s prior has no edge among the network's genes", args.prior)
-    return prior
+        study = read_stage_h5ad(args.counts)
+    return network_prior(
+        args.prior,
+        gene_ids=gene_ids,
+        gene_symbols=gene_symbols,
+        ppi=ppi,
+        study=study,
+        min_confidence=args.min_confidence,
+        coexpression_neighbors=args.coexpression_neighbors,
+        coexpression_threshold=args.coexpression_threshold,
+        study_source=args.counts,
+    )

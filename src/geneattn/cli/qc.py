@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the qc options."""
-    from geneattn.io.readers import FORMATS
+    from geneattn.io.formats import FORMATS
 
     parser.add_argument("counts", help="raw counts: .h5ad, 10x .h5, 10x mtx dir, .loom, .csv/.tsv")
     parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], dest="fmt")
@@ -21,6 +21,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transpose", action="store_true", help="csv/tsv: genes are rows")
     parser.add_argument(
         "--allow-non-integer", action="store_true", help="accept non-integer counts"
+    )
+    parser.add_argument(
+        "--obs",
+        metavar="TABLE",
+        help="cell metadata (.csv/.tsv, barcodes in the first column) joined onto the counts",
     )
     parser.add_argument(
         "--condition-column",
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         layer=args.layer,
         transpose=args.transpose,
         allow_non_integer=args.allow_non_integer,
+        obs=args.obs,
     )
     # Nested: each output is renamed into place only when all three blocks succeeded.
     with (

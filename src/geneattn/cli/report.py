@@ -25,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--differential", required=True, help="differential.tsv")
     parser.add_argument("--evaluation", required=True, help="evaluation.tsv")
     parser.add_argument("--perturbation", help="perturbation.tsv (without it the section says so)")
+    parser.add_argument("--gene-shifts", help="gene_shifts.tsv (gene-level perturbation shifts)")
     parser.add_argument("--fdr", type=float, default=0.05, help="significance threshold shown")
     parser.add_argument("--top-enrichment", type=int, default=5, help="gene sets per module")
     parser.add_argument("--hubs-per-module", type=int, default=25, help="genes drawn per module")
@@ -58,17 +59,19 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be at least 1, got {value}")
     if not 0 < args.fdr < 1:
         raise InputError(f"--fdr must be between 0 and 1, got {args.fdr}")
-    from geneattn.report.html import ReportInputs, ReportOptions, read_config_text, write_report
+    from geneattn.report.html import (
+        ReportInputs,
+        ReportOptions,
+        read_config_file,
+        read_config_text,
+        write_report,
+    )
 
     config_text = None
     if args.config_yaml == "-":
         config_text = read_config_text(sys.stdin.read(), "<stdin>")
     elif args.config_yaml is not None:
-        try:
-            text = Path(args.config_yaml).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError("file not found", args.config_yaml) from None
-        config_text = read_config_text(text, args.config_yaml)
+        config_text = read_config_file(args.config_yaml)
     inputs = ReportInputs(
         qc_summary=Path(args.qc_summary),
         qc=Path(args.qc),
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         differential=Path(args.differential),
         evaluation=Path(args.evaluation),
         perturbation=None if args.perturbation is None else Path(args.perturbation),
+        gene_shifts=None if args.gene_shifts is None else Path(args.gene_shifts),
     )
     options = ReportOptions(
         fdr=args.fdr,
@@ -87,14 +91,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         neighbors_method=args.neighbors_method,
     )
-    import numba
-
-    # For this call only: numba's pool size is fixed once started, the per-thread count is not.
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        write_report(args.out, inputs, study=args.study, config_text=config_text, options=options)
-    finally:
-        numba.set_num_threads(before)
+    write_report(
+        args.out,
+        inputs,
+        study=args.study,
+        config_text=config_text,
+        options=options,
+        n_threads=args.threads,
+    )
     logging.getLogger(__name__).info("wrote %s", args.out)
     return 0

@@ -192,13 +192,15 @@ def open_counts(
     layer: str | None = None,
     transpose: bool = False,
     allow_non_integer: bool = False,
+    obs: str | Path | None = None,
 ) -> ChunkedCounts:
     """Open raw counts for reading a block of cells at a time.
 
     Parameters
     ----------
-    path, fmt, layer, transpose, allow_non_integer
-        As for :func:`geneattn.io.readers.read_counts`.
+    path, fmt, layer, transpose, allow_non_integer, obs
+        As for :func:`geneattn.io.readers.read_counts` (``obs``: a cell metadata table
+        joined onto ``obs`` by barcode).
 
     Returns
     -------
@@ -217,6 +219,11 @@ def open_counts(
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or directory", path)
+    metadata = None
+    if obs is not None:
+        from geneattn.io.cell_metadata import read_cell_metadata
+
+        metadata = read_cell_metadata(obs)  # before the counts: a bad table fails fast
     fmt = readers.detect_format(path) if fmt == "auto" else readers._check_format(fmt, path)
     if transpose and fmt not in ("csv", "tsv"):
         raise InputError(f"transpose applies to csv/tsv input only, not {fmt}", path)
@@ -226,27 +233,32 @@ def open_counts(
     try:
         with readers._reading(fmt, path):
             if fmt in ("csv", "tsv"):
-                parts = _open_in_memory(path, transpose=transpose, allow=allow_non_integer)
+                parts = _open_in_memory(path, transpose=transpose, allow=allow_non_integer, obs=obs)
+                metadata = None  # joined by read_counts
             else:
                 parts = _OPENERS[fmt](path, layer=layer, transpose=transpose, closers=closers)
     except BaseException:
         for close in reversed(closers):
             close()
         raise
-    rows, n_cells, n_genes, obs, var, extra = parts
+    rows, n_cells, n_genes, cells, var, extra = parts
     columns = extra.pop("columns", None)
     if n_cells == 0 or n_genes == 0:
         for close in reversed(closers):
             close()
         raise InputError(f"empty count matrix ({n_cells} cells x {n_genes} genes)", path)
-    obs, var = obs.copy(), var.copy()
-    obs.index, var.index = readers._str_index(obs.index), readers._str_index(var.index)
-    obs = _unique_cells(obs, path)
+    cells, var = cells.copy(), var.copy()
+    cells.index, var.index = readers._str_index(cells.index), readers._str_index(var.index)
+    if metadata is not None:
+        from geneattn.io.cell_metadata import join_cell_metadata
+
+        cells = join_cell_metadata(cells, metadata, source=obs, counts=path)
+    cells = _unique_cells(cells, path)
     var, merge = _merged_genes(var, path)
     counts = ChunkedCounts(
         path=path,
         fmt=fmt,
-        obs=obs,
+        obs=cells,
         var=var,
         obsm=extra.get("obsm", {}),
         obsp=extra.get("obsp", {}),
@@ -571,11 +583,11 @@ def _open_loom(path: Path, *, layer: str | None, transpose: bool, closers: list)
     return rows, n_cells, n_genes, obs, var, {}
 
 
-def _open_in_memory(path: Path, *, transpose: bool, allow: bool) -> _Opened:
+def _open_in_memory(path: Path, *, transpose: bool, allow: bool, obs: str | Path | None) -> _Opened:
     from geneattn.io.readers import read_counts
 
     logger.info("%s: csv/tsv tables do not stream; the table is read whole", path)
-    adata = read_counts(path, transpose=transpose, allow_non_integer=allow)
+    adata = read_counts(path, transpose=transpose, allow_non_integer=allow, obs=obs)
     extra = {
         "streamed": False,
         "obsm": dict(adata.obsm),

@@ -29,12 +29,11 @@ import pandas as pd
 from scipy import sparse
 
 from geneattn.errors import InputError
+from geneattn.io.formats import FORMATS
 
 logger = logging.getLogger(__name__)
 
 #: Format names accepted by :func:`read_counts` (besides ``"auto"``).
-FORMATS = ("h5ad", "10x_h5", "10x_mtx", "loom", "csv", "tsv")
-
 _SUFFIX_FORMATS = {
     ".h5ad": "h5ad",
     ".h5": "10x_h5",
@@ -56,6 +55,7 @@ def read_counts(
     layer: str | None = None,
     transpose: bool = False,
     allow_non_integer: bool = False,
+    obs: str | Path | None = None,
 ) -> ad.AnnData:
     """Read a raw count matrix and validate it.
 
@@ -74,6 +74,10 @@ def read_counts(
     allow_non_integer
         Accept non-integer values (e.g. ambient-corrected counts). Negative, NaN and
         infinite values are refused regardless.
+    obs
+        A cell metadata table (``.csv``/``.tsv``, barcodes in the first column) whose
+        columns are joined onto ``obs`` by barcode, for any format
+        (:mod:`geneattn.io.cell_metadata`). Every cell needs a row.
 
     Returns
     -------
@@ -90,10 +94,17 @@ def read_counts(
         The file is missing, unreadable or in an unsupported format; the matrix is empty;
         the layer does not exist; or a value is NaN, infinite, negative or (unless
         allowed) not an integer. Value errors name the first offending cell, gene and value.
+        A csv/tsv row with too few fields or an empty field is named by its line. The
+        metadata table is missing or unreadable, names a barcode twice, or lacks a cell.
     """
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or directory", path)
+    metadata = None
+    if obs is not None:
+        from geneattn.io.cell_metadata import read_cell_metadata
+
+        metadata = read_cell_metadata(obs)  # before the counts: a bad table fails fast
     fmt = detect_format(path) if fmt == "auto" else _check_format(fmt, path)
     if transpose and fmt not in _DELIMITERS:
         raise InputError(f"transpose applies to csv/tsv input only, not {fmt}", path)
@@ -104,13 +115,17 @@ def read_counts(
     counts = _counts_matrix(raw, layer, path)
     _check_shape(counts, path)
     _check_values(counts, raw.obs_names, raw.var_names, path, allow_non_integer=allow_non_integer)
-    obs, var = raw.obs.copy(), raw.var.copy()
-    obs.index, var.index = _str_index(obs.index), _str_index(var.index)
+    cells, var = raw.obs.copy(), raw.var.copy()
+    cells.index, var.index = _str_index(cells.index), _str_index(var.index)
+    if metadata is not None:
+        from geneattn.io.cell_metadata import join_cell_metadata
+
+        cells = join_cell_metadata(cells, metadata, source=obs, counts=path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_DUPLICATE_NAMES_WARNING)
         adata = ad.AnnData(
             X=_to_float32(counts, path),
-            obs=obs,
+            obs=cells,
             var=var,
             obsm=dict(raw.obsm),
             obsp=dict(raw.obsp),
@@ -315,11 +330,20 @@ def _read_delimited(path: Path, *, transpose: bool) -> ad.AnnData:
         )
     except pd.errors.EmptyDataError:
         raise InputError("empty count matrix (the table has no data rows)", path) from None
+    except pd.errors.ParserError:
+        # a row with more fields than the first: name it (line, fields expected and found)
+        _raise_ragged_row(path, sep, names, rows_are="genes" if transpose else "cells")
+        raise
     if len(names) == body.shape[1] + 1:
         names = names[1:]
     if len(names) != body.shape[1]:
         raise InputError(
             f"the header has {len(names)} names but the rows have {body.shape[1]} values", path
+        )
+    if body.isna().to_numpy().any():
+        # a short row or an empty field, which pandas reads as NaN: say which, and where
+        _raise_ragged_row(
+            path, sep, names, rows_are="genes" if transpose else "cells", n_fields=len(names) + 1
         )
     body.columns = pd.Index(names)
     body.index = body.index.astype(str)
@@ -330,6 +354,72 @@ def _read_delimited(path: Path, *, transpose: bool) -> ad.AnnData:
         _check_numeric(body, path, cells_in_rows=True)
     X = sparse.csr_matrix(body.to_numpy(dtype=np.float64))
     return ad.AnnData(X=X, obs=pd.DataFrame(index=body.index), var=pd.DataFrame(index=body.columns))
+
+
+#: Fields pandas reads as missing by default (``pandas.read_csv``'s ``na_values``).
+_NA_FIELDS = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
+
+
+def _raise_ragged_row(
+    path: Path, sep: str, names: list[str], *, rows_are: str, n_fields: int | None = None
+) -> None:
+    """Raise for the first data line with too few or too many fields, or a missing value.
+
+    Scans the file with the csv module (only on this error path). ``n_fields`` is the number
+    of fields of a full row, name column included; None takes it from the first data line
+    when that has the header's count or one more (a header without a name column).
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    columns = "genes" if rows_are == "cells" else "cells"
+    with opener(path, "rt", newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=sep)
+        next(reader, None)
+        for row in reader:
+            if not row:  # blank lines are skipped by the parser too
+                continue
+            if n_fields is None:
+                n_fields = len(row) if len(row) in (len(names), len(names) + 1) else len(names)
+            line = reader.line_num
+            name = row[0]
+            if len(row) != n_fields:
+                kind = "short" if len(row) < n_fields else "long"
+                raise InputError(
+                    f"line {line} is a {kind} row: {len(row)} fields where {n_fields} are "
+                    f"expected (the name and {n_fields - 1} {columns}), row {name!r}",
+                    path,
+                )
+            for j, field in enumerate(row[1:], start=1):
+                if field.strip() in _NA_FIELDS:
+                    header = names[j - 1] if len(names) == n_fields - 1 else names[j]
+                    what = "empty field" if not field.strip() else f"missing value {field!r}"
+                    cell, gene = (name, header) if rows_are == "cells" else (header, name)
+                    raise InputError(
+                        f"line {line}: {what} at cell {cell!r}, gene {gene!r} "
+                        f"(field {j + 1} of {n_fields}); counts must be numbers",
+                        path,
+                    )
 
 
 def _header_names(path: Path, sep: str) -> list[str]:
@@ -508,3 +598,26 @@ def read_stage_h5ad(path: str | Path, *, backed: bool = False) -> ad.AnnData:
         raise InputError("file not found", path) from None
     except OSError as err:
         raise InputError(f"cannot read as h5ad ({err})", path) from None
+
+
+def check_counts(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    allow_non_integer: bool = False,
+    source: str | Path | None = None,
+) -> None:
+    """Check raw counts held in memory as :func:`read_counts` checks those of a file.
+
+    Raises
+    ------
+    InputError
+        The layer is missing, the matrix is empty, or a value is NaN, infinite, negative or
+        (unless allowed) not an integer; the message names the first offending cell, gene
+        and value.
+    """
+    counts = _counts_matrix(adata, layer, source)
+    _check_shape(counts, source)
+    _check_values(
+        counts, adata.obs_names, adata.var_names, source, allow_non_integer=allow_non_integer
+    )

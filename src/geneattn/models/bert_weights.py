@@ -355,6 +355,7 @@ def save_checkpoint(directory: str | Path, config: BertConfig, weights: BertWeig
     save_file(
         {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
         str(directory / "model.safetensors"),
+        metadata={"format": "pt"},  # transformers' from_pretrained requires it
     )
     raw = {"model_type": "bert", "architectures": ["BertForMaskedLM"]}
     raw.update(dataclasses.asdict(config))

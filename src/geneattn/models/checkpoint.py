@@ -35,6 +35,7 @@ import numpy as np
 from geneattn.errors import InputError
 from geneattn.models.bert import BertEncoder
 from geneattn.models.inputs import token_remap
+from geneattn.models.protocol import TokenInputs
 from geneattn.tokenize import TokenizedCells
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,25 @@ class CheckpointAttention:
             n_threads=n_threads,
         )
 
+    def token_inputs(self, cells: TokenizedCells) -> TokenInputs:
+        """Model input ids of ``cells`` (mapped, truncated, framed) and the token map."""
+        ids, offsets = self.inputs(cells)
+        vocab = np.arange(len(cells.vocabulary), dtype=np.int64)
+        return TokenInputs(
+            ids=ids,
+            offsets=offsets,
+            model_id=self.model_ids(cells, vocab),
+            special=self.model.version == "V2",
+            max_len=self.model.max_len,
+            cls=self.pooling == "cls",
+        )
+
+    def token_states(
+        self, ids: np.ndarray, offsets: np.ndarray, *, n_threads: int = 1
+    ) -> np.ndarray:
+        """Hidden states of ``emb_layer`` of every input token, float32."""
+        return self._hidden(ids, offsets, self.model.n_layers + self.emb_layer, n_threads)
+
     def edit_embeddings(
         self,
         cells: TokenizedCells,
@@ -245,8 +265,9 @@ def write_manifest(
 ) -> CheckpointAttention:
     """Check a checkpoint loads with these choices and write its manifest atomically.
 
-    The manifest records the paths as given and the sha256 of ``config.json`` and the
-    weight files, so a changed checkpoint changes the manifest's bytes.
+    The manifest (:func:`checkpoint_manifest`) records the paths as given and the sha256 of
+    ``config.json`` and the weight files, so a changed checkpoint changes the manifest's
+    bytes.
 
     Returns
     -------
@@ -255,6 +276,49 @@ def write_manifest(
     """
     from geneattn.io.atomic import write_text
 
+    stage, manifest = checkpoint_manifest(
+        checkpoint,
+        token_dictionary=token_dictionary,
+        version=version,
+        emb_layer=emb_layer,
+        pooling=pooling,
+        attention_layer=attention_layer,
+        attention_heads=attention_heads,
+        source=out,
+    )
+    write_text(out, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return stage
+
+
+def checkpoint_manifest(
+    checkpoint: str | Path,
+    *,
+    token_dictionary: str | Path | None = None,
+    version: str | None = None,
+    emb_layer: int = -1,
+    pooling: str = "mean",
+    attention_layer: int = -1,
+    attention_heads: Sequence[int] | None = None,
+    source: str | Path | None = None,
+) -> tuple[CheckpointAttention, dict]:
+    """Load a checkpoint with the workflow's choices, and the manifest that reloads it.
+
+    Parameters
+    ----------
+    checkpoint
+        Hugging Face model directory (``config.json``, ``*.safetensors``).
+    token_dictionary, version
+        As for :meth:`BertEncoder.load`.
+    emb_layer, pooling, attention_layer, attention_heads
+        As the attributes of :class:`CheckpointAttention`.
+    source
+        Named in errors about the choices.
+
+    Returns
+    -------
+    tuple
+        The model, and its manifest (JSON-serialisable; :func:`model_from_manifest`).
+    """
     checkpoint = Path(checkpoint)
     model = BertEncoder.load(checkpoint, version=version, token_dictionary=token_dictionary)
     weights = sorted(p.name for p in checkpoint.glob("*.safetensors"))
@@ -273,9 +337,7 @@ def write_manifest(
         "max_len": model.max_len,
         "sha256": {name: _sha256(checkpoint / name) for name in ["config.json", *weights]},
     }
-    stage = _stage(model, manifest, out)
-    write_text(out, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return stage
+    return _stage(model, manifest, source), manifest
 
 
 def _stage(model: BertEncoder, manifest: dict, source: str | Path) -> CheckpointAttention:
@@ -304,7 +366,7 @@ def _stage(model: BertEncoder, manifest: dict, source: str | Path) -> Checkpoint
 
 
 def load_manifest(path: str | Path) -> CheckpointAttention:
-    """The checkpoint a manifest names, loaded and checked against its recorded sha256."""
+    """The checkpoint a manifest file names (:func:`model_from_manifest`)."""
     path = Path(path)
     try:
         manifest = json.loads(path.read_text())
@@ -312,16 +374,28 @@ def load_manifest(path: str | Path) -> CheckpointAttention:
         raise InputError("file not found", path) from None
     except (OSError, ValueError) as err:
         raise InputError(f"cannot read the model manifest ({err})", path) from None
+    return model_from_manifest(manifest, source=path)
+
+
+def model_from_manifest(manifest: dict, *, source: str | Path | None = None) -> CheckpointAttention:
+    """The checkpoint a manifest names, loaded and checked against its recorded sha256.
+
+    Raises
+    ------
+    InputError
+        Not a checkpoint manifest, or the checkpoint's files changed since (naming
+        ``source``).
+    """
     if not isinstance(manifest, dict) or manifest.get("kind") != "checkpoint":
-        raise InputError("not a checkpoint manifest (kind must be 'checkpoint')", path)
+        raise InputError("not a checkpoint manifest (kind must be 'checkpoint')", source)
     checkpoint = Path(manifest["path"])
     for name, digest in manifest.get("sha256", {}).items():
         if not (checkpoint / name).is_file() or _sha256(checkpoint / name) != digest:
             raise InputError(
                 f"{checkpoint / name} changed since the manifest was written; rerun the model rule",
-                path,
+                source,
             )
     model = BertEncoder.load(
         checkpoint, version=manifest["version"], token_dictionary=manifest["token_dictionary"]
     )
-    return _stage(model, manifest, path)
+    return _stage(model, manifest, source)

@@ -22,7 +22,8 @@ tied may rotate within the tie in either method.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -178,6 +179,73 @@ def streaming_gene_loadings(
     loadings = axes * np.sqrt(np.clip(variance, 0, None))
     flip = np.sign(loadings[np.abs(loadings).argmax(axis=0), np.arange(loadings.shape[1])])
     return loadings * np.where(flip == 0, 1.0, flip)
+
+
+def streamed_study_model(
+    h5ad: str | Path,
+    *,
+    token_dictionary: Mapping[str, int],
+    name_map: Mapping[str, str] | None = None,
+    gene_id: str = "symbol",
+    d_model: int = 64,
+    n_heads: int = 4,
+    temperature: float = 8.0,
+    seed: int = 42,
+    chunk_cells: int = 10_000,
+):
+    """:func:`geneattn.models.study.study_model_from_anndata` of a QC'd ``.h5ad``, its PCA
+    streamed over blocks of ``chunk_cells`` cells (:func:`streaming_gene_loadings`).
+
+    The genes are mapped to tokens and merged as ``study_model_from_anndata`` maps them;
+    only ``obs``/``var`` and one block of counts are in memory at a time.
+
+    Returns
+    -------
+    StudyModel
+        The weights; ``params["pca"]`` names the method.
+    """
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.models.study import build_study_model
+    from geneattn.tokenize import map_genes, merge_duplicate_tokens, study_gene_names
+    from geneattn.tokenize_stream import h5ad_blocks
+
+    adata = read_stage_h5ad(h5ad, backed=True)
+    try:
+        names = study_gene_names(adata, gene_id=gene_id)
+        n_counts = (
+            adata.obs["n_counts"].to_numpy(dtype=np.float64) if "n_counts" in adata.obs else None
+        )
+    finally:
+        adata.file.close()
+    ensembl_all, token_all, _ = map_genes(
+        names, gene_id=gene_id, token_dictionary=token_dictionary, gene_medians=None,
+        name_map=name_map,
+    )  # fmt: skip
+    blocks, _, n_genes = h5ad_blocks(h5ad, chunk_cells)
+    empty = sp.csr_matrix((0, n_genes), dtype=np.float32)
+    _, token, _, _ = merge_duplicate_tokens(empty, token_all, ensembl_all)
+
+    def merged(x: sp.csr_matrix) -> sp.csr_matrix:
+        return merge_duplicate_tokens(x, token_all, ensembl_all)[0]
+
+    if n_counts is None:
+        n_counts = np.concatenate(
+            [np.asarray(x.sum(axis=1), dtype=np.float64).ravel() for _, _, x in blocks()]
+        )
+    loadings = streaming_gene_loadings(
+        blocks, n_counts, len(token), n_components=d_model, seed=seed, columns=merged
+    )
+    return build_study_model(
+        None,
+        n_counts,
+        token,
+        len(token_dictionary),
+        d_model=d_model,
+        n_heads=n_heads,
+        temperature=temperature,
+        seed=seed,
+        loadings=loadings,
+    )
 
 
 def subspace_sine(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,6 +9,7 @@ own Rust kernels. A new kind of model is a class with these methods.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -16,7 +17,34 @@ if TYPE_CHECKING:
 
     from geneattn.tokenize import TokenizedCells
 
-__all__ = ["AttentionModel"]
+__all__ = ["AttentionModel", "TokenInputs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenInputs:
+    """Cells as a model reads them, for definitions over per-token states (Geneformer's).
+
+    Attributes
+    ----------
+    ids, offsets
+        Ragged model input ids of the cells (mapped to the model's ids, truncated, framed).
+    model_id
+        The model's id of each of our token ids (index: our token id), -1 where the model
+        lacks the gene.
+    special
+        Whether each sequence starts with ``<cls>`` and ends with ``<eos>``.
+    max_len
+        The model's input size (None: unlimited).
+    cls
+        Whether the cell embedding is the ``<cls>`` state rather than a mean.
+    """
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    model_id: np.ndarray
+    special: bool = False
+    max_len: int | None = None
+    cls: bool = False
 
 
 @runtime_checkable
@@ -64,6 +92,17 @@ class AttentionModel(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per cell and module, the attention among the module's genes and the number of
         gene pairs (``gene_columns[i]``: module column of ``gene_tokens[i]``, -1: none)."""
+        ...
+
+    def token_inputs(self, cells: TokenizedCells) -> TokenInputs:
+        """The cells' model input ids, and how our tokens map onto them."""
+        ...
+
+    def token_states(
+        self, ids: np.ndarray, offsets: np.ndarray, *, n_threads: int = 1
+    ) -> np.ndarray:
+        """Per-token states of ragged model input ids (the states the cell embedding pools),
+        ``(len(ids), d_model)``."""
         ...
 
     def edit_embeddings(

@@ -31,9 +31,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from geneattn.errors import InputError
+from geneattn.models.protocol import TokenInputs
 
 if TYPE_CHECKING:
-    from geneattn.tokenize import TokenizedCells
+    from collections.abc import Mapping
+
+    from anndata import AnnData
+
+    from geneattn.tokenize import GeneIdKind, TokenizedCells
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +228,30 @@ class StudyModel:
             n_threads=n_threads,
         )
 
+    def token_inputs(self, cells: TokenizedCells) -> TokenInputs:
+        """The cells' tokens as they are (the model reads our token ids, without limit)."""
+        vocab = self.gene_embeddings.shape[0]
+        ours = np.arange(len(cells.vocabulary), dtype=np.int64)
+        return TokenInputs(
+            ids=np.asarray(cells.tokens, dtype=np.int64),
+            offsets=np.asarray(cells.offsets, dtype=np.int64),
+            model_id=np.where(ours < vocab, ours, -1),
+        )
+
+    def token_states(
+        self, ids: np.ndarray, offsets: np.ndarray, *, n_threads: int = 1
+    ) -> np.ndarray:
+        """Each token's multi-head attention output (their mean is :meth:`embed`)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        interface = self.interface(n_threads=n_threads)
+        out = np.zeros((len(ids), self.d_model))
+        for c in range(len(offsets) - 1):
+            lo, hi = offsets[c], offsets[c + 1]
+            if hi > lo:
+                out[lo:hi] = interface.multi_head_attention(self.gene_embeddings[ids[lo:hi]])
+        return out
+
     def edit_embeddings(
         self,
         cells: TokenizedCells,
@@ -367,6 +396,12 @@ def build_study_model(
         raise InputError(f"temperature must be > 0, got {temperature}")
     gene_tokens = np.asarray(gene_tokens)
     if loadings is None:
+        log.info(
+            "study model: PCA of %d cells x %d genes into %d components",
+            counts.shape[0],
+            counts.shape[1],
+            d_model,
+        )
         loadings = pca_gene_loadings(counts, n_counts, n_components=d_model, seed=seed)
     loadings = np.asarray(loadings, dtype=np.float64)
     if loadings.shape != (len(gene_tokens), d_model):
@@ -393,6 +428,67 @@ def build_study_model(
     if counts is None:
         params["pca"] = "block Krylov over blocks of cells (geneattn.models.pca)"
     return StudyModel(table, eye, eye.copy(), eye.copy(), eye.copy(), n_heads, params)
+
+
+def study_model_from_anndata(
+    adata: AnnData,
+    *,
+    token_dictionary: Mapping[str, int],
+    name_map: Mapping[str, str] | None = None,
+    gene_id: GeneIdKind = "symbol",
+    d_model: int = 64,
+    n_heads: int = 4,
+    temperature: float = 8.0,
+    seed: int = 42,
+) -> StudyModel:
+    """:func:`build_study_model` of the QC'd counts of a study.
+
+    The counts' columns are mapped to tokens as the tokenizer maps them (symbols through
+    ``name_map``, or Ensembl IDs: :func:`geneattn.tokenize.study_gene_names`), columns of
+    one token are summed, and each cell's depth is ``obs["n_counts"]`` (else the row sums).
+
+    Parameters
+    ----------
+    adata
+        QC'd counts (raw counts in ``X``), every condition.
+    token_dictionary
+        Geneformer ``{ensembl_id: token}``.
+    name_map
+        ``{symbol: ensembl_id}``, needed for ``gene_id="symbol"``.
+    gene_id
+        What the var names are.
+    d_model, n_heads, temperature, seed
+        As for :func:`build_study_model`.
+
+    Returns
+    -------
+    StudyModel
+        The weights.
+    """
+    from geneattn.tokenize import map_genes, merge_duplicate_tokens, study_gene_names
+
+    ensembl, token, _ = map_genes(
+        study_gene_names(adata, gene_id=gene_id),
+        gene_id=gene_id,
+        token_dictionary=token_dictionary,
+        gene_medians=None,
+        name_map=name_map,
+    )
+    x, token, _, _ = merge_duplicate_tokens(sp.csr_matrix(adata.X), token, ensembl)
+    if "n_counts" in adata.obs:
+        n_counts = adata.obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        n_counts = np.asarray(adata.X.sum(axis=1), dtype=np.float64).ravel()
+    return build_study_model(
+        x,
+        n_counts,
+        token,
+        len(token_dictionary),
+        d_model=d_model,
+        n_heads=n_heads,
+        temperature=temperature,
+        seed=seed,
+    )
 
 
 def save_study_model(path: str | Path, model: StudyModel) -> None:

@@ -10,12 +10,14 @@ same inputs gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib.metadata
 import io
 import json
+import logging
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,8 @@ from geneattn.perturb import TABLE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 #: Packages whose versions the report lists (distribution name, shown name).
 PACKAGES = (
@@ -53,6 +57,8 @@ _QC_PANELS = (
     ("total_counts", "total counts per cell", "max_counts"),
     ("pct_counts_mt", "% counts in mitochondrial genes", "max_pct_mito"),
 )
+#: The QC panels (metric, title, threshold name), for :func:`geneattn.pl.qc` too.
+QC_PANELS = _QC_PANELS
 _QC_SUMMARY_KEYS = (
     "condition_column",
     "keep",
@@ -78,6 +84,7 @@ class ReportInputs:
     differential: Path
     evaluation: Path
     perturbation: Path | None = None
+    gene_shifts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,10 @@ class ReportOptions:
     fdr: float = 0.05
     top_enrichment: int = 5
     hubs_per_module: int = 25
-    hub_labels: int = 3
+    hub_labels: int = 5
+    max_module_panels: int = 24
     perturbation_rows: int = 25
+    gene_shift_rows: int = 5
     volcano_labels: int = 12
     n_neighbors: int = 15
     neighbors_method: str = "umap"
@@ -132,6 +141,7 @@ def build_report(
         An input is missing, unreadable or lacks a column or key the report needs.
     """
     opts = options or ReportOptions()
+    logger.info("report: reading the tables")
     summary = read_qc_summary(inputs.qc_summary)
     modules = read_tsv(
         inputs.modules,
@@ -150,20 +160,29 @@ def build_report(
     )
     evaluation_notes, evaluation = read_evaluation(inputs.evaluation)
     perturbation = None if inputs.perturbation is None else read_perturbation(inputs.perturbation)
+    single = _is_single_condition(summary)
+    logger.info("report: quality control (violin plots)")
+    qc = _qc_section(inputs.qc, summary)
+    logger.info("report: cell embeddings (neighbour graph and UMAP)")
+    embeddings = _embedding_section(inputs.embeddings, summary, opts)
+    logger.info("report: module network")
+    module_html = _module_section(
+        inputs.module_graph, modules, enrichment, differential, opts, single=single
+    )
+    logger.info("report: enrichment, differential attention and evaluation tables")
+    tables = _tables_section(enrichment, differential, evaluation_notes, evaluation, opts)
+    logger.info("report: in-silico perturbation")
+    perturb_html = _perturbation_section(perturbation, opts, single=single)
     sections = [
-        ("qc", "Quality control", _qc_section(inputs.qc, summary)),
-        ("embeddings", "Cell embeddings", _embedding_section(inputs.embeddings, summary, opts)),
+        ("qc", "Quality control", qc),
+        ("embeddings", "Cell embeddings", embeddings),
+        ("modules", "Gene modules", module_html),
+        ("enrichment", "Enrichment, differential attention, evaluation", tables),
         (
-            "modules",
-            "Gene modules",
-            _module_section(inputs.module_graph, modules, enrichment, differential, opts),
+            "perturbation",
+            "In-silico perturbation",
+            perturb_html + _gene_shift_section(inputs.gene_shifts, opts),
         ),
-        (
-            "enrichment",
-            "Enrichment, differential attention, evaluation",
-            _tables_section(enrichment, differential, evaluation_notes, evaluation, opts),
-        ),
-        ("perturbation", "In-silico perturbation", _perturbation_section(perturbation, opts)),
     ]
     return _document(study, _header(study, summary, config_text), sections)
 
@@ -175,10 +194,37 @@ def write_report(
     study: str,
     config_text: str | None = None,
     options: ReportOptions | None = None,
+    n_threads: int | None = None,
 ) -> None:
-    """Build the report (:func:`build_report`) and write it to ``path`` atomically."""
-    text = build_report(inputs, study=study, config_text=config_text, options=options)
+    """Build the report (:func:`build_report`) and write it to ``path`` atomically.
+
+    ``n_threads``: numba threads of the UMAP's neighbour graph for this call (None: as set).
+    """
+    with numba_threads(n_threads):
+        text = build_report(inputs, study=study, config_text=config_text, options=options)
     write_text(path, text)
+
+
+@contextlib.contextmanager
+def numba_threads(n_threads: int | None) -> Iterator[None]:
+    """Run the block with ``n_threads`` numba threads (at most numba's pool size), then
+    restore the count: numba's pool size is fixed once started, the per-thread count is not."""
+    if n_threads is None:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def read_config_file(path: str | Path) -> str:
+    """The resolved config of a YAML file, checked by :func:`read_config_text`."""
+    return read_config_text(_read_text(path), path)
 
 
 # -- inputs -------------------------------------------------------------------------------
@@ -380,15 +426,19 @@ def _header(study: str, summary: dict[str, Any], config_text: str | None) -> str
     keep = [str(k) for k in summary["keep"]]
     per = summary.get("cells_per_condition", {})
     cells = ", ".join(f"{_e(k)}: {_e(per.get(k, '?'))}" for k in keep)
-    design = (
-        f"Case vs control: <b>{_e(' vs '.join(keep))}</b>"
-        if len(keep) > 1
-        else f"Single-condition study (label <b>{_e(keep[0])}</b>)"
-    )
-    lead = (
-        f"<p>{design} (column <code>{_e(summary['condition_column'])}</code>). After QC: "
-        f"{_e(summary['cells_after'])} cells ({cells}) x {_e(summary['genes_after'])} genes.</p>"
-    )
+    if _is_single_condition(summary):
+        lead = (
+            "<p>Single-condition study: all cells form one group (no case vs control, so no "
+            "differential test and no goal state). After QC: "
+            f"{_e(summary['cells_after'])} cells x {_e(summary['genes_after'])} genes.</p>"
+        )
+    else:
+        lead = (
+            f"<p>Case vs control: <b>{_e(' vs '.join(keep))}</b> (column "
+            f"<code>{_e(summary['condition_column'])}</code>). After QC: "
+            f"{_e(summary['cells_after'])} cells ({cells}) x {_e(summary['genes_after'])} "
+            "genes.</p>"
+        )
     config = (
         "<p>No config given.</p>"
         if config_text is None
@@ -408,14 +458,18 @@ def _qc_section(qc_path: Path, summary: dict[str, Any]) -> str:
 
     column = str(summary["condition_column"])
     keep = [str(k) for k in summary["keep"]]
+    single = _is_single_condition(summary)
     before = summary.get("cells_per_condition_before", {})
     after = summary.get("cells_per_condition", {})
+    per_condition = (
+        [] if single else [(f"cells: {k}", before.get(k, "NA"), after.get(k, "NA")) for k in keep]
+    )
     counts = _html_table(
         ["", "before", "after"],
         [
             ("cells", summary["cells_before"], summary["cells_after"]),
             ("genes", summary["genes_before"], summary["genes_after"]),
-            *((f"cells: {k}", before.get(k, "NA"), after.get(k, "NA")) for k in keep),
+            *per_condition,
         ],
     )
     steps = [("cells", s) for s in summary["cell_filters"]] + [
@@ -450,10 +504,11 @@ def _qc_section(qc_path: Path, summary: dict[str, Any]) -> str:
         if mito.get("prefix")
         else "no mitochondrial genes found, so % mito is 0 for every cell"
     )
+    whose = "all cells" if single else f"the {_e(' and '.join(keep))} cells"
     return (
         f"<div class='cols'><div><h3>Counts</h3>{counts}</div><div><h3>Filters, in order</h3>"
         f"{filters}</div></div>"
-        f"<p>Per-cell metrics of the {_e(' and '.join(keep))} cells before the cell filters "
+        f"<p>Per-cell metrics of {whose} before the cell filters "
         f"(dashed: threshold; bar: median); {mito_note}.</p>"
         f"{_img(image, 'QC metrics per condition')}"
     )
@@ -496,6 +551,8 @@ def _module_section(
     enrichment: pd.DataFrame,
     differential: pd.DataFrame,
     opts: ReportOptions,
+    *,
+    single: bool = False,
 ) -> str:
     from geneattn.report.plots import module_network
 
@@ -503,16 +560,33 @@ def _module_section(
     if nodes and not nodes & set(modules["gene_id"].astype(str)):
         raise InputError("no node is a gene_id of the module table", graph_path)
     assigned = modules[modules["module"] > 0]
+    sizes = assigned.groupby("module").size()
+    # the largest modules get the panels when there are more modules than panels
+    panels = sorted(
+        sizes.sort_values(ascending=False, kind="stable").index[: opts.max_module_panels]
+    )
     drawn = assigned[
-        (assigned["hub_rank"] >= 1) & (assigned["hub_rank"] <= opts.hubs_per_module)
+        (assigned["hub_rank"] >= 1)
+        & (assigned["hub_rank"] <= opts.hubs_per_module)
+        & assigned["module"].isin(panels)
     ].sort_values(["module", "hub_rank"], kind="stable")
-    drawn_ids = set(drawn["gene_id"].astype(str))
-    edges = [(a, b) for a, b in edges_all if a in drawn_ids and b in drawn_ids and a != b]
-    # Genes without an edge among the drawn ones would only float at the margins.
+    module_of = dict(zip(drawn["gene_id"].astype(str), drawn["module"].astype(int), strict=True))
+    edges = [
+        (a, b)
+        for a, b in edges_all
+        if a in module_of and b in module_of and a != b and module_of[a] == module_of[b]
+    ]
+    n_between = sum(
+        1
+        for a, b in edges_all
+        if a in module_of and b in module_of and module_of[a] != module_of[b]
+    )
+    # Genes without an edge to another drawn gene of their module would only float apart.
     linked = {g for edge in edges for g in edge}
     n_isolated = len(drawn) - int(drawn["gene_id"].astype(str).isin(linked).sum())
     drawn = drawn[drawn["gene_id"].astype(str).isin(linked)]
 
+    best_set: dict[int, tuple[str, float]] = {}
     rows = []
     diff = differential.set_index("module")
     for module, genes in assigned.groupby("module", sort=True):
@@ -520,36 +594,73 @@ def _module_section(
         sets = enrichment[enrichment["module"] == module].sort_values(
             ["fdr", "p_value", "gene_set"], kind="stable"
         )
-        best = f"{sets['gene_set'].iloc[0]} (FDR {_num(sets['fdr'].iloc[0])})" if len(sets) else ""
+        best = ""
+        if len(sets):
+            name, fdr = str(sets["gene_set"].iloc[0]), float(sets["fdr"].iloc[0])
+            best_set[int(module)] = (name, fdr)
+            best = _Raw(f"{_gene_set_name(name)} (FDR {_num(fdr)})")
         d = diff.loc[module] if module in diff.index else None
-        rows.append(
-            (
-                int(module),
-                len(genes),
-                ", ".join(hubs),
+        comparison = (
+            ()
+            if single
+            else (
                 np.nan if d is None else float(d["diff"]),
                 np.nan if d is None else float(d["fdr"]),
-                best,
             )
         )
+        rows.append((int(module), len(genes), ", ".join(hubs), *comparison, best))
     n_unassigned = int((modules["module"] <= 0).sum())
-    overview = _html_table(
-        ["module", "genes", "top hubs", "case - control", "FDR", "best gene set"], rows
-    )
+    header = [
+        "module",
+        "genes",
+        "top hubs",
+        *(() if single else ("case - control", "FDR")),
+        "best gene set",
+    ]
+    overview = _html_table(header, rows)
     if drawn.empty:
-        picture = "<p>No module genes to draw.</p>"
+        picture = "<p class='none'>No module genes to draw.</p>"
     else:
-        image = module_network(drawn, edges, n_labels=opts.hub_labels, seed=opts.seed)
-        picture = _img(image, "module network")
+        titles = {}
+        for module in panels:
+            title = f"module {module}: {int(sizes[module])} genes"
+            if module in best_set and best_set[module][1] < opts.fdr:
+                title += "\n" + _shorten(best_set[module][0], 38)
+            titles[int(module)] = title
+        logger.info(
+            "report: drawing %d module panels, %d genes, %d edges",
+            len(panels),
+            len(drawn),
+            len(edges),
+        )
+        image = module_network(drawn, edges, n_labels=opts.hub_labels, titles=titles)
+        picture = _img(image, "module network, one panel per module")
+    left_out = (
+        f" Only the {len(panels)} largest of the {len(sizes)} modules are drawn."
+        if len(panels) < len(sizes)
+        else ""
+    )
+    notes = {
+        "module": "Leiden module of the gene network (pooled over the conditions).",
+        "genes": "Number of genes in the module.",
+        "top hubs": "The 5 genes with the highest intramodular connectivity (summed attention "
+        "edge weight to the module's other genes), strongest first.",
+        "case - control": "Mean attention between two genes of the module in the case cells "
+        "minus that in the control cells (see the differential table below).",
+        "FDR": "Benjamini-Hochberg FDR of the permutation test of that difference.",
+        "best gene set": "The gene set most enriched in the module (lowest FDR; see the "
+        "enrichment table).",
+    }
     return (
-        f"<p>{len(rows)} modules over {len(modules)} genes ({n_unassigned} unassigned). "
-        f"The drawing shows the {opts.hubs_per_module} strongest hubs of each module and the "
-        f"{len(edges)} network edges among them (of {len(edges_all)}): {len(drawn)} genes "
-        f"({n_isolated} without an edge among them left out). Spring layout with seed "
-        f"{opts.seed}, node size by hub rank, the top {opts.hub_labels} hubs of each module "
-        f"labelled.</p>{picture}"
-        f"<h3>Modules</h3><p>case - control: mean attention difference within the module, "
-        f"FDR of its permutation test.</p>{overview}"
+        f"<p>{len(rows)} modules over {len(modules)} genes ({n_unassigned} in no module). "
+        f"One panel per module: its {opts.hubs_per_module} strongest hubs and the "
+        f"{len(edges)} network edges among them, node size by hub rank, the top "
+        f"{opts.hub_labels} hubs labelled where a label fits. {len(drawn)} genes are drawn "
+        f"({n_isolated} without an edge to another drawn gene of their module left out); "
+        f"the {n_between} edges between hubs of different modules are not drawn. Kamada-Kawai "
+        f"layout; the panel title names the best gene set at FDR &lt; {opts.fdr:g}.{left_out}"
+        f"</p>{picture}"
+        f"<h3>Modules</h3>{_scroll(overview)}{_column_notes(header, notes)}"
     )
 
 
@@ -569,44 +680,126 @@ def _tables_section(
         (
             r.module,
             r.collection,
-            r.gene_set,
+            _Raw(_gene_set_name(r.gene_set)),
             r.overlap,
             r.set_size,
             r.p_value,
             r.fdr,
-            _gene_list(r.genes),
+            _Raw(_gene_list(r.genes)),
         )
         for r in top.itertuples(index=False)
     ]
+    enr_header = ["module", "collection", "gene set", "overlap", "set size", "p", "FDR", "genes"]
     enr = _html_table(
-        ["module", "collection", "gene set", "overlap", "set size", "p", "FDR", "genes"],
-        enr_rows,
-        marked=[bool(x) for x in (top["fdr"] < opts.fdr)],
+        enr_header, enr_rows, marked=[bool(x) for x in (top["fdr"] < opts.fdr)], cls="enrichment"
     )
-    diff_columns = [c for c in differential.columns if c != "n_permutations"]
-    diff = (
-        _html_table(
-            diff_columns,
-            differential[diff_columns].itertuples(index=False),
-            marked=[bool(x) for x in (differential["fdr"] < opts.fdr)],
+    universe = (
+        int(enrichment["universe"].iloc[0])
+        if "universe" in enrichment and len(enrichment)
+        else None
+    )
+    in_universe = f" {universe:,}" if universe else ""
+    enr_notes = {
+        "module": "The module tested.",
+        "collection": "The gene-set file (modules.gene_sets in the config).",
+        "gene set": "The gene set.",
+        "overlap": "Genes of the module in the set.",
+        "set size": f"Genes of the set among the{in_universe} genes of the network (the universe "
+        "of the test); sets with fewer than 3 are not tested.",
+        "p": "One-sided hypergeometric p-value: the chance that a random set of genes as large "
+        "as the module overlaps the set at least this much.",
+        "FDR": "Benjamini-Hochberg FDR across all module x gene-set tests.",
+        "genes": "The overlapping genes (click to see all of a long list).",
+    }
+    if len(differential):
+        diff_columns = [c for c in differential.columns if c != "n_permutations"]
+        diff = _scroll(
+            _html_table(
+                diff_columns,
+                differential[diff_columns].itertuples(index=False),
+                marked=[bool(x) for x in (differential["fdr"] < opts.fdr)],
+            )
         )
-        if len(differential)
-        else "<p class='none'>No differential test (no rows: a single-condition study).</p>"
+        permutations = (
+            f"{int(differential['n_permutations'].iloc[0]):,} "
+            if "n_permutations" in differential
+            else ""
+        )
+        diff_notes = {
+            "module": "The module.",
+            "size": "Genes in the module.",
+            "n_pairs": "Ordered pairs of module genes present together in a cell, summed over "
+            "the cells of both conditions: the weight behind the two means.",
+            "case_mean": "Mean attention from one module gene to another in the case cells, "
+            "weighted by the pairs each cell holds.",
+            "control_mean": "The same in the control cells.",
+            "diff": "case_mean - control_mean (positive: the module's genes attend to each "
+            "other more in the case cells).",
+            "p_value": f"Two-sided permutation p-value: the case and control labels shuffled "
+            f"among the cells {permutations}times (group sizes kept).",
+            "fdr": "Benjamini-Hochberg FDR across the modules.",
+            "test": "cells: labels permuted among cells (modules.differential: cells); genes: "
+            "against random gene sets (anti-conservative).",
+        }
+        diff_html = (
+            "<p>Mean attention within each module, case vs control, permutation p-value and BH "
+            f"FDR (bold: FDR &lt; {opts.fdr:g}).</p>{diff}{_column_notes(diff_columns, diff_notes)}"
+        )
+    else:
+        diff_html = (
+            "<p class='none'>No differential test: a single-condition study has no case and "
+            "control cells to compare.</p>"
+        )
+    eval_columns = list(evaluation.columns)
+    eval_table = _html_table(
+        eval_columns, (_evaluation_row(r) for r in evaluation.to_dict("records"))
     )
-    eval_table = _html_table(list(evaluation.columns), evaluation.itertuples(index=False))
+    eval_notes = {
+        "program": "A known gene program (evaluation.programs in the config) that meaningful "
+        "modules should keep together.",
+        "genes": "Genes of the program.",
+        "in_network": "Of them, genes in a module of the network (the rest are outside the "
+        "network's gene universe or in no module).",
+        "together": "The largest number of them in one module.",
+        "module": 'That module; "not in the network" when none of the program\'s genes is '
+        "in a module.",
+        "expected_together": "The same count for random gene sets of the same size (mean).",
+        "p_value": "Fraction of random gene sets with at least as many genes together "
+        "(permutation p-value); not tested with fewer than 2 genes in the network.",
+        "members": "The program's genes in that module.",
+    }
     note_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
     n_sig = int(significant.sum())
     return (
         f"<h3>Gene-set enrichment</h3><p>{n_sig} of {len(enrichment)} module x gene-set tests "
         f"at FDR &lt; {opts.fdr:g} (bold). Significant rows first, at most "
-        f"{opts.top_enrichment} per module.</p>{enr}"
-        "<h3>Differential attention per module</h3><p>Mean attention within each module, case "
-        f"vs control, permutation p-value and BH FDR (bold: FDR &lt; {opts.fdr:g}).</p>{diff}"
-        f"<h3>Evaluation</h3><ul>{note_html}</ul>{eval_table}"
+        f"{opts.top_enrichment} per module.</p>{_scroll(enr)}"
+        f"{_column_notes(enr_header, enr_notes)}"
+        f"<h3>Differential attention per module</h3>{diff_html}"
+        f"<h3>Evaluation</h3><ul>{note_html}</ul>{_scroll(eval_table)}"
+        f"{_column_notes(eval_columns, eval_notes)}"
     )
 
 
-def _perturbation_section(table: pd.DataFrame | None, opts: ReportOptions) -> str:
+def _evaluation_row(row: dict[str, Any]) -> list[Any]:
+    """A row of the evaluation table, saying so when the program is (nearly) not in the network."""
+    out = []
+    n = int(row.get("in_network", 0))
+    for column, value in row.items():
+        if n < 2 and column in ("module", "expected_together", "p_value"):
+            if column == "module":
+                value = "not in the network" if n == 0 else "only 1 gene in the network"
+            else:
+                value = ""
+        elif column == "members" and not isinstance(value, str):
+            value = ""
+        out.append(value)
+    return out
+
+
+def _perturbation_section(
+    table: pd.DataFrame | None, opts: ReportOptions, *, single: bool = False
+) -> str:
     from geneattn.report.plots import MODES, volcano
 
     if table is None:
@@ -623,33 +816,101 @@ def _perturbation_section(table: pd.DataFrame | None, opts: ReportOptions) -> st
             mode,
             int(chosen.sum()),
             int((chosen & significant).sum()),
-            int((chosen & towards).sum()) if goal else "NA",
+            *((int((chosen & towards).sum()),) if goal else ()),
         )
         for mode in MODES
         if (chosen := modes == mode).any()
     ]
     summary = _html_table(
-        ["mode", "genes tested", f"FDR < {opts.fdr:g}", "of them towards control"], summary_rows
+        [
+            "mode",
+            "genes tested",
+            f"FDR < {opts.fdr:g}",
+            *(("of them towards control",) if goal else ()),
+        ],
+        summary_rows,
     )
+    columns = [c for c in PERTURBATION_COLUMNS if goal or c != "mean_goal_shift"]
     head = table.head(opts.perturbation_rows)
     ranking = _html_table(
-        ["rank", *PERTURBATION_COLUMNS],
+        ["rank", *columns],
         [
-            (i + 1, *row)
-            for i, row in enumerate(head[list(PERTURBATION_COLUMNS)].itertuples(index=False))
+            (i + 1, *(_perturbation_cell(c, v) for c, v in zip(columns, row, strict=True)))
+            for i, row in enumerate(head[columns].itertuples(index=False))
         ],
         marked=significant.head(opts.perturbation_rows).tolist(),
     )
     image = volcano(table, fdr=opts.fdr, n_labels=opts.volcano_labels)
+    shift = "goal shifts" if goal else "cosine shifts"
+    cells = "case cells" if not single else "cells"
+    notes = {
+        "rank": "Position in the table, sorted by the "
+        + ("mean goal shift (largest first)." if goal else "mean cosine shift (largest first)."),
+        "gene": "The perturbed gene (symbol).",
+        "ensembl_id": "Its Ensembl ID (the token of the model's vocabulary).",
+        "module": 'Its module; "no module" when it is in the network but in no module, '
+        '"not in the network" when it is outside the network\'s gene universe.',
+        "mode": "delete: the gene's token removed from the cell; overexpress: moved to the front "
+        "(inserted if absent); inhibit / activate: moved down / up by perturb.shift of the "
+        "sequence.",
+        "n_cells": f"The {cells} that express the gene, each perturbed once.",
+        "mean_cosine_shift": "Mean over those cells of 1 - cos(original, perturbed cell "
+        "embedding): how far the perturbation moves a cell at all (0: not at all).",
+        "mean_goal_shift": "Mean of cos(perturbed, control centroid) - cos(original, control "
+        "centroid): positive moves the case cell toward the control cells' state.",
+        "statistic": f"Effect size of the rank-sum test, the rank-biserial correlation "
+        f"2U / (n1 n2) - 1 between the gene's per-cell {shift} and those of null genes (random "
+        "expressed genes of the same expression-frequency decile, perturbed the same way): +1 "
+        f"when every cell's shift is larger than every null shift, 0 when they do not differ, "
+        "-1 when every one is smaller.",
+        "p_value": f"Two-sided Wilcoxon rank-sum (Mann-Whitney U) test of the gene's {shift} "
+        "against the null genes'.",
+        "fdr": "Benjamini-Hochberg FDR across the perturbed genes.",
+    }
     note = (
         ""
         if goal
-        else "<p>No goal state (no control cells): the plot shows the mean cosine shift.</p>"
+        else "<p>No goal state (no control cells): the plot and the test use the cosine "
+        "shift, how far a perturbation moves a cell in any direction.</p>"
     )
     return (
         f"{summary}{note}{_img(image, 'perturbation volcano plot')}<h3>Ranking</h3><p>The first "
         f"{len(head)} of {len(table)} rows, in the order of the table (bold: FDR &lt; "
-        f"{opts.fdr:g}).</p>{ranking}"
+        f"{opts.fdr:g}).</p>{_scroll(ranking)}{_column_notes(['rank', *columns], notes)}"
+    )
+
+
+def _perturbation_cell(column: str, value: Any) -> Any:
+    if column == "module" and _is_number(value) and np.isfinite(value) and int(value) <= 0:
+        return "no module" if int(value) == 0 else "not in the network"
+    return value
+
+
+def _gene_shift_section(path: Path | None, opts: ReportOptions) -> str:
+    """The genes each target moves most (Geneformer's gene-level shifts), when given."""
+    if path is None:
+        return ""
+    columns = ("perturbed_gene", "affected_gene", "cosine_sim_mean", "cosine_sim_stdev")
+    table = read_tsv(
+        path,
+        (*columns, "n_detections"),
+        numeric=("cosine_sim_mean", "cosine_sim_stdev", "n_detections"),
+    )
+    if table.empty:
+        return "<h3>Gene-level shifts</h3><p class='none'>No gene-level shifts.</p>"
+    top = (
+        table.sort_values(["perturbed_gene", "cosine_sim_mean"], kind="mergesort")
+        .groupby("perturbed_gene", sort=True)
+        .head(opts.gene_shift_rows)
+    )
+    rows = top[[*columns, "n_detections"]].itertuples(index=False)
+    return (
+        f"<h3>Gene-level shifts</h3><p>For each perturbed gene, the {opts.gene_shift_rows} "
+        "genes whose own state moved most (lowest mean cosine between their states with and "
+        "without the perturbation, Geneformer's <code>cell_and_gene</code>), over "
+        f"{table['perturbed_gene'].nunique()} perturbed genes; all pairs are in "
+        f"<code>gene_shifts.tsv</code>.</p>"
+        + _html_table(["perturbed", "affected", "mean cosine", "sd", "cells"], list(rows))
     )
 
 
@@ -679,7 +940,16 @@ nav a { margin-right: 1em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.85em; }
 th, td { border: 1px solid #ddd; padding: 2px 6px; vertical-align: top; }
 th { background: #f2f2f2; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+div.scroll { max-width: 100%; overflow-x: auto; }
+table.enrichment td:last-child { min-width: 16em; max-width: 28em; }
+details.genes summary { cursor: pointer; }
+details.columns { font-size: 0.85em; color: #444; margin: -0.3em 0 1.2em; }
+details.columns summary { cursor: pointer; color: #666; }
+details.columns dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.15em 1em;
+  margin: 0.4em 0 0; }
+details.columns dt { font-family: monospace; }
+details.columns dd { margin: 0; }
 tr.sig td { font-weight: bold; }
 pre { background: #f7f7f7; padding: 0.6em; font-size: 0.8em; max-height: 28em; overflow: auto; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
@@ -709,19 +979,63 @@ def _document(study: str, header: str, sections: Sequence[tuple[str, str, str]])
     )
 
 
+class _Raw(str):
+    """A table cell that is HTML already (not escaped again)."""
+
+
 def _html_table(
-    header: Sequence[str], rows: Iterable[Sequence[Any]], *, marked: Sequence[bool] | None = None
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    marked: Sequence[bool] | None = None,
+    cls: str | None = None,
 ) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
-        cls = " class='sig'" if marked is not None and marked[i] else ""
-        cells = "".join(
-            f"<td class='n'>{_num(v)}</td>" if _is_number(v) else f"<td>{_e(_text(v))}</td>"
-            for v in row
-        )
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        sig = " class='sig'" if marked is not None and marked[i] else ""
+        cells = "".join(_cell(v) for v in row)
+        body.append(f"<tr{sig}>{cells}</tr>")
+    table_cls = f" class='{cls}'" if cls else ""
+    return f"<table{table_cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, _Raw):
+        return f"<td>{value}</td>"
+    if _is_number(value):
+        return f"<td class='n'>{_num(value)}</td>"
+    return f"<td>{_e(_text(value))}</td>"
+
+
+def _scroll(table: str) -> str:
+    """A table that scrolls sideways inside the page instead of widening it."""
+    return f"<div class='scroll'>{table}</div>"
+
+
+def _column_notes(columns: Sequence[str], notes: dict[str, str]) -> str:
+    """What each column of a table means, for the columns shown that have a note."""
+    items = "".join(f"<dt>{_e(c)}</dt><dd>{_e(notes[c])}</dd>" for c in columns if c in notes)
+    if not items:
+        return ""
+    return (
+        "<details class='columns' open><summary>What the columns mean</summary>"
+        f"<dl>{items}</dl></details>"
+    )
+
+
+def _is_single_condition(summary: dict[str, Any]) -> bool:
+    """One group of cells (``conditions: null``): no case vs control."""
+    return len(summary["keep"]) < 2
+
+
+def _gene_set_name(name: Any) -> str:
+    """A gene-set name as HTML that may wrap after its underscores (long Reactome names)."""
+    return _e(_text(name)).replace("_", "_<wbr>")
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 def _is_number(value: Any) -> bool:
@@ -755,10 +1069,16 @@ def _threshold(value: Any) -> str:
     return _num(value) if _is_number(value) else str(value)
 
 
-def _gene_list(genes: Any, shown: int = 10) -> str:
+def _gene_list(genes: Any, shown: int = 8) -> str:
+    """The genes as HTML: all of them when few, else the first ``shown`` and a toggle."""
     names = [] if not isinstance(genes, str) else [g for g in genes.split(",") if g]
-    more = len(names) - shown
-    return ", ".join(names[:shown]) + (f" ... (+{more})" if more > 0 else "")
+    if len(names) <= shown:
+        return _e(", ".join(names))
+    rest = len(names) - shown
+    return (
+        f"<details class='genes'><summary>{_e(', '.join(names[:shown]))} \u2026 "
+        f"(+{rest} more)</summary>{_e(', '.join(names[shown:]))}</details>"
+    )
 
 
 def _img(uri: str, alt: str) -> str:

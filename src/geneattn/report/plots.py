@@ -1,9 +1,11 @@
-"""The figures of the HTML report, as PNG ``data:`` URIs.
+"""The figures of the HTML report: each ``*_figure`` function returns a matplotlib Figure
+(:mod:`geneattn.pl` shows them), and the function of the same name without ``_figure``
+returns it as the PNG ``data:`` URI the report embeds.
 
 Every figure is drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas (no
 pyplot state), at a fixed size and dpi, and saved without software or date metadata, so the
-bytes depend only on the data and the installed matplotlib. Random choices (point jitter,
-the spring layout) use fixed seeds.
+bytes depend only on the data and the installed matplotlib. Random choices (point jitter)
+use fixed seeds; layouts are deterministic.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
 
 #: Colours of the conditions, in the order case, control (then any others).
 CONDITION_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
@@ -68,68 +71,132 @@ def place_labels(
     *,
     fontsize: float = 7,
     outline: bool = False,
-) -> None:
-    """Label points, moving a label up or down when it would overlap one placed before.
+    avoid_points: np.ndarray | None = None,
+) -> list[Bbox]:
+    """Label points so that no two labels overlap and every label stays inside the axes.
 
-    Greedy and deterministic: labels are placed in the given order, each at the first of a
-    few candidate offsets whose (estimated) box is free; a moved label gets a thin leader line.
-    Call after the points are drawn and the limits are final.
+    Greedy and deterministic: labels are placed in the given order (most important first),
+    each at the first free spot of a ring of candidates around its point (right, left,
+    above, below, then the diagonals, then the same further out, with a thin leader line).
+    "Free" is measured on the rendered text: its box must not overlap a label placed before
+    or the legend and, where possible, not the markers of ``avoid_points`` (default: the
+    labelled points).
+    A label without any free spot is left out. Call after the points are drawn and the
+    limits are final; the figure's layout engine is then switched off so that saving does
+    not move the axes under the labels.
+
+    Returns
+    -------
+    list of matplotlib.transforms.Bbox
+        The display boxes of the labels placed, in the order placed.
     """
     from matplotlib import patheffects
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
 
-    if len(texts) == 0:
-        return
     fig = ax.get_figure()
     fig.draw_without_rendering()
-    px_per_pt = fig.dpi / 72.0
+    fig.set_layout_engine("none")
+    if len(texts) == 0:
+        return []
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
     anchors = ax.transData.transform(np.asarray(xy, dtype=np.float64).reshape(-1, 2))
-    height = 1.25 * fontsize
-    placed: list[tuple[float, float, float, float]] = []
-    shifts = [0.0, 1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0]
+    points = anchors if avoid_points is None else ax.transData.transform(avoid_points)
+    radius = 3.0 * fig.dpi / 72.0  # a marker's half-width, in pixels
+    markers = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in points]
+    legend = ax.get_legend()
+    # never under the legend, even as a last resort
+    fixed = [] if legend is None else [legend.get_window_extent(renderer)]
     effects = [patheffects.withStroke(linewidth=2.5, foreground="white")] if outline else None
+    pad = 1.0  # pixels between two labels
+    placed: list[Bbox] = []
+
+    def fits(box: Bbox, obstacles: list[Bbox]) -> bool:
+        if not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0):
+            return False
+        if box.y1 > frame.y1:
+            return False
+        grown = Bbox.from_extents(box.x0 - pad, box.y0 - pad, box.x1 + pad, box.y1 + pad)
+        return not any(grown.overlaps(b) for b in obstacles)
+
     for (x0, y0), text in zip(anchors, texts, strict=True):
-        width = 0.6 * fontsize * len(text)
+        anchor = ax.transData.inverted().transform((x0, y0))
         chosen = None
-        for k in shifts:
-            dx, dy = 3.0, 2.0 + k * height
-            box = (
-                x0 + dx * px_per_pt,
-                y0 + dy * px_per_pt,
-                x0 + (dx + width) * px_per_pt,
-                y0 + (dy + height) * px_per_pt,
-            )
-            if not any(
-                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
-            ):
-                chosen = (dx, dy, box)
+        for obstacles in (fixed + placed + markers, fixed + placed):  # markers if possible
+            for dx, dy, ha, va in _label_candidates():
+                probe = ax.annotate(
+                    text,
+                    anchor,
+                    xytext=(dx, dy),
+                    textcoords="offset points",
+                    ha=ha,
+                    va=va,
+                    fontsize=fontsize,
+                    annotation_clip=False,
+                )
+                probe.update_positions(renderer)
+                box = Text.get_window_extent(probe, renderer)
+                probe.remove()
+                if fits(box, obstacles):
+                    chosen = (dx, dy, ha, va)
+                    break
+            if chosen is not None:
                 break
         if chosen is None:
-            dx, dy = 3.0, 2.0
-            box = (x0, y0, x0 + width * px_per_pt, y0 + height * px_per_pt)
-        else:
-            dx, dy, box = chosen
-        placed.append(box)
+            continue
+        dx, dy, ha, va = chosen
+        leader = abs(dx) > 4 or abs(dy) > 4  # moved away from its point
         ax.annotate(
             text,
-            ax.transData.inverted().transform((x0, y0)),
+            anchor,
             xytext=(dx, dy),
             textcoords="offset points",
+            ha=ha,
+            va=va,
             fontsize=fontsize,
             path_effects=effects,
+            annotation_clip=False,
             arrowprops=(
-                {"arrowstyle": "-", "linewidth": 0.4, "color": "#555555", "shrinkA": 0}
-                if dy != 2.0
+                {
+                    "arrowstyle": "-",
+                    "linewidth": 0.4,
+                    "color": "#555555",
+                    "shrinkA": 0,
+                    "shrinkB": 2,
+                }
+                if leader
                 else None
             ),
         )
+        placed.append(box)
+    return placed
 
 
-def qc_violins(
+def _label_candidates() -> list[tuple[float, float, str, str]]:
+    """Offsets (points) and alignments of a label around its point, nearest first."""
+    out = []
+    for r in (3.0, 8.0, 14.0, 22.0, 32.0):
+        d = r * 0.7
+        out += [
+            (r, 0.0, "left", "center"),
+            (-r, 0.0, "right", "center"),
+            (0.0, r, "center", "bottom"),
+            (0.0, -r, "center", "top"),
+            (d, d, "left", "bottom"),
+            (-d, d, "right", "bottom"),
+            (d, -d, "left", "top"),
+            (-d, -d, "right", "top"),
+        ]
+    return out
+
+
+def qc_violins_figure(
     cells: pd.DataFrame,
     column: str,
     conditions: Sequence[str],
     panels: Sequence[tuple[str, str, float | None]],
-) -> str:
+) -> Figure:
     """Per-condition distributions of per-cell QC metrics, one panel per metric.
 
     Parameters
@@ -146,8 +213,8 @@ def qc_violins(
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
     """
     fig = new_figure(4.2 * len(panels), 3.8)
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
@@ -175,18 +242,18 @@ def qc_violins(
         )
         ax.set_title(title, fontsize="medium")
         ax.set_ylabel(metric)
-    return png_data_uri(fig)
+    return fig
 
 
-def embedding_scatter(
+def embedding_scatter_figure(
     coords: np.ndarray, labels: Sequence[str], conditions: Sequence[str], *, title: str
-) -> str:
+) -> Figure:
     """Cells on a 2-D embedding, coloured by condition (drawn in the order of ``conditions``).
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
     """
     fig = new_figure(6.0, 5.0)
     ax = fig.subplots()
@@ -208,92 +275,148 @@ def embedding_scatter(
     ax.set_yticks([])
     ax.set_title(title, fontsize="medium")
     ax.legend(frameon=False, fontsize="small", markerscale=1.5)
-    return png_data_uri(fig)
+    return fig
 
 
-def module_network(
+def module_network_figure(
     nodes: pd.DataFrame,
     edges: Sequence[tuple[str, str]],
     *,
-    n_labels: int = 3,
-    seed: int = 0,
-) -> str:
-    """The module network: spring layout, nodes coloured by module, top hubs labelled.
+    n_labels: int = 5,
+    titles: dict[int, str] | None = None,
+    n_cols: int = 4,
+) -> Figure:
+    """The module network, one panel per module: see :func:`draw_module_network`.
+
+    Returns
+    -------
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
+    """
+    return draw_module_network(nodes, edges, n_labels=n_labels, titles=titles, n_cols=n_cols)
+
+
+def draw_module_network(
+    nodes: pd.DataFrame,
+    edges: Sequence[tuple[str, str]],
+    *,
+    n_labels: int = 5,
+    titles: dict[int, str] | None = None,
+    n_cols: int = 4,
+) -> Figure:
+    """Draw each module's hub genes and the edges among them in a panel of its own.
+
+    A panel per module (in module order, ``n_cols`` per row) holds that module's genes of
+    ``nodes`` and the ``edges`` between two of them, in a Kamada-Kawai layout (which spreads
+    a small graph over its panel; deterministic), node size by hub rank, the module's
+    colour, and its top ``n_labels`` hubs labelled where a label fits without overlapping
+    another (:func:`place_labels`). Edges between modules are not drawn.
 
     Parameters
     ----------
     nodes
-        One row per drawn gene with ``gene_id``, ``gene`` (label), ``module`` and
-        ``hub_rank``; drawn in this order.
+        One row per drawn gene with ``gene_id``, ``gene`` (label), ``module`` (> 0) and
+        ``hub_rank``.
     edges
         Pairs of ``gene_id`` among ``nodes``.
     n_labels
         Label the genes of hub rank 1 to ``n_labels`` of every module.
-    seed
-        Seed of the spring layout.
+    titles
+        Panel title per module (default: ``module {m}``).
+    n_cols
+        Panels per row.
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    matplotlib.figure.Figure
+        The figure (Agg canvas); its axes' ``texts`` are the gene labels.
     """
     import networkx as nx
     from matplotlib.collections import LineCollection
-    from matplotlib.lines import Line2D
 
+    modules = sorted({int(m) for m in nodes["module"].tolist()})
+    n_cols = max(1, min(n_cols, len(modules)))
+    n_rows = max(1, -(-len(modules) // n_cols))
+    fig = new_figure(3.2 * n_cols, 3.3 * n_rows)
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols)).ravel()
+    within = {}
     module_of = dict(zip(nodes["gene_id"].tolist(), nodes["module"].tolist(), strict=True))
-    graph = nx.Graph()
-    graph.add_nodes_from(nodes["gene_id"].tolist())
-    # Layout weights: 1 within a module, 0.1 across, so that modules form their own clusters
-    # (attention weights themselves are tiny and would let repulsion dominate).
-    graph.add_edges_from(
-        (a, b, {"layout": 1.0 if module_of[a] == module_of[b] else 0.1}) for a, b in edges
+    for a, b in edges:
+        if module_of[a] == module_of[b] and a != b:
+            within.setdefault(int(module_of[a]), []).append((a, b))
+    labelled = []
+    for ax, module in zip(axes, modules, strict=False):
+        genes = nodes[nodes["module"] == module].sort_values("hub_rank", kind="stable")
+        ids = genes["gene_id"].tolist()
+        graph = nx.Graph()
+        graph.add_nodes_from(ids)
+        graph.add_edges_from(within.get(module, []))
+        pos = _panel_layout(graph)
+        xy = np.array([pos[g] for g in ids]).reshape(-1, 2)
+        index = {g: i for i, g in enumerate(ids)}
+        colour = module_colour(module)
+        if graph.number_of_edges():
+            segments = [(xy[index[a]], xy[index[b]]) for a, b in graph.edges()]
+            ax.add_collection(
+                LineCollection(segments, colors="#999999", linewidths=0.4, alpha=0.35)
+            )
+        ranks = genes["hub_rank"].to_numpy(dtype=np.int64)
+        sizes = 10.0 + 110.0 / np.sqrt(np.maximum(ranks, 1))
+        ax.scatter(xy[:, 0], xy[:, 1], s=sizes, color=colour, linewidths=0.4, edgecolors="white")
+        ax.set_xlim(-1.25, 1.25)
+        ax.set_ylim(-1.2, 1.2)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_color("#dddddd")
+        title = (titles or {}).get(module, f"module {module}")
+        ax.set_title(title, fontsize="small", color=_darker(colour), loc="left")
+        top = np.flatnonzero((ranks >= 1) & (ranks <= n_labels))
+        labelled.append((ax, xy, top, genes["gene"].astype(str).to_numpy()))
+    for ax in axes[len(modules) :]:
+        ax.set_axis_off()
+    fig.draw_without_rendering()
+    for ax, xy, top, names in labelled:
+        place_labels(ax, xy[top], [names[i] for i in top], outline=True, avoid_points=xy)
+    return fig
+
+
+def _panel_layout(graph) -> dict:
+    """Positions of a module's genes scaled to [-1, 1]; deterministic.
+
+    Kamada-Kawai (graph distances as lengths) on the module's graph; when that falls into
+    pieces, each smaller piece is tied to the largest one's first node for the layout only,
+    so that small pieces sit beside the main one instead of at the panel's corners.
+    """
+    import networkx as nx
+
+    n = graph.number_of_nodes()
+    if n == 1:
+        return {next(iter(graph.nodes)): np.zeros(2)}
+    order = {g: i for i, g in enumerate(graph.nodes)}
+    layout = nx.Graph(graph)
+    pieces = sorted(
+        (sorted(c, key=order.__getitem__) for c in nx.connected_components(graph)),
+        key=lambda c: (-len(c), order[c[0]]),
     )
-    pos = nx.spring_layout(graph, seed=seed, weight="layout", iterations=200)
-    xy = np.array([pos[g] for g in nodes["gene_id"].tolist()]).reshape(-1, 2)
-    index = {g: i for i, g in enumerate(nodes["gene_id"].tolist())}
-
-    fig = new_figure(10.0, 8.0)
-    ax = fig.subplots()
-    if edges:
-        segments = [(xy[index[a]], xy[index[b]]) for a, b in edges]
-        ax.add_collection(LineCollection(segments, colors="#888888", linewidths=0.4, alpha=0.25))
-    modules = nodes["module"].to_numpy(dtype=np.int64)
-    ranks = nodes["hub_rank"].to_numpy(dtype=np.int64)
-    sizes = np.where(ranks > 0, 12.0 + 90.0 / np.sqrt(np.maximum(ranks, 1)), 8.0)
-    colours = [module_colour(int(m)) for m in modules]
-    ax.scatter(xy[:, 0], xy[:, 1], s=sizes, c=colours, linewidths=0.3, edgecolors="white")
-    shown = sorted({int(m) for m in modules})
-    handles = [
-        Line2D(
-            [],
-            [],
-            marker="o",
-            linestyle="",
-            color=module_colour(m),
-            label="unassigned" if m == 0 else f"module {m} ({int((modules == m).sum())})",
-        )
-        for m in shown
-    ]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.0, 1.0),
-        frameon=False,
-        fontsize="small",
-        title="genes drawn",
-        title_fontsize="small",
-    )
-    ax.set_axis_off()
-    ax.autoscale_view()
-    # Labels by hub rank first (every module's top hub gets the free spot), then module.
-    chosen = np.flatnonzero((ranks >= 1) & (ranks <= n_labels) & (modules > 0))
-    chosen = chosen[np.lexsort((modules[chosen], ranks[chosen]))]
-    place_labels(ax, xy[chosen], [str(nodes["gene"].iloc[i]) for i in chosen], outline=True)
-    return png_data_uri(fig)
+    for piece in pieces[1:]:
+        layout.add_edge(pieces[0][0], piece[0])
+    pos = nx.kamada_kawai_layout(layout, pos=nx.circular_layout(layout))
+    xy = np.array([pos[g] for g in graph.nodes])
+    xy = xy - xy.mean(axis=0)
+    scale = np.abs(xy).max() or 1.0
+    return {g: xy[i] / scale for i, g in enumerate(graph.nodes)}
 
 
-def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> str:
+def _darker(colour: str) -> str:
+    """A darker shade of ``colour`` for text (the pale tab20 colours are hard to read)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    return to_hex(tuple(0.6 * c for c in to_rgb(colour)))
+
+
+def volcano_figure(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> Figure:
     """Perturbation volcano: mean goal shift against -log10 FDR, significant genes by mode.
 
     Parameters
@@ -309,8 +432,8 @@ def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> st
 
     Returns
     -------
-    str
-        The PNG as a data URI.
+    Figure
+        The figure (:func:`png_data_uri` makes the report's PNG).
     """
     goal = bool(np.isfinite(table["mean_goal_shift"]).any())
     column = "mean_goal_shift" if goal else "mean_cosine_shift"
@@ -363,4 +486,24 @@ def volcano(table: pd.DataFrame, *, fdr: float = 0.05, n_labels: int = 12) -> st
         str(data["gene"].iloc[i]) + (f" ({modes[i]})" if several_modes else "") for i in labelled
     ]
     place_labels(ax, np.column_stack([x[labelled], y[labelled]]), labels)
-    return png_data_uri(fig)
+    return fig
+
+
+def qc_violins(*args, **kwargs) -> str:
+    """:func:`qc_violins_figure` as a PNG data URI."""
+    return png_data_uri(qc_violins_figure(*args, **kwargs))
+
+
+def embedding_scatter(*args, **kwargs) -> str:
+    """:func:`embedding_scatter_figure` as a PNG data URI."""
+    return png_data_uri(embedding_scatter_figure(*args, **kwargs))
+
+
+def module_network(*args, **kwargs) -> str:
+    """:func:`module_network_figure` as a PNG data URI."""
+    return png_data_uri(module_network_figure(*args, **kwargs))
+
+
+def volcano(*args, **kwargs) -> str:
+    """:func:`volcano_figure` as a PNG data URI."""
+    return png_data_uri(volcano_figure(*args, **kwargs))

@@ -69,7 +69,7 @@ def load_token_dictionary(source: str | Path | Mapping[str, int]) -> dict[str, i
     origin: str | Path | None = None
     if isinstance(source, Mapping):
         tokens = dict(source)
-    elif Path(source).suffix == ".pkl":
+    elif _is_pickle(source):
         origin = Path(source)
         try:
             with origin.open("rb") as fh:
@@ -100,19 +100,44 @@ def load_token_dictionary(source: str | Path | Mapping[str, int]) -> dict[str, i
     return tokens
 
 
+def _load_pickled_dict(path: str | Path) -> dict:
+    """A Geneformer dictionary pickle, read with the restricted unpickler only."""
+    from geneattn.resources.convert import _unpickle_dict
+
+    try:
+        with Path(path).open("rb") as fh:
+            return _unpickle_dict(fh, str(path))
+    except OSError as err:
+        raise InputError(f"cannot read: {err}", path) from None
+
+
+def _is_pickle(path: str | Path) -> bool:
+    return Path(path).suffix in (".pkl", ".pickle")
+
+
 def load_gene_medians(path: str | Path) -> dict[str, float]:
-    """Read ``gene_median_dictionary.tsv``: Ensembl gene ID -> nonzero median expression.
+    """Read a gene median dictionary: Ensembl gene ID -> nonzero median expression.
 
     Parameters
     ----------
     path
-        TSV with header ``gene_id<TAB>median``.
+        ``gene_median_dictionary.tsv`` (header ``gene_id<TAB>median``), or Geneformer's
+        pickle (``.pkl``, e.g. V2's ``gene_median_dictionary_gc104M.pkl``, read with the
+        restricted unpickler).
 
     Returns
     -------
     dict[str, float]
         Positive finite median of every gene.
     """
+    if _is_pickle(path):
+        from geneattn.resources.convert import _check_items
+
+        raw = _check_items(_load_pickled_dict(path), (float, int), str(path))
+        for gene, value in raw.items():
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(f"gene {gene}: median {value!r} is not a positive number", path)
+        return {gene: float(value) for gene, value in raw.items()}
     medians: dict[str, float] = {}
     for line_no, gene, text in _read_pairs(path, ("gene_id", "median")):
         try:
@@ -139,6 +164,35 @@ def load_gene_name_map(path: str | Path) -> dict[str, str]:
         Ensembl ID of every symbol (several symbols may share an ID).
     """
     return {symbol: gene for _, symbol, gene in _read_pairs(path, ("symbol", "gene_id"))}
+
+
+def load_gene_mapping(path: str | Path) -> dict[str, str]:
+    """Read a gene ID mapping (Geneformer's ``gene_mapping_file``): gene ID -> dictionary ID.
+
+    Geneformer's tokenizer maps each input Ensembl ID (upper-cased) through this dictionary
+    (e.g. ``ensembl_mapping_dict_gc104M.pkl``) to the ID its token dictionary knows, summing
+    the counts of IDs that map to one; IDs the mapping lacks are dropped.
+
+    Parameters
+    ----------
+    path
+        TSV with header ``gene_id<TAB>mapped_id``, or Geneformer's pickle (``.pkl``,
+        restricted unpickler).
+
+    Returns
+    -------
+    dict[str, str]
+        The mapped ID of every listed gene ID.
+    """
+    if _is_pickle(path):
+        from geneattn.resources.convert import _check_items
+
+        raw = _check_items(_load_pickled_dict(path), (str,), str(path))
+        for gene, mapped in raw.items():
+            if not mapped or "\t" in mapped or "\n" in mapped:
+                raise InputError(f"gene {gene}: bad mapped ID {mapped!r}", path)
+        return raw
+    return {gene: mapped for _, gene, mapped in _read_pairs(path, ("gene_id", "mapped_id"))}
 
 
 def load_ppi(path: str | Path) -> pd.DataFrame:
