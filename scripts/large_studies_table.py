@@ -1,8 +1,8 @@
 """The README's "Large studies" table, from a stage benchmark's tables.
 
-Reads ``stages.tsv`` and ``scaling.tsv`` of ``geneattn bench stages`` (default
+Reads ``stages.tsv`` of ``geneattn bench stages`` (default
 ``results/bench/``) and writes one row per stage: wall time and peak RSS at each size, and
-the exponent ``b`` of time ~ cells^b between the two largest sizes, to
+the exponent ``b`` of wall and CPU time ~ cells^b between the two largest sizes, to
 ``results/readme/large_studies.tsv`` (``scripts/readme_numbers.py --write`` puts it into
 README.md)::
 
@@ -12,6 +12,7 @@ README.md)::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -23,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def large_studies_table(bench: Path) -> tuple[pd.DataFrame, list[str]]:
     """Rows per stage and the header lines (load average, machine) of the run."""
     stages = pd.read_csv(bench / "stages.tsv", sep="\t", comment="#")
-    scaling = pd.read_csv(bench / "scaling.tsv", sep="\t", comment="#").set_index("stage")
     header = [
         line.strip()
         for line in (bench / "stages.tsv").read_text(encoding="utf-8").splitlines()
@@ -34,19 +34,27 @@ def large_studies_table(bench: Path) -> tuple[pd.DataFrame, list[str]]:
     rows = []
     for stage, part in stages.groupby("stage", sort=False):
         part = part.set_index("cells")
+        ok = {n: n in part.index and str(part.loc[n, "status"]).startswith("ok") for n in sizes}
         row = {"stage": stage, "jobs": int(part["jobs"].max())}
         for n in sizes:
-            ok = n in part.index and str(part.loc[n, "status"]).startswith("ok")
-            row[f"wall {n:,} (s)"] = f"{part.loc[n, 'wall_s']:.1f}" if ok else "not run"
-        for n in sizes:
-            ok = n in part.index and str(part.loc[n, "status"]).startswith("ok")
-            row[f"peak RSS {n:,} (MiB)"] = (
-                f"{part.loc[n, 'peak_rss_mib']:,.0f}" if ok else "not run"
+            row[f"wall / CPU {n:,} (s)"] = (
+                f"{part.loc[n, 'wall_s']:,.0f} / {part.loc[n, 'cpu_s']:,.0f}"
+                if ok[n]
+                else "not run"
             )
-        b = scaling.loc[stage, "b_time_top2"] if stage in scaling.index else float("nan")
-        row[f"b ({sizes[-2]:,}-{sizes[-1]:,})" if len(sizes) > 1 else "b"] = (
-            f"{b:.2f}" if pd.notna(b) else "-"
-        )
+        for n in sizes:
+            row[f"peak RSS {n:,} (MiB)"] = (
+                f"{part.loc[n, 'peak_rss_mib']:,.0f}" if ok[n] else "not run"
+            )
+        if len(sizes) > 1:
+            small, large = sizes[-2], sizes[-1]
+            span = f"{small:,}-{large:,}"
+            for what, column in (("wall", "wall_s"), ("CPU", "cpu_s")):
+                b = "-"
+                if ok[small] and ok[large]:
+                    ratio = part.loc[large, column] / part.loc[small, column]
+                    b = f"{math.log(ratio) / math.log(large / small):.2f}"
+                row[f"b {what} ({span})"] = b
         rows.append(row)
     return pd.DataFrame(rows), header
 

@@ -387,8 +387,8 @@ def _tokens_file(tmp_path):
 
 
 def test_streamed_universes_equal_in_memory(tmp_path):
-    from geneattn.universe import choose_universe, highly_variable_universe
     from geneattn.tokenize_stream import h5ad_blocks
+    from geneattn.universe import choose_universe, highly_variable_universe
     from geneattn.universe_stream import frequent_universe, variable_universe
 
     adata, path, cells = _tokens_file(tmp_path)
