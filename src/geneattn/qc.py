@@ -14,14 +14,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from geneattn.column_sums import ColumnMoments, ColumnTotals
 from geneattn.errors import InputError
+
+if TYPE_CHECKING:
+    from geneattn.io.chunks import ChunkedCounts
 
 logger = logging.getLogger(__name__)
 
@@ -434,3 +438,247 @@ def _summary_head(
         "keep": list(keep),
         "cells_per_condition_before": _label_counts(labels),
     }
+
+
+# -- streaming ----------------------------------------------------------------------------
+
+
+def run_qc_chunked(
+    counts: ChunkedCounts,
+    out: str | Path,
+    *,
+    condition_column: str | None,
+    keep: Sequence[str] | None,
+    min_genes: int = 200,
+    min_cells: int = 3,
+    max_pct_mito: float = 20.0,
+    max_counts: float | None = None,
+    mito_prefix: str = "auto",
+    chunk_cells: int = 10_000,
+    source: str | Path | None = None,
+) -> tuple[ad.AnnData, dict[str, Any]]:
+    """:func:`run_qc` over blocks of cells, writing the filtered counts to ``out``.
+
+    Three passes over ``counts``, ``chunk_cells`` cells at a time: the per-cell metrics and
+    filters; the per-gene metrics over the cells kept; then the kept cells' counts of the
+    kept genes, appended to ``X`` of ``out`` block by block. Peak memory is set by the block
+    and the number of genes (plus the per-cell tables), not by the number of cells.
+
+    The result equals :func:`run_qc` on the same counts bit for bit: the per-cell metrics
+    are scanpy's on each block (they are row-wise), the per-gene sums are added in the
+    order scanpy and scipy add them (:mod:`geneattn.column_sums`), and ``out`` holds the
+    same ``X``, ``obs``, ``var``, ``obsm``, ``obsp`` and ``uns`` (the file's bytes differ:
+    ``X`` is written last, in appendable datasets).
+
+    Parameters
+    ----------
+    counts
+        The raw counts (:func:`geneattn.io.chunks.open_counts`).
+    out
+        The ``.h5ad`` to write (write it to a temporary name; see :mod:`geneattn.io.atomic`).
+    condition_column, keep, min_genes, min_cells, max_pct_mito, max_counts, mito_prefix
+        As for :func:`run_qc`.
+    chunk_cells
+        Cells per block.
+    source
+        The file named in errors and warnings (default: ``counts.path``).
+
+    Returns
+    -------
+    tuple[AnnData, dict]
+        The filtered data without ``X`` (``obs``, ``var``, ``uns`` with ``qc_cells``: what
+        :func:`plot_qc` needs) and the summary, as :func:`run_qc` returns them.
+    """
+    from geneattn.io.chunks import chunk_bounds
+
+    source = counts.path if source is None else source
+    obs = counts.obs
+    obsm, obsp, uns = counts.obsm, counts.obsp, dict(counts.uns)
+    if condition_column is None:
+        obsm, obsp, uns = {}, {}, {}  # as _single_condition: only X, obs and var
+        if keep:
+            raise ValueError("keep needs a condition_column")
+        obs = obs.copy()
+        if SINGLE_COLUMN in obs.columns:
+            logger.warning(
+                "%s: obs column %r is replaced by the single-condition label %r",
+                source,
+                SINGLE_COLUMN,
+                SINGLE_LABEL,
+            )
+        obs[SINGLE_COLUMN] = SINGLE_LABEL
+        condition_column, keep = SINGLE_COLUMN, (SINGLE_LABEL,)
+    keep = _check_keep(keep, source)
+    shell = ad.AnnData(obs=obs, var=counts.var)
+    labels = _condition_labels(shell, condition_column, keep, source)
+    obs = obs.copy()
+    obs[condition_column] = pd.Categorical(labels, categories=list(keep))
+    prefix, mito = _mito_genes(counts.var.index, mito_prefix, source)
+    var = counts.var.copy()
+    var["mt"] = mito
+    summary = _summary_head(shell, condition_column, keep, labels, source)
+    in_keep = labels.isin(keep).to_numpy()
+    bounds = chunk_bounds(counts.n_cells, chunk_cells)
+
+    # pass 1: per-cell metrics and filters
+    n_counts = np.zeros(counts.n_cells)
+    metric_parts: list[pd.DataFrame] = []
+    removed_parts: list[np.ndarray] = []
+    for start, stop in bounds:
+        x = counts.chunk(start, stop)
+        n_counts[start:stop] = np.asarray(x.sum(axis=1, dtype=np.float64)).ravel()
+        rows = np.flatnonzero(in_keep[start:stop])
+        if len(rows) == 0:
+            continue
+        block = ad.AnnData(X=x[rows], var=var[["mt"]])
+        block.obs_names = obs.index[start + rows]
+        metrics, _ = _qc_metrics(block)
+        block.obs["pct_counts_mt"] = metrics["pct_counts_mt"].to_numpy()
+        removed = np.full(len(rows), PASSED, dtype=object)
+        still = np.ones(len(rows), dtype=bool)
+        for name, _, passing in _cell_filters(min_genes, max_pct_mito, max_counts):
+            ok = np.asarray(passing(block), dtype=bool)
+            removed[still & ~ok] = name
+            still &= ok
+        metric_parts.append(metrics[_CELL_METRICS])
+        removed_parts.append(removed)
+    obs["n_counts"] = n_counts
+
+    cell_steps: list[dict[str, Any]] = []
+    n_in = int(in_keep.sum())
+    _record_cell_step("condition", list(keep), counts.n_cells, n_in, cell_steps, source)
+    metrics = pd.concat(metric_parts) if metric_parts else pd.DataFrame(columns=_CELL_METRICS)
+    removed_by = np.concatenate(removed_parts) if removed_parts else np.array([], dtype=object)
+    remaining = n_in
+    for name, threshold, _ in _cell_filters(min_genes, max_pct_mito, max_counts):
+        gone = int((removed_by == name).sum())
+        _record_cell_step(name, threshold, remaining, remaining - gone, cell_steps, source)
+        remaining -= gone
+    log_obs = obs.loc[in_keep, [condition_column]].copy()
+    for metric in _CELL_METRICS:
+        log_obs[metric] = metrics[metric].to_numpy()
+    log = log_obs
+    log["qc"] = pd.Categorical(removed_by, categories=[PASSED, *(s["filter"] for s in cell_steps)])
+    kept = np.zeros(counts.n_cells, dtype=bool)
+    kept[np.flatnonzero(in_keep)[removed_by == PASSED]] = True
+    n_kept = int(kept.sum())
+
+    # pass 2: per-gene metrics over the kept cells
+    n_genes = counts.n_genes
+    moments = ColumnMoments(n_genes, squares=False)
+    totals = ColumnTotals(n_genes, dtype=np.float32)
+    detected = np.zeros(n_genes, dtype=np.int64)
+    positive = np.zeros(n_genes, dtype=np.int64)
+    for start, stop in bounds:
+        rows = np.flatnonzero(kept[start:stop])
+        if len(rows) == 0:
+            continue
+        x = counts.chunk(start, stop)[rows]
+        x.eliminate_zeros()
+        moments.add(x)
+        totals.add(x)
+        detected += np.bincount(x.indices, minlength=n_genes)
+        positive += np.bincount(x.indices[x.data > 0], minlength=n_genes)
+    mean, _ = moments.mean_var()
+    var_metrics = pd.DataFrame(index=var.index)
+    var_metrics["n_cells_by_counts"] = detected
+    var_metrics["mean_counts"] = mean
+    var_metrics["pct_dropout_by_counts"] = (1 - var_metrics["n_cells_by_counts"] / n_kept) * 100
+    var_metrics["total_counts"] = totals.total
+    gene_mask = positive >= min_cells
+    n_genes_after = int(gene_mask.sum())
+    if n_genes_after == 0:
+        raise InputError(
+            f"no gene left after the min_cells filter (detected in at least {min_cells} "
+            f"cells), which removed all {n_genes} genes",
+            source,
+        )
+    for metric in _VAR_METRICS:
+        var[metric] = var_metrics[metric].to_numpy()
+    gene_steps = [_step("min_cells", min_cells, n_genes - n_genes_after, n_genes_after)]
+
+    obs_out = obs.loc[kept].copy()
+    for metric in _CELL_METRICS:
+        obs_out[metric] = metrics.loc[removed_by == PASSED, metric].to_numpy()
+    uns["qc_cells"] = log
+    result = ad.AnnData(
+        obs=_without_unused_categories(obs_out),
+        var=_without_unused_categories(var.loc[gene_mask].copy()),
+        uns=uns,
+        obsm={k: _rows_of(v, kept) for k, v in obsm.items()},
+        obsp={k: v[kept][:, kept] for k, v in obsp.items()},
+    )
+
+    # pass 3: the kept cells' counts of the kept genes
+    columns = np.flatnonzero(gene_mask)
+    result.write_h5ad(out)
+    from geneattn.io.csr_append import CsrAppender
+
+    with CsrAppender(out, "X", n_columns=len(columns)) as writer:
+        for start, stop in bounds:
+            rows = np.flatnonzero(kept[start:stop])
+            if len(rows) == 0:
+                continue
+            x = counts.chunk(start, stop)[rows]
+            x.eliminate_zeros()
+            writer.append(x[:, columns])
+
+    summary.update(
+        cells_after=n_kept,
+        genes_after=n_genes_after,
+        cell_filters=cell_steps,
+        gene_filters=gene_steps,
+        cells_removed=counts.n_cells - n_kept,
+        genes_removed=n_genes - n_genes_after,
+        cells_per_condition=_label_counts(obs_out[condition_column], order=keep),
+        thresholds={
+            "min_genes": int(min_genes),
+            "max_pct_mito": float(max_pct_mito),
+            "max_counts": None if max_counts is None else float(max_counts),
+            "min_cells": int(min_cells),
+        },
+        mito={"requested": mito_prefix, "prefix": prefix, "n_genes": int(mito.sum())},
+    )
+    logger.info(
+        "QC kept %d of %d cells and %d of %d genes (in blocks of %d cells)",
+        n_kept,
+        counts.n_cells,
+        n_genes_after,
+        n_genes,
+        chunk_cells,
+    )
+    return result, summary
+
+
+def _record_cell_step(
+    name: str,
+    threshold: Any,
+    before: int,
+    kept: int,
+    steps: list[dict[str, Any]],
+    source: str | Path | None,
+) -> None:
+    """The bookkeeping of :func:`_apply_cell_filter` for a filter applied by mask."""
+    removed = before - kept
+    if kept == 0:
+        rule = _FILTER_WORDS[name].format(threshold)
+        raise InputError(
+            f"no cell left after the {name} filter ({rule}), which removed the last "
+            f"{removed} cells",
+            source,
+        )
+    steps.append(_step(name, threshold, removed, kept))
+
+
+def _without_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Drop unused categories of categorical columns, as subsetting an AnnData does."""
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].cat.remove_unused_categories()
+    return frame
+
+
+def _rows_of(value: Any, mask: np.ndarray) -> Any:
+    if isinstance(value, pd.DataFrame):
+        return value.loc[mask]
+    return value[mask]

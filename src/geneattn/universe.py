@@ -278,8 +278,65 @@ def gene_universe(
     return universe, symbols_for(gene_ids, name_map, preferred=set(var_names))
 
 
+def streamed_gene_universe(
+    tokens: str | Path,
+    h5ad: str | Path,
+    *,
+    name_map: Mapping[str, str],
+    method: UniverseMethod = "variable",
+    min_cells: int = 10,
+    max_genes: int = 2000,
+    chunk_cells: int = 10_000,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`gene_universe` of a tokens file and its QC'd counts, a block of cells at a time.
+
+    The token frequencies and (``method="variable"``) scanpy's seurat statistics are summed
+    over blocks of ``chunk_cells`` cells (:mod:`geneattn.universe_stream`); the universe is
+    the one :func:`gene_universe` chooses from every cell in memory.
+
+    Parameters
+    ----------
+    tokens
+        ``tokens.npz`` of every cell.
+    h5ad
+        The QC'd counts the tokens came from (``qc.h5ad``).
+    name_map, method, min_cells, max_genes
+        As for :func:`gene_universe`.
+    chunk_cells
+        Cells read at a time.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        int64 tokens, their gene ids and their symbols (``""`` where unknown).
+    """
+    from geneattn.tokenize_stream import h5ad_blocks
+    from geneattn.universe_stream import frequent_universe, variable_universe
+
+    var_names, _, var_gene_ids = read_study_genes(h5ad, with_counts=False, with_gene_ids=True)
+    if method == "variable":
+        gene_ids = column_gene_ids(var_names, name_map, var_gene_ids=var_gene_ids)
+        blocks, _, _ = h5ad_blocks(h5ad, chunk_cells)
+        universe, vocabulary = variable_universe(
+            tokens,
+            blocks,
+            gene_ids,
+            min_cells=min_cells,
+            max_genes=max_genes,
+            chunk_cells=chunk_cells,
+        )
+    elif method == "frequent":
+        universe, vocabulary = frequent_universe(
+            tokens, min_cells=min_cells, max_genes=max_genes, chunk_cells=chunk_cells
+        )
+    else:
+        raise InputError(f"universe must be 'frequent' or 'variable', got {method!r}")
+    gene_ids = np.asarray(vocabulary)[universe].astype(str)
+    return universe, gene_ids, symbols_for(gene_ids, name_map, preferred=set(var_names))
+
+
 def read_study_genes(
-    path: str | Path, *, with_counts: bool
+    path: str | Path, *, with_counts: bool, with_gene_ids: bool = False
 ) -> tuple[list[str], sp.spmatrix | np.ndarray | None, list[str] | None]:
     """Gene names of a QC'd ``.h5ad`` and, when asked, its counts and ``var['gene_ids']``.
 
@@ -289,6 +346,8 @@ def read_study_genes(
         The QC'd counts (``qc.h5ad``).
     with_counts
         Read the counts too (the variable universe); otherwise only the var names are read.
+    with_gene_ids
+        Without the counts, still return ``var['gene_ids']`` (read backed).
 
     Returns
     -------
@@ -301,10 +360,11 @@ def read_study_genes(
     adata = read_stage_h5ad(path, backed=True)
     try:
         var_names = adata.var_names.astype(str).tolist()
+        gene_ids = adata.var["gene_ids"].astype(str).tolist() if "gene_ids" in adata.var else None
     finally:
         adata.file.close()
     if not with_counts:
-        return var_names, None, None
+        return var_names, None, gene_ids if with_gene_ids else None
     adata = read_stage_h5ad(path)
     gene_ids = adata.var["gene_ids"].astype(str).tolist() if "gene_ids" in adata.var else None
     return var_names, adata.X, gene_ids

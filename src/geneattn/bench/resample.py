@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: Cells written at a time.
+BLOCK = 50_000
+
 #: obs columns carried over from the demo study (the rest are immune-receptor annotations).
 KEEP_OBS = ("source", "patient", "sample", "cluster_orig")
 
@@ -58,6 +61,7 @@ def resample_cells(
 
     from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
+    from geneattn.io.csr_append import CsrAppender
 
     if n_cells < 1:
         raise InputError(f"--cells must be >= 1, got {n_cells}")
@@ -69,20 +73,24 @@ def resample_cells(
         raise InputError(f"no cell labelled {', '.join(labels)} in {column!r}", demo)
     rng = np.random.default_rng(seed)
     pick = pool[rng.integers(0, len(pool), n_cells)]
-    x = sp.csr_matrix(adata.X)[pick]
+    x = sp.csr_matrix(adata.X)
     obs = adata.obs[[c for c in KEEP_OBS if c in adata.obs.columns]].iloc[pick].copy()
     source = adata.obs_names.to_numpy().astype(str)[pick]
     obs["resampled_from"] = source
     obs.index = [f"{name}~{i}" for i, name in enumerate(source)]
-    resampled = ad.AnnData(X=x, obs=obs, var=adata.var.copy())
+    resampled = ad.AnnData(obs=obs, var=adata.var.copy())
     resampled.uns["geneattn_resampled"] = {
         "from": Path(demo).name,
         "seed": int(seed),
         "with_replacement": True,
         "labels": list(labels),
     }
+    # X is written a block of cells at a time: a million drawn cells never sit in memory
     with atomic_path(out) as tmp:
         resampled.write_h5ad(tmp)
+        with CsrAppender(tmp, "X", n_columns=x.shape[1]) as writer:
+            for start in range(0, n_cells, BLOCK):
+                writer.append(x[pick[start : start + BLOCK]])
     return {"source_cells": len(pool), "cells": n_cells, "distinct": len(np.unique(pick))}
 
 

@@ -19,13 +19,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Concatenate the shards' cells; refuse shards of different models or repeated cells."""
-    from geneattn.embeddings import gather_embeddings
+    from geneattn.embeddings import gather_embedding_files
     from geneattn.io.atomic import atomic_path
-    from geneattn.io.readers import read_stage_h5ad
 
-    parts = [read_stage_h5ad(path) for path in args.shards]
-    out = gather_embeddings(parts, args.shards)
-    log.info("gathered %d cells from %d shards", out.n_obs, len(parts))
+    # obs of every shard in memory, the embeddings copied one shard at a time
     with atomic_path(args.out) as tmp:
-        out.write_h5ad(tmp)
+        n = gather_embedding_files(args.shards, tmp)
+    log.info("gathered %d cells from %d shards", n, len(args.shards))
     return 0

@@ -30,6 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="scale each token's value by ln((n+1)/(rank+1)) (log) or not (none)",
     )
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--chunk-cells",
+        type=int,
+        default=10_000,
+        help="studies of more cells get a streamed PCA (block Krylov over blocks of this many "
+        "cells) instead of ARPACK in memory",
+    )
     ckpt = parser.add_argument_group("a pretrained checkpoint instead of the study model")
     ckpt.add_argument(
         "--checkpoint", help="Hugging Face model directory (config.json, model.safetensors)"
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.h5ad is None or args.token_dictionary is None:
         raise InputError("the study model needs the QC'd h5ad and --token-dictionary")
     from geneattn.io.readers import read_stage_h5ad
+    from geneattn.models.pca import streamed_study_model
     from geneattn.models.study import (
         save_study_model,
         study_model_from_anndata,
@@ -69,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
     )
     from geneattn.resources.load import load_gene_name_map, load_token_dictionary
 
-    adata = read_stage_h5ad(args.h5ad)
+    if args.chunk_cells < 1:
+        raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
-    model = study_model_from_anndata(
-        adata,
+    adata = read_stage_h5ad(args.h5ad, backed=True)
+    n_cells = adata.n_obs
+    adata.file.close()
+    options = dict(
         token_dictionary=load_token_dictionary(args.token_dictionary),
         name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
         gene_id=args.gene_id,
@@ -83,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
         value_rank=args.value_rank,
         seed=args.seed,
     )
+    if n_cells > args.chunk_cells:
+        log.info("%d cells > --chunk-cells %d: PCA over blocks of cells", n_cells, args.chunk_cells)
+        model = streamed_study_model(args.h5ad, chunk_cells=args.chunk_cells, **options)
+    else:
+        model = study_model_from_anndata(read_stage_h5ad(args.h5ad), **options)
     if args.attention_graph is not None:
         from geneattn.models.genohoption import load_token_graph
 

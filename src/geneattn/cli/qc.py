@@ -41,6 +41,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mito-prefix", default="auto", help="mitochondrial gene prefix, or auto (MT-/mt-)"
     )
+    parser.add_argument(
+        "--chunk-cells",
+        type=int,
+        default=10_000,
+        help="cells read at a time (h5ad, 10x h5/mtx and loom stream; csv/tsv are read whole)",
+    )
     parser.add_argument("--out", required=True, help="QC'd counts (.h5ad)")
     parser.add_argument("--summary", required=True, help="QC summary (.json)")
     parser.add_argument("--plot", required=True, help="QC distributions (.png)")
@@ -52,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
-    from geneattn.io.readers import read_counts
-    from geneattn.qc import plot_qc, run_qc
+    from geneattn.io.chunks import open_counts
+    from geneattn.qc import plot_qc, run_qc_chunked
 
     if (args.condition_column is None) != (args.keep is None):
         raise InputError(
@@ -61,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
             "study, neither for a single-condition study"
         )
 
-    adata = read_counts(
+    if args.chunk_cells < 1:
+        raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
+    counts = open_counts(
         args.counts,
         fmt=args.fmt,
         layer=args.layer,
@@ -69,25 +77,28 @@ def run(args: argparse.Namespace) -> int:
         allow_non_integer=args.allow_non_integer,
         obs=args.obs,
     )
-    result, summary = run_qc(
-        adata,
-        condition_column=args.condition_column,
-        keep=args.keep,
-        min_genes=args.min_genes,
-        min_cells=args.min_cells,
-        max_pct_mito=args.max_pct_mito,
-        max_counts=args.max_counts,
-        mito_prefix=args.mito_prefix,
-        source=args.counts,
-    )
-    text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
     # Nested: each output is renamed into place only when all three blocks succeeded.
     with (
+        counts,
         atomic_path(args.out) as out,
         atomic_path(args.summary) as summary_path,
         atomic_path(args.plot) as plot,
     ):
-        result.write_h5ad(out)
+        # the counts are read in blocks of cells and the filtered X written block by block
+        result, summary = run_qc_chunked(
+            counts,
+            out,
+            condition_column=args.condition_column,
+            keep=args.keep,
+            min_genes=args.min_genes,
+            min_cells=args.min_cells,
+            max_pct_mito=args.max_pct_mito,
+            max_counts=args.max_counts,
+            mito_prefix=args.mito_prefix,
+            chunk_cells=args.chunk_cells,
+            source=args.counts,
+        )
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
         summary_path.write_text(text, encoding="utf-8")
         plot_qc(result, summary, plot)
     log.info("wrote %s, %s and %s", args.out, args.summary, args.plot)

@@ -44,6 +44,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-len", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1, help="rayon threads")
+    parser.add_argument(
+        "--chunk-cells",
+        type=int,
+        default=10_000,
+        help="cells ranked at a time; their tokens are appended to --out as they come",
+    )
     parser.add_argument("--out", required=True, help="tokens.npz to write")
     parser.add_argument("--summary", required=True, help="JSON summary to write")
     parser.add_argument(
@@ -65,15 +71,26 @@ def run(args: argparse.Namespace) -> int:
         load_token_dictionary,
     )
     from geneattn.tokenize import save_tokens, tokenize_anndata
+    from geneattn.tokenize_stream import h5ad_blocks
 
-    adata = read_stage_h5ad(args.h5ad)
+    if args.chunk_cells < 1:
+        raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
+    try:
+        blocks, _, _ = h5ad_blocks(args.h5ad, args.chunk_cells)
+    except InputError as err:
+        if "blocks of cells need" not in str(err):
+            raise
+        log.info("%s; reading it whole", err)
+        blocks = None
+    adata = read_stage_h5ad(args.h5ad, backed=blocks is not None)
+    if blocks is not None:
+        adata.file.close()  # obs and var stay in memory
     if args.medians in ("geneformer_v1", "dictionary") and not args.medians_file:
         raise InputError(f"--medians {args.medians} needs --medians-file")
     attributes = _attribute_names(args.attribute, adata.obs, args)
     if args.gene_id == "symbol" and not args.gene_names:
         raise InputError("--gene-id symbol needs --gene-names")
-    cells, summary = tokenize_anndata(
-        adata,
+    options = dict(
         token_dictionary=load_token_dictionary(args.token_dictionary),
         gene_medians=load_gene_medians(args.medians_file) if args.medians_file else None,
         name_map=load_gene_name_map(args.gene_names) if args.gene_names else None,
@@ -82,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
         medians=args.medians,
         max_len=args.max_len,
         n_threads=args.threads,
-        source=args.h5ad,
     )
+    if blocks is not None:
+        return _streamed(args, adata, blocks, options, attributes)
+    cells, summary = tokenize_anndata(adata, **options, source=args.h5ad)
     summary["input"] = str(args.h5ad)
     if args.condition_column is not None:
         summary["cells_by_label"] = cells_by_label(
@@ -106,6 +125,51 @@ def run(args: argparse.Namespace) -> int:
                 for column, name in attributes.items()
             },
         )
+    return 0
+
+
+def _streamed(args: argparse.Namespace, adata, blocks, options: dict, attributes) -> int:
+    """Tokenize a block of cells at a time, appending the tokens to ``--out``."""
+    import numpy as np
+
+    from geneattn.cells import cells_by_label
+    from geneattn.io.atomic import atomic_path
+    from geneattn.tokenize import study_gene_names
+    from geneattn.tokenize_stream import tokenize_blocks
+
+    obs = adata.obs
+    if "n_counts" in obs:
+        n_counts = obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        log.warning("%s has no obs['n_counts']; using row sums of X", args.h5ad)
+        n_counts = np.concatenate([np.asarray(x.sum(axis=1)).ravel() for _, _, x in blocks()])
+    if args.condition_column is not None:
+        cells_by_label(obs, args.condition_column, np.zeros(0, dtype=str), source=args.h5ad)
+    with atomic_path(args.summary) as tmp_summary, atomic_path(args.out) as tmp_tokens:
+        cell_ids, summary = tokenize_blocks(
+            blocks,
+            study_gene_names(adata, gene_id=options["gene_id"]),
+            tmp_tokens,
+            cell_ids=adata.obs_names.to_numpy(),
+            n_counts=n_counts,
+            attributes={
+                name: obs[column].astype(str).to_numpy() for column, name in attributes.items()
+            },
+            **options,
+        )
+        summary["input"] = str(args.h5ad)
+        if args.condition_column is not None:
+            summary["cells_by_label"] = cells_by_label(
+                obs, args.condition_column, cell_ids, source=args.h5ad
+            )
+        log.info(
+            "%d of %d cells tokenized, %d genes with tokens, median length %.0f",
+            summary["cells_out"],
+            summary["cells_in"],
+            summary["genes_tokenized"],
+            summary["length_median"],
+        )
+        tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return 0
 
 

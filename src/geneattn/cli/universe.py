@@ -18,20 +18,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tokens", help="tokens.npz of all QC'd cells")
     parser.add_argument("--obs", required=True, help="qc.h5ad (counts for --universe variable)")
     add_universe_arguments(parser)
+    parser.add_argument(
+        "--chunk-cells", type=int, default=10_000, help="cells of tokens and counts read at a time"
+    )
     parser.add_argument("--out", required=True, help="universe.tsv to write")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Choose the universe from every tokenized cell and write its table."""
-    import numpy as np
+    """Choose the universe from every tokenized cell, a block of cells at a time."""
+    from geneattn.errors import InputError
+    from geneattn.resources.load import load_gene_name_map
+    from geneattn.universe import save_universe, streamed_gene_universe
 
-    from geneattn.cli.options import universe_from_args
-    from geneattn.tokenize import load_tokens
-    from geneattn.universe import save_universe
-
-    cells = load_tokens(args.tokens)
-    tokens, symbols = universe_from_args(args, cells)
-    gene_ids = np.asarray(cells.vocabulary)[tokens].astype(str)
+    if args.chunk_cells < 1:
+        raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
+    if args.gene_names is None:
+        raise InputError("choosing the universe needs --gene-names")
+    # tokens and counts are read a block of cells at a time
+    tokens, gene_ids, symbols = streamed_gene_universe(
+        args.tokens,
+        args.obs,
+        name_map=load_gene_name_map(args.gene_names),
+        method=args.universe,
+        min_cells=args.min_cells,
+        max_genes=args.max_genes,
+        chunk_cells=args.chunk_cells,
+    )
     save_universe(args.out, tokens, gene_ids, symbols)
-    log.info("%s universe of %d genes from %d cells", args.universe, len(tokens), cells.n_cells)
+    log.info(
+        "%s universe of %d genes (blocks of %d cells)", args.universe, len(tokens), args.chunk_cells
+    )
     return 0

@@ -464,7 +464,7 @@ def pca_gene_loadings(
 
 
 def build_study_model(
-    counts: sp.spmatrix | np.ndarray,
+    counts: sp.spmatrix | np.ndarray | None,
     n_counts: np.ndarray,
     gene_tokens: np.ndarray,
     vocab_size: int,
@@ -474,6 +474,7 @@ def build_study_model(
     temperature: float = 8.0,
     seed: int = 42,
     value_rank: str = "log",
+    loadings: np.ndarray | None = None,
 ) -> StudyModel:
     """Make the study-derived attention model described in the module docstring.
 
@@ -499,6 +500,10 @@ def build_study_model(
         ``"log"`` (default): values scaled by ``ln((n + 1) / (i + 1))`` at position ``i`` of
         ``n``, so cell embeddings carry expression rank and rank edits move cells;
         ``"none"``: every expressed gene's value counts alike (the earlier model).
+    loadings
+        ``(genes, d_model)`` gene loadings computed elsewhere (e.g. streamed over blocks
+        of cells, :func:`geneattn.models.pca.streaming_gene_loadings`); ``counts`` may
+        then be None.
 
     Returns
     -------
@@ -512,13 +517,17 @@ def build_study_model(
     if not temperature > 0:
         raise InputError(f"temperature must be > 0, got {temperature}")
     gene_tokens = np.asarray(gene_tokens)
-    log.info(
-        "study model: PCA of %d cells x %d genes into %d components",
-        counts.shape[0],
-        counts.shape[1],
-        d_model,
-    )
-    loadings = pca_gene_loadings(counts, n_counts, n_components=d_model, seed=seed)
+    if loadings is None:
+        log.info(
+            "study model: PCA of %d cells x %d genes into %d components",
+            counts.shape[0],
+            counts.shape[1],
+            d_model,
+        )
+        loadings = pca_gene_loadings(counts, n_counts, n_components=d_model, seed=seed)
+    loadings = np.asarray(loadings, dtype=np.float64)
+    if loadings.shape != (len(gene_tokens), d_model):
+        raise InputError(f"loadings are {loadings.shape}, expected ({len(gene_tokens)}, {d_model})")
     norms = np.linalg.norm(loadings, axis=1, keepdims=True)
     d_h = d_model // n_heads
     target = np.sqrt(temperature * np.sqrt(d_h))
@@ -537,8 +546,10 @@ def build_study_model(
         "seed": int(seed),
         "value_rank": value_rank,
         "genes_with_embedding": int(has_token.sum()),
-        "cells": int(np.asarray(counts.shape)[0]),
+        "cells": len(n_counts),
     }
+    if counts is None:
+        params["pca"] = "block Krylov over blocks of cells (geneattn.models.pca)"
     return StudyModel(table, eye, eye.copy(), eye.copy(), eye.copy(), n_heads, params)
 
 

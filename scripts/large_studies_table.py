@@ -1,0 +1,80 @@
+"""The README's "Large studies" table, from a stage benchmark's tables.
+
+Reads ``stages.tsv`` of ``geneattn bench stages`` (default
+``results/bench/``) and writes one row per stage: wall time and peak RSS at each size, and
+the exponent ``b`` of wall and CPU time ~ cells^b between the two largest sizes, to
+``results/readme/large_studies.tsv`` (``scripts/readme_numbers.py --write`` puts it into
+README.md)::
+
+    .venv/bin/python scripts/large_studies_table.py [--bench results/bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def large_studies_table(bench: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Rows per stage and the header lines (load average, machine) of the run."""
+    stages = pd.read_csv(bench / "stages.tsv", sep="\t", comment="#")
+    header = [
+        line.strip()
+        for line in (bench / "stages.tsv").read_text(encoding="utf-8").splitlines()
+        if line.startswith("# ")
+    ]
+    stages = stages[stages["kind"] == "stage"]
+    sizes = sorted(stages["cells"].unique())
+    rows = []
+    for stage, part in stages.groupby("stage", sort=False):
+        part = part.set_index("cells")
+        ok = {n: n in part.index and str(part.loc[n, "status"]).startswith("ok") for n in sizes}
+        row = {"stage": stage, "jobs": int(part["jobs"].max())}
+        for n in sizes:
+            row[f"wall / CPU {n:,} (s)"] = (
+                f"{part.loc[n, 'wall_s']:,.0f} / {part.loc[n, 'cpu_s']:,.0f}"
+                if ok[n]
+                else "not run"
+            )
+        for n in sizes:
+            row[f"peak RSS {n:,} (MiB)"] = (
+                f"{part.loc[n, 'peak_rss_mib']:,.0f}" if ok[n] else "not run"
+            )
+        if len(sizes) > 1:
+            small, large = sizes[-2], sizes[-1]
+            span = f"{small:,}-{large:,}"
+            for what, column in (("wall", "wall_s"), ("CPU", "cpu_s")):
+                b = "-"
+                if ok[small] and ok[large]:
+                    ratio = part.loc[large, column] / part.loc[small, column]
+                    b = f"{math.log(ratio) / math.log(large / small):.2f}"
+                row[f"b {what} ({span})"] = b
+        rows.append(row)
+    return pd.DataFrame(rows), header
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bench", type=Path, default=ROOT / "results" / "bench")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "results" / "readme" / "large_studies.tsv"
+    )
+    args = parser.parse_args(argv)
+    table, header = large_studies_table(args.bench)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    keep = [h for h in header if h.split(":")[0] in ("# cpu", "# load_average_at_start")]
+    text = "".join(h + "\n" for h in keep) + table.to_csv(sep="\t", index=False)
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
