@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 mod aggregate;
 mod attention;
 mod bert;
+mod fused;
 mod perturb;
 
 use crate::error::KernelError;
@@ -143,5 +144,6 @@ fn _kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     aggregate::register(m)?;
     perturb::register(m)?;
     bert::register(m)?;
+    fused::register(m)?;
     Ok(())
 }
