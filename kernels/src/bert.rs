@@ -113,7 +113,7 @@ impl Norm<'_> {
     fn apply(&self, x: &mut [f32], eps: f32) {
         let d = self.gamma.len();
         for row in x.chunks_exact_mut(d) {
-            layer_norm_row::<f32>(row, self.gamma, self.beta, eps as f64);
+            layer_norm_row(row, self.gamma, self.beta, eps as f64);
         }
     }
 }
@@ -134,20 +134,35 @@ fn lane_sum64(row: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
-crate::simd_fn! {
-    /// [`Norm::apply`] of one row.
-    fn layer_norm_row<T: Real>(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f64) {
-        let d = row.len() as f64;
-        let mean = lane_sum64(row, |v| v as f64) / d;
-        let var = lane_sum64(row, |v| {
-            let c = v as f64 - mean;
-            c * c
-        }) / d;
-        let inv = (1.0 / (var + eps).sqrt()) as f32;
-        let mean = mean as f32;
-        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = (*v - mean) * inv * g + b;
+/// [`Norm::apply`] of one row, with AVX2+FMA when the CPU has them.
+fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn wide(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f64) {
+            layer_norm_body(row, gamma, beta, eps)
         }
+        if crate::simd::has_avx2_fma() {
+            // SAFETY: the CPU supports the features `wide` was compiled for.
+            unsafe { wide(row, gamma, beta, eps) };
+            return;
+        }
+    }
+    layer_norm_body(row, gamma, beta, eps)
+}
+
+#[inline(always)]
+fn layer_norm_body(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f64) {
+    let d = row.len() as f64;
+    let mean = lane_sum64(row, |v| v as f64) / d;
+    let var = lane_sum64(row, |v| {
+        let c = v as f64 - mean;
+        c * c
+    }) / d;
+    let inv = (1.0 / (var + eps).sqrt()) as f32;
+    let mean = mean as f32;
+    for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inv * g + b;
     }
 }
 
@@ -870,8 +885,8 @@ impl HeadBlock<'_> {
 }
 
 /// `x = LayerNorm(x + ctx W_o^T + b_o)`, then
-/// `x = LayerNorm(x + act(x W_i^T + b_i) W_2^T + b_2)`, block by block of [`DENSE_ROWS`] rows (`inter` holds a block's intermediate
-/// activations when the blocks run in order).
+/// `x = LayerNorm(x + act(x W_i^T + b_i) W_2^T + b_2)`, block by block of [`DENSE_ROWS`]
+/// rows (`inter` holds a block's intermediate activations when the blocks run in order).
 fn dense_and_ffn(
     model: &Bert<'_>,
     layer: &Layer<'_>,

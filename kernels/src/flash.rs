@@ -20,6 +20,11 @@
 //! A query row's result depends only on that row, the keys and the values (fixed tile
 //! order), so how rows are split among tiles or threads never changes a bit.
 
+use rayon::prelude::*;
+
+use crate::error::KernelResult;
+use crate::kerr;
+use crate::matrix::Mat;
 use crate::sgemm::{panel_rows, Tile, NR};
 
 /// Query rows per tile (a multiple of [`crate::sgemm::MR`]).
@@ -61,6 +66,9 @@ impl KeysValues {
         self.kt.resize(heads * n_pad * dh, 0.0);
         self.v.clear();
         self.v.resize(heads * vp * n_pad * NR, 0.0);
+        if n == 0 {
+            return;
+        }
         for h in 0..heads {
             let kt = &mut self.kt[h * n_pad * dh..(h + 1) * n_pad * dh];
             for (jp, panel) in kt.chunks_exact_mut((dh * NR).max(1)).take(kp).enumerate() {
@@ -200,6 +208,67 @@ pub fn attend(
     }
 }
 
+/// Multi-head softmax attention of `q` (`n x d`) over keys `k` and values `v` (`m x d`
+/// each): head `h` (columns `h * dh .. (h + 1) * dh`, `dh = d / heads`) of row `i` of the
+/// result (`n x d`) is `sum_j softmax_j(scale q_ih . k_jh) v_jh`, by [`attend`]. Blocks of
+/// [`BQ`] query rows run in parallel on `n_threads` threads; the result does not depend on
+/// it.
+pub fn attention(
+    q: Mat<'_, f32>,
+    k: Mat<'_, f32>,
+    v: Mat<'_, f32>,
+    heads: usize,
+    scale: f32,
+    n_threads: usize,
+) -> KernelResult<Vec<f32>> {
+    let d = q.cols;
+    if k.cols != d || v.cols != d {
+        return Err(kerr!(
+            "queries, keys and values must have the same number of columns, got {}, {} and {}",
+            d,
+            k.cols,
+            v.cols
+        ));
+    }
+    if k.rows != v.rows {
+        return Err(kerr!(
+            "keys and values must have the same number of rows, got {} and {}",
+            k.rows,
+            v.rows
+        ));
+    }
+    if heads == 0 || !d.is_multiple_of(heads) {
+        return Err(kerr!(
+            "the number of columns {d} must be a multiple of the number of heads {heads}"
+        ));
+    }
+    if !scale.is_finite() {
+        return Err(kerr!("scale must be finite, got {scale}"));
+    }
+    for (name, x) in [("queries", &q), ("keys", &k), ("values", &v)] {
+        x.check_finite(name)?;
+    }
+    let (n, m, dh) = (q.rows, k.rows, d / heads);
+    let mut out = vec![0.0f32; n * d];
+    if d == 0 {
+        return Ok(out);
+    }
+    crate::pool::install(n_threads, || {
+        let mut kv = KeysValues::default();
+        kv.pack(k.data, v.data, d, m, heads, dh);
+        out.par_chunks_mut(BQ * d)
+            .enumerate()
+            .for_each_init(Scratch::default, |s, (b, rows)| {
+                let r = rows.len() / d;
+                for h in 0..heads {
+                    let qh = &q.data[b * BQ * d + h * dh..];
+                    attend(qh, d, r, &kv, h, scale, &mut rows[h * dh..], d, s);
+                }
+            });
+    })?;
+    Ok(out)
+}
+
 /// One row of a score tile: with `m = max(m_old, c2 * max(row[..valid]))`, sets
 /// `row[j] = 2^(c2 row[j] - m)` for `j < valid` and 0 after; returns `(m, sum of the row)`.
 #[inline]
@@ -216,13 +285,12 @@ fn exp_row(wide: bool, row: &mut [f32], valid: usize, c2: f32, m_old: f32) -> (f
 }
 
 /// `2^f` for `|f| <= 1/2`: minimax coefficients of degree 5 (relative error 1e-7).
-#[allow(clippy::approx_constant)]
 const P5: [f32; 5] = [
-    0.693_147,
-    0.240_222_42,
-    0.055_507_336,
-    0.009_671_509,
-    0.001_326_472_3,
+    f32::from_bits(0x3f31_7215), // 0.69314700
+    f32::from_bits(0x3e75_fcde), // 0.24022242
+    f32::from_bits(0x3d63_5ba9), // 0.05550734
+    f32::from_bits(0x3c1e_7540), // 0.00967151
+    f32::from_bits(0x3aad_dd06), // 0.00132647
 ];
 
 /// The smallest argument of [`exp2`] (`2^-125` is still a normal f32).
@@ -495,6 +563,28 @@ mod tests {
                     assert_eq!(parts[i * ldo..i * ldo + dh], out[i * ldo..i * ldo + dh]);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn no_keys_give_zero_rows() {
+        let q = vec![1.0f32; 3 * 4];
+        let mut kv = KeysValues::default();
+        kv.pack(&[], &[], 4, 0, 2, 2);
+        let mut out = vec![9.0f32; 3 * 4];
+        attend(
+            &q,
+            4,
+            3,
+            &kv,
+            1,
+            1.0,
+            &mut out[2..],
+            4,
+            &mut Scratch::default(),
+        );
+        for i in 0..3 {
+            assert_eq!(out[i * 4..i * 4 + 4], [9.0, 9.0, 0.0, 0.0]);
         }
     }
 

@@ -13,6 +13,7 @@ mod aggregate;
 mod attention;
 mod bert;
 mod genohoption;
+mod fused;
 mod perturb;
 
 use crate::error::KernelError;
@@ -145,5 +146,6 @@ fn _kernels(m: &Bound<'_, PyModule>) -> PyResult<()> {
     perturb::register(m)?;
     bert::register(m)?;
     genohoption::register(m)?;
+    fused::register(m)?;
     Ok(())
 }

@@ -10,11 +10,16 @@
 //!
 //! The register tile has an AVX2+FMA copy (taken at run time when the CPU has both) and a
 //! portable one. Every element of `C` is `init` plus, per `k` block in order, the sum of
-//! its products in order of `k` (fused multiply-adds on AVX2): the same arithmetic for
+//! its products in order of `k` (fused multiply-adds on AVX2, from zero, added to `C` at
+//! the end of the block so that `C` is fetched meanwhile): the same arithmetic for
 //! every row and column whatever `m`, `n`, the row's position or the other rows, so
 //! splitting rows over threads or stacking cells into one GEMM never changes a bit. Only
 //! the CPU (which copy runs) does.
 
+use rayon::prelude::*;
+
+use crate::error::KernelResult;
+use crate::kerr;
 use crate::matrix::Mat;
 
 /// Rows of the register tile.
@@ -79,6 +84,42 @@ impl PackedB {
     fn panel(&self, j: usize) -> &[f32] {
         &self.data[j * self.k * NR..(j + 1) * self.k * NR]
     }
+}
+
+/// `x w^T + b` for `x` (`m x k`) and a weight in `nn.Linear` layout (`w` is `n x k`, `b`
+/// has `n` entries or is absent), by [`gemm`]; blocks of [`MC`] rows run in parallel on
+/// `n_threads` threads (the result does not depend on it).
+pub fn linear(
+    x: Mat<'_, f32>,
+    w: Mat<'_, f32>,
+    b: Option<&[f32]>,
+    n_threads: usize,
+) -> KernelResult<Vec<f32>> {
+    let (m, k, n) = (x.rows, x.cols, w.rows);
+    if w.cols != k {
+        return Err(kerr!(
+            "the weight must have {k} columns like the input, got {}",
+            w.cols
+        ));
+    }
+    if let Some(b) = b {
+        if b.len() != n {
+            return Err(kerr!("the bias must have {n} entries, got {}", b.len()));
+        }
+    }
+    let mut out = vec![0.0f32; m * n];
+    if n == 0 {
+        return Ok(out);
+    }
+    crate::pool::install(n_threads, || {
+        let packed = PackedB::linear(&w);
+        out.par_chunks_mut(MC * n).enumerate().for_each(|(i, c)| {
+            let rows = c.len() / n;
+            let init = b.map_or(Init::Zero, Init::Bias);
+            gemm(rows, &x.data[i * MC * k..], k, &packed, c, n, init);
+        });
+    })?;
+    Ok(out)
 }
 
 /// What `C` starts from.
@@ -280,13 +321,6 @@ unsafe fn micro_portable(
     load: bool,
 ) {
     let mut acc = [[0.0f32; NR]; MR];
-    if load {
-        for (r, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = *c.add(r * ldc + j);
-            }
-        }
-    }
     for p in 0..kc {
         let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
         for (r, row) in acc.iter_mut().enumerate() {
@@ -298,7 +332,8 @@ unsafe fn micro_portable(
     }
     for (r, row) in acc.iter().enumerate() {
         for (j, v) in row.iter().enumerate() {
-            *c.add(r * ldc + j) = *v;
+            let dst = c.add(r * ldc + j);
+            *dst = if load { *dst + *v } else { *v };
         }
     }
 }
@@ -324,16 +359,16 @@ mod x86 {
         load: bool,
     ) {
         let [a0, a1, a2, a3, a4, a5] = *a;
+        if load {
+            // C is added at the end: fetch it while the products run
+            for r in 0..MR {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc).cast());
+                _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + NR - 1).cast());
+            }
+        }
         let z = _mm256_setzero_ps();
         let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
         let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-        if load {
-            let ld = |r: usize, h: usize| _mm256_loadu_ps(c.add(r * ldc + h * 8));
-            (c00, c01, c10, c11, c20, c21) =
-                (ld(0, 0), ld(0, 1), ld(1, 0), ld(1, 1), ld(2, 0), ld(2, 1));
-            (c30, c31, c40, c41, c50, c51) =
-                (ld(3, 0), ld(3, 1), ld(4, 0), ld(4, 1), ld(5, 0), ld(5, 1));
-        }
         let mut bp = b;
         for p in 0..kc {
             let b0 = _mm256_loadu_ps(bp);
@@ -358,7 +393,15 @@ mod x86 {
             c50 = _mm256_fmadd_ps(x, b0, c50);
             c51 = _mm256_fmadd_ps(x, b1, c51);
         }
-        let st = |r: usize, h: usize, v: __m256| _mm256_storeu_ps(c.add(r * ldc + h * 8), v);
+        let st = |r: usize, h: usize, v: __m256| {
+            let p = c.add(r * ldc + h * 8);
+            let v = if load {
+                _mm256_add_ps(_mm256_loadu_ps(p), v)
+            } else {
+                v
+            };
+            _mm256_storeu_ps(p, v)
+        };
         st(0, 0, c00);
         st(0, 1, c01);
         st(1, 0, c10);

@@ -242,9 +242,38 @@ def bert_forward(
     tokens skip_first .. n - skip_last, or the first token), "attention": [flat array] per
     attention_layers entry (cell c's (n_heads, n, n) or head-averaged (n, n) block at
     attention_offsets[c]:attention_offsets[c + 1]), "attention_offsets": int64}``.
-    Bit-identical for any ``n_threads`` and any batching of the cells. With ``genohoption``
-    every layer attends GenoHoption's way (Seq2Graph over the prior, edge softmax, diffusion)
-    and the attention returned is each head's diffusion matrix.
+    Bit-identical for any ``n_threads`` and any batching of the cells. Layers whose
+    attention is not returned use the fused attention of :func:`flash_attention`; a layer in
+    ``attention_layers`` computes its softmax matrices exactly. With ``genohoption`` every
+    layer attends GenoHoption's way (Seq2Graph over the prior, edge softmax, diffusion) and
+    the attention returned is each head's diffusion matrix.
+    """
+
+def linear(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = ..., *, n_threads: int = ...
+) -> np.ndarray:
+    """``x @ w.T + b`` with the encoder's packed GEMM, float32.
+
+    ``x`` ``(m, k)``, ``w`` ``(n, k)`` (``nn.Linear`` layout), ``b`` ``(n,)`` or None; returns
+    ``(m, n)``. Bit-identical for any ``n_threads``.
+    """
+
+def flash_attention(
+    queries: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    n_heads: int,
+    *,
+    scale: float | None = ...,
+    n_threads: int = ...,
+) -> np.ndarray:
+    """Multi-head softmax attention with the encoder's fused kernel, float32.
+
+    Head ``h`` (columns ``h * dh .. (h + 1) * dh``, ``dh = d / n_heads``) of row ``i`` is
+    ``sum_j softmax_j(scale * q_ih . k_jh) v_jh``, computed tile by tile with an online
+    softmax (no ``(n, m)`` matrix). ``queries`` ``(n, d)``, ``keys`` and ``values``
+    ``(m, d)``; ``scale`` defaults to ``1 / sqrt(dh)``. Returns ``(n, d)``; rows without
+    keys are zero. Bit-identical for any ``n_threads``.
     """
 
 def mha_module_cells(

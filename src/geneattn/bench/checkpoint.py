@@ -613,7 +613,7 @@ def _size_rows(
 ) -> list[Row]:
     """The V2-size encoder against PyTorch and the GEMM peak."""
     config, model = case.config, case.model
-    n_cells, n = (1, 512) if args.quick else (2, 4096)
+    n_cells, n = (1, 512) if args.quick else (1, 4096)
     ids, offsets = _cells(n_cells, n, config.vocab_size)
     threads = args.threads
 
