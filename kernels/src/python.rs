@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 mod aggregate;
 mod attention;
 mod bert;
-mod genohoption;
 mod fused;
+mod genohoption;
 mod perturb;
 
 use crate::error::KernelError;
