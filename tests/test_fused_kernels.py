@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geneattn import _kernels
-from geneattn.bert_weights import BertConfig, BertWeights
-from geneattn.checkpoint import CheckpointModel
+from geneattn.models.bert import BertEncoder
+from geneattn.models.bert_weights import BertConfig, BertWeights
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -142,7 +142,7 @@ def test_fused_and_exact_attention_give_the_same_layer():
         max_position_embeddings=300,
         hidden_act="gelu",
     )
-    model = CheckpointModel(config, BertWeights.random(config, seed=3), version="V1")
+    model = BertEncoder(config, BertWeights.random(config, seed=3), version="V1")
     rng = np.random.default_rng(4)
     lengths = [0, 1, 47, 130, 300]
     ids = np.concatenate([rng.integers(0, 50, n) for n in lengths]).astype(np.int32)
