@@ -380,3 +380,65 @@ def test_cli_modules_single_condition(tmp_path, case_net, capsys):
     )
     graph = nx.read_graphml(out / "g.graphml")
     assert all("module_diff" not in a for _, a in graph.nodes(data=True))
+
+
+def _group_prior(groups: np.ndarray) -> sp.csr_matrix:
+    """A prior linking every two genes of the same group."""
+    same = (groups[:, None] == groups[None, :]).astype(np.float64)
+    np.fill_diagonal(same, 0.0)
+    return sp.csr_matrix(same)
+
+
+def test_diffusion_and_its_prior_reach_the_pooled_modules(tmp_path):
+    """The pooled network (default ``detect_on``) is diffused as the conditions' networks are:
+    with diffusion its adjacency is the pooled attention diffused over the prior, so changing
+    ``network.diffusion`` or ``network.prior`` changes the modules."""
+    from geneattn.diffusion import diffuse
+    from geneattn.network import load_network
+
+    unstructured = np.arange(40)  # attention without modules: the prior has to make them
+    case = simulate(0, blocks=unstructured)
+    control = simulate(1, condition="control", blocks=unstructured)
+    first = _group_prior(np.arange(40) // 8)
+    second = _group_prior(np.arange(40) % 5)
+
+    def pooled(diffusion: str, prior: sp.csr_matrix | None):
+        nets = [
+            build_network(
+                data, min_cells=3, top_k=5, symmetric=True, diffusion=diffusion, prior=prior,
+                alpha=0.1, iterations=6,
+            )
+            for data in (case, control)
+        ]  # fmt: skip
+        return pooled_network(*nets, top_k=5)
+
+    plain = pooled("none", None)
+    assert plain.prior is None and plain.params.get("diffusion", "none") == "none"
+    by_first = pooled("ppr", first)
+    by_second = pooled("ppr", second)
+    heat = pooled("heat", first)
+    # the adjacency is the diffused pooled attention, symmetrised and sparsified
+    average = by_first.mean_attention.toarray()
+    expected = np.asarray(diffuse(average, first, method="ppr", alpha=0.1, iterations=6))
+    np.fill_diagonal(expected, 0.0)
+    expected = (expected + expected.T) / 2
+    kept = by_first.adjacency.toarray()
+    np.testing.assert_allclose(kept[kept > 0], expected[kept > 0], rtol=1e-12)
+    assert by_first.params["diffusion"] == "ppr" and by_first.params["alpha"] == 0.1
+
+    def modules_of(net):
+        return leiden_modules(undirected_weights(net.adjacency), seed=0, min_size=3)
+
+    nets = {"none": plain, "first": by_first, "second": by_second, "heat": heat}
+    found = {name: modules_of(net) for name, net in nets.items()}
+    assert not np.array_equal(found["none"], found["first"])
+    assert not np.array_equal(found["first"], found["second"])
+    assert not np.array_equal(by_first.adjacency.toarray(), heat.adjacency.toarray())
+
+    # the prior travels with the network file, so the modules stage can diffuse the pool
+    net = build_network(case, min_cells=3, top_k=5, symmetric=True, diffusion="ppr", prior=first)
+    save_network(tmp_path / "n.npz", net)
+    back = load_network(tmp_path / "n.npz")
+    assert (back.prior != first).nnz == 0
+    save_network(tmp_path / "plain.npz", build_network(case, min_cells=3, top_k=5))
+    assert load_network(tmp_path / "plain.npz").prior is None

@@ -377,6 +377,10 @@ def detection_network(
     return pooled_network(case, control, top_k=top_k)
 
 
+#: What :func:`pooled_network` takes over from the case network's diffusion.
+_DIFFUSION_PARAMS = ("diffusion", "alpha", "t", "iterations")
+
+
 def pooled_network(case: GeneNetwork, control: GeneNetwork, *, top_k: int) -> GeneNetwork:
     """Network of the average mean attention of two conditions, to find modules in.
 
@@ -413,7 +417,24 @@ def pooled_network(case: GeneNetwork, control: GeneNetwork, *, top_k: int) -> Ge
     np.multiply(average, in_both, out=average)
     rows, cols = np.nonzero(in_both)
     both = sparse.csr_matrix((average[rows, cols], (rows, cols)), shape=(n, n))
-    weights = symmetrize(average) if not case.directed else average
+    weights = average
+    method = case.params.get("diffusion", "none")
+    if method != "none" and case.prior is not None:
+        from geneattn.diffusion import diffuse
+
+        weights = np.asarray(
+            diffuse(
+                average,
+                case.prior,
+                method=method,
+                alpha=float(case.params.get("alpha", 0.25)),
+                t=float(case.params.get("t", 5.0)),
+                iterations=int(case.params.get("iterations", 6)),
+            )
+        )
+        np.fill_diagonal(weights, 0.0)
+    if not case.directed:
+        weights = symmetrize(weights)
     return replace(
         case,
         adjacency=top_k_edges(weights, top_k, directed=case.directed),
@@ -423,7 +444,8 @@ def pooled_network(case: GeneNetwork, control: GeneNetwork, *, top_k: int) -> Ge
             "pooled": [case.condition, control.condition],
             "top_k": int(top_k),
             "symmetric": not case.directed,
-        },
+        }
+        | {k: case.params[k] for k in _DIFFUSION_PARAMS if k in case.params},
     )
 
 

@@ -117,6 +117,10 @@ class GeneNetwork:
         Whether ``adjacency`` is directed.
     params
         The parameters the network was built with (JSON-serialisable).
+    prior
+        The prior gene graph the mean attention was diffused over (CSR G x G), or None
+        without diffusion; :func:`geneattn.modules.pooled_network` diffuses the pooled
+        attention over it, so the modules see the diffusion too.
     """
 
     gene_ids: np.ndarray
@@ -129,6 +133,7 @@ class GeneNetwork:
     condition: str
     directed: bool
     params: dict[str, Any] = field(default_factory=dict)
+    prior: sparse.csr_matrix | None = None
 
     @property
     def n_genes(self) -> int:
@@ -330,6 +335,7 @@ def build_network(
         condition=data.condition,
         directed=not symmetric,
         params=recorded,
+        prior=None if diffusion == "none" else sparse.csr_matrix(prior, dtype=np.float64),
     )
 
 
@@ -376,8 +382,9 @@ def load_network(path: str | Path) -> GeneNetwork:
             condition=str(arrays["condition"]),
             directed=bool(arrays["directed"]),
             params=json.loads(str(arrays["params"])),
+            prior=_read_prior(path, n),
         )
-    except (ValueError, TypeError, IndexError) as err:
+    except (ValueError, TypeError, IndexError, KeyError) as err:
         raise InputError(f"inconsistent network file ({err})", path) from None
     if network.gene_symbols.shape != (n,) or network.incoming.shape != (n,):
         raise InputError("gene annotation arrays do not match the number of genes", path)
@@ -543,7 +550,33 @@ def write_network(path: str | Path | BinaryIO, network: GeneNetwork) -> None:
         mean_indices=mean.indices.astype(np.int32),
         mean_indptr=mean.indptr.astype(np.int64),
         params=np.str_(json.dumps(network.params, sort_keys=True)),
+        **_prior_arrays(network.prior),
     )
+
+
+def _prior_arrays(prior: sparse.spmatrix | None) -> dict[str, np.ndarray]:
+    """The prior graph as ``prior_*`` CSR arrays (none without a prior)."""
+    if prior is None:
+        return {}
+    prior = sparse.csr_matrix(prior, dtype=np.float64)
+    prior.sort_indices()
+    return {
+        "prior_data": prior.data,
+        "prior_indices": prior.indices.astype(np.int32),
+        "prior_indptr": prior.indptr.astype(np.int64),
+    }
+
+
+def _read_prior(path: Path, n: int) -> sparse.csr_matrix | None:
+    """The ``prior_*`` arrays of a network file as CSR, or None when it has none."""
+    with np.load(path, allow_pickle=False) as z:
+        if "prior_data" not in z.files:
+            return None
+        prior = sparse.csr_matrix(
+            (z["prior_data"], z["prior_indices"], z["prior_indptr"]), shape=(n, n)
+        )
+    prior.check_format(full_check=True)
+    return prior
 
 
 def _defined_csr(mean: np.ndarray, defined: np.ndarray) -> sparse.csr_matrix:

@@ -266,7 +266,8 @@ def sums_from_uns(stored: Mapping[str, Any]) -> AttentionSums:
 
 def network_to_uns(network: GeneNetwork) -> dict[str, Any]:
     """A :class:`~geneattn.network.GeneNetwork` as a dict of arrays (params as JSON)."""
-    return {
+    prior = {} if network.prior is None else {"prior": sp.csr_matrix(network.prior)}
+    return prior | {
         "gene_ids": np.asarray(network.gene_ids).astype(str),
         "gene_symbols": np.asarray(network.gene_symbols).astype(str),
         "adjacency": sp.csr_matrix(network.adjacency),
@@ -295,4 +296,5 @@ def network_from_uns(stored: Mapping[str, Any]) -> GeneNetwork:
         condition=str(stored["condition"]),
         directed=bool(stored["directed"]),
         params=json.loads(str(stored["params"])),
+        prior=sp.csr_matrix(stored["prior"], dtype=np.float64) if "prior" in stored else None,
     )
