@@ -31,7 +31,7 @@ $(STAMPS)/deps: pyproject.toml envs/constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c envs/constraints.txt \
 	    numpy scipy pandas anndata scanpy h5py loompy matplotlib networkx igraph leidenalg \
 	    pyyaml jsonschema psutil safetensors umap-learn \
-	    snakemake snakemake-executor-plugin-slurm pytest hypothesis ruff maturin
+	    snakemake snakemake-executor-plugin-slurm pytest pytest-xdist hypothesis ruff maturin
 	@mkdir -p $(STAMPS) && touch $@
 
 # The package itself, editable, with the Rust extension built in release mode into src/geneattn/.
@@ -48,8 +48,10 @@ check-rust:
 	cd kernels && cargo clippy --all-targets --locked --quiet -- -D warnings
 	cd kernels && cargo test --locked --quiet
 
+# Two workers (pytest-xdist): the tests that compare with the session's demo run share one
+# (tests/conftest.py groups them and starts them first), the other runs everything else.
 pytest:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 workflow-check:
 	$(BIN)/snakemake --lint

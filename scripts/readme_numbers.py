@@ -76,14 +76,7 @@ def numbers_study(results: Path) -> dict[str, str]:
     out["enriched_modules"] = _int(enrichment.loc[enrichment["fdr"] < 0.05, "module"].nunique())
     evaluation = results / "evaluation.tsv"
     if evaluation.exists():
-        table = _read_tsv(evaluation)
-        for row in table.itertuples():
-            name = str(row.program)
-            if "together" in table.columns:
-                out[f"{name}.together"] = _int(row.together)
-                out[f"{name}.in_network"] = _int(row.in_network)
-            if "p_value" in table.columns and pd.notna(row.p_value):
-                out[f"{name}.p"] = _p(row.p_value)
+        out |= numbers_evaluation(evaluation)
     differential = results / "differential.tsv"
     if differential.exists():
         diff = _read_tsv(differential)
@@ -92,6 +85,42 @@ def numbers_study(results: Path) -> dict[str, str]:
             out["differential.min_p"] = _p(best["p_value"])
             out["differential.min_fdr"] = _p(best["fdr"])
             out["differential.called"] = _int((diff["fdr"] < 0.05).sum())
+    return out
+
+
+def numbers_evaluation(path: Path) -> dict[str, str]:
+    """Program recovery of attention and co-expression modules, and label transfer."""
+    out: dict[str, str] = {}
+    table = _read_tsv(path)
+    for row in table.itertuples():
+        name = str(row.program)
+        if "together" in table.columns:  # without baselines (no counts given)
+            out[f"{name}.together"] = _int(row.together)
+            out[f"{name}.in_network"] = _int(row.in_network)
+            if pd.notna(row.p_value):
+                out[f"{name}.p"] = _p(row.p_value)
+            continue
+        out[f"{name}.in_universe"] = _int(row.in_universe)
+        for method in ("attention", "coexpression"):
+            out[f"{name}.{method}_fraction"] = f"{getattr(row, f'{method}_fraction'):.2f}"
+            p = getattr(row, f"{method}_p_value")
+            if pd.notna(p):
+                out[f"{name}.{method}_p"] = _p(p)
+    head = path.read_text(encoding="utf-8")
+    found = re.search(r"^# co-expression modules .*: (\d+)$", head, re.M)
+    if found:
+        out["evaluation.coexpression_modules"] = _int(int(found[1]))
+    found = re.search(
+        r"^# programs with >= 2 genes in the universe: (\d+); .* in (\d+)$", head, re.M
+    )
+    if found:
+        out["evaluation.programs"] = _int(int(found[1]))
+        out["evaluation.attention_at_least"] = _int(int(found[2]))
+    found = re.search(r"^# label transfer of .*\): (.*)$", head, re.M)
+    if found:
+        for part in found[1].split(","):
+            name, value = part.split()
+            out[f"transfer.{name}"] = value
     return out
 
 
