@@ -503,3 +503,32 @@ def test_genes_not_perturbed_are_named_with_the_reason(tmp_path):
     path.write_text("gene\tgene_id\tmodule\treason\tcase_cells\n")
     text = build_report(dataclasses.replace(inputs, skipped=path), study="toy", options=FAST)
     assert "Genes not perturbed" not in text
+
+
+def test_umap_of_a_large_study_is_a_seeded_subsample_and_says_so(tmp_path, monkeypatch):
+    """Above ``umap_cells`` cells the UMAP is drawn from a seeded random subsample of that
+    size (an atlas report must not embed a million points), and the text names it."""
+    import dataclasses
+
+    import geneattn.report.html as html
+
+    inputs = _write_inputs(tmp_path)
+    seen = []
+
+    def recording_umap(x, **kwargs):
+        seen.append(np.array(x))
+        return umap_coordinates(x, **kwargs)
+
+    monkeypatch.setattr(html, "umap_coordinates", recording_umap)
+    small = dataclasses.replace(FAST, umap_cells=25, seed=3)
+    text = build_report(inputs, study="toy", options=small)
+    section = text.split("<section id='embeddings'>")[1].split("</section>")[0]
+    assert "random subsample of 25 of the 40 cells (seed 3)" in section
+    import anndata as ad
+
+    full = np.asarray(ad.read_h5ad(inputs.embeddings).obsm["X_geneattn"], dtype=np.float64)
+    rows = np.sort(np.random.default_rng(3).choice(40, size=25, replace=False))
+    np.testing.assert_array_equal(seen[0], full[rows])
+    assert build_report(inputs, study="toy", options=small) == text  # seeded: same bytes
+    whole = build_report(inputs, study="toy", options=FAST)  # 40 cells <= 20,000: all drawn
+    assert "subsample" not in whole and seen[-1].shape == (40, 8)

@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="connectivities of scanpy's neighbour graph for the UMAP",
     )
     parser.add_argument(
+        "--umap-cells",
+        type=int,
+        default=20_000,
+        help="studies of more cells show a seeded random subsample of this many in the UMAP",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="numba threads of the neighbour graph"
     )
     parser.add_argument("--out", required=True, help="report.html to write")
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         ("--top-enrichment", args.top_enrichment),
         ("--hubs-per-module", args.hubs_per_module),
         ("--threads", args.threads),
+        ("--umap-cells", args.umap_cells),
     ):
         if value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}")
@@ -94,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         hubs_per_module=args.hubs_per_module,
         seed=args.seed,
         neighbors_method=args.neighbors_method,
+        umap_cells=args.umap_cells,
     )
     write_report(
         args.out,

@@ -94,7 +94,9 @@ class ReportOptions:
 
     ``neighbors_method`` is passed to :func:`scanpy.pp.neighbors`: ``"umap"`` (the default,
     UMAP's fuzzy simplicial set) or ``"gauss"`` (a Gaussian kernel; no numba compilation,
-    which the tests use to stay fast).
+    which the tests use to stay fast). Studies of more than ``umap_cells`` cells are drawn
+    from a random subsample of that many cells (seeded with ``seed``; the figure says so),
+    so the report of an atlas takes seconds, not hours.
     """
 
     fdr: float = 0.05
@@ -108,6 +110,7 @@ class ReportOptions:
     n_neighbors: int = 15
     neighbors_method: str = "umap"
     seed: int = 0
+    umap_cells: int = 20_000
 
 
 def build_report(
@@ -550,17 +553,30 @@ def _embedding_section(path: Path, summary: dict[str, Any], opts: ReportOptions)
     labels = adata.obs[column].astype(str).to_numpy()
     if x.shape[0] < 4:
         return f"<p>Only {x.shape[0]} cells: too few for a UMAP.</p>"
+    n_cells = x.shape[0]
+    drawn = ""
+    if n_cells > opts.umap_cells:
+        rng = np.random.default_rng(opts.seed)
+        keep_rows = np.sort(rng.choice(n_cells, size=opts.umap_cells, replace=False))
+        x, labels = x[keep_rows], labels[keep_rows]
+        drawn = (
+            f" The UMAP shows a random subsample of {opts.umap_cells:,} of the {n_cells:,} "
+            f"cells (seed {opts.seed})."
+        )
     coords = umap_coordinates(
         x, n_neighbors=opts.n_neighbors, seed=opts.seed, method=opts.neighbors_method
     )
-    image = embedding_scatter(
-        coords, labels, keep, title=f"UMAP of {x.shape[0]} cell embeddings (X_geneattn)"
+    what = (
+        f"{x.shape[0]} cell embeddings"
+        if not drawn
+        else f"{x.shape[0]:,} of {n_cells:,} cell embeddings (seeded subsample)"
     )
+    image = embedding_scatter(coords, labels, keep, title=f"UMAP of {what} (X_geneattn)")
     return (
-        f"<p>{x.shape[0]} cells, {x.shape[1]}-dimensional embeddings (mean-pooled attention "
+        f"<p>{n_cells} cells, {x.shape[1]}-dimensional embeddings (mean-pooled attention "
         f"output). scanpy neighbours ({_e(opts.neighbors_method)}, "
         f"{max(2, min(opts.n_neighbors, x.shape[0] - 1))} neighbours) and UMAP, both with "
-        f"random_state={opts.seed}.</p>{_img(image, 'UMAP of the cell embeddings')}"
+        f"random_state={opts.seed}.{drawn}</p>{_img(image, 'UMAP of the cell embeddings')}"
     )
 
 
