@@ -49,6 +49,7 @@ rule all:
         rules.modules.output,
         DIFFERENTIAL,
         rules.evaluate.output,
+        rules.module_analysis.output,
         rules.perturb_plan.output.skipped,
         rules.perturbation.output,
         rules.gene_shifts.output if config["perturb"]["gene_shifts"] else [],

@@ -27,6 +27,10 @@ ga.tl.differential(adata)  # case vs control, permuting cell labels: uns["differ
 # enriched modules; known programs kept together beside co-expression modules of the same
 # genes; label transfer of the embeddings beside PCA: uns["evaluation"]
 ga.tl.evaluate(adata, label_column="cluster_orig")
+# hdWGCNA-style: eigengenes per cell (obsm["X_module_eigengenes"]), kME and hubs by kME
+# (var["module_kme"]), module-condition association with the patient as the unit, and
+# preservation of each module from the control to the case network: uns["module_analysis"]
+ga.tl.module_analysis(adata, sample_column="patient")
 ga.tl.perturb(adata)  # delete hub genes of the disease modules: uns["perturbation"]
 
 print(adata)
@@ -37,5 +41,7 @@ ga.pl.modules(adata).savefig(out / "modules.png")
 ga.pl.perturbation(adata).savefig(out / "perturbation.png")
 ga.io.write_table(out / "modules.tsv", adata.uns["modules"]["table"])
 ga.io.write_table(out / "evaluation.tsv", adata.uns["evaluation"]["table"])
+ga.io.write_table(out / "module_traits.tsv", adata.uns["module_analysis"]["traits"])
+ga.io.write_table(out / "module_preservation.tsv", adata.uns["module_analysis"]["preservation"])
 ga.io.write_table(out / "perturbation.tsv", adata.uns["perturbation"]["table"])
 adata.write_h5ad(out / "study.h5ad")

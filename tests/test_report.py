@@ -19,7 +19,7 @@ from geneattn.report.html import ReportInputs, ReportOptions, build_report, umap
 #: The tests use scanpy's Gaussian-kernel neighbour graph: the default (UMAP's fuzzy
 #: simplicial set) first compiles numba code for several seconds per process.
 FAST = ReportOptions(neighbors_method="gauss", n_neighbors=8)
-SECTIONS = ("study", "qc", "embeddings", "modules", "enrichment", "perturbation")
+SECTIONS = ("study", "qc", "embeddings", "modules", "enrichment", "module_analysis", "perturbation")
 
 
 def _write_inputs(root: Path, *, perturbation: bool = True, single: bool = False) -> ReportInputs:
@@ -122,6 +122,43 @@ def _write_inputs(root: Path, *, perturbation: bool = True, single: bool = False
         "cytotoxicity\t3\t3\t3\t1\t1.2\t0.001\tG0,G1,G2\n"
         "proliferation\t2\t0\t0\t0\t0\t\t\n"
     )
+    from geneattn.module_study import PRESERVATION_COLUMNS, TRAIT_COLUMNS
+
+    traits = pd.DataFrame(
+        {
+            "module": [1, 2, 3],
+            "n_genes": [10, 10, 8],
+            "variance_explained": [0.4, 0.3, 0.2],
+            "case_mean": [0.5, 0.0, -0.1],
+            "control_mean": [-0.5, 0.1, 0.1],
+            "diff": [1.0, -0.1, -0.2],
+            "n_units": [6, 6, 6],
+            "unit": ["samples_paired"] * 3,
+            "p_value": [0.03125, 0.5, 0.8],
+            "fdr": [0.09375, 0.75, 0.8],
+        }
+    )
+    traits.iloc[: 0 if single else 3][list(TRAIT_COLUMNS)].to_csv(
+        root / "module_traits.tsv", sep="\t", index=False
+    )
+    preservation = pd.DataFrame(
+        {
+            "module": [1, 2, 3],
+            "size": [10, 10, 8],
+            "mean_weight": [0.002, 0.001, 0.003],
+            "cor_weight": [0.8, 0.2, 0.5],
+            "cor_kim": [0.9, 0.1, 0.6],
+            "z_density": [12.0, 1.0, 4.0],
+            "z_connectivity": [8.0, -1.0, 3.0],
+            "z_summary": [10.0, 0.0, 3.5],
+            "p_density": [0.005, 0.3, 0.01],
+            "reference": ["NAT"] * 3,
+            "test": ["Tumor"] * 3,
+        }
+    )
+    preservation.iloc[: 0 if single else 3][list(PRESERVATION_COLUMNS)].to_csv(
+        root / "module_preservation.tsv", sep="\t", index=False
+    )
     pert = None
     if perturbation:
         pert = root / "perturbation.tsv"
@@ -152,6 +189,8 @@ def _write_inputs(root: Path, *, perturbation: bool = True, single: bool = False
         differential=root / "differential.tsv",
         evaluation=root / "evaluation.tsv",
         perturbation=pert,
+        module_traits=root / "module_traits.tsv",
+        module_preservation=root / "module_preservation.tsv",
     )
 
 
@@ -176,6 +215,10 @@ def _cli_args(inputs: ReportInputs, out: Path) -> list[str]:
         str(inputs.differential),
         "--evaluation",
         str(inputs.evaluation),
+        "--module-traits",
+        str(inputs.module_traits),
+        "--module-preservation",
+        str(inputs.module_preservation),
         "--neighbors-method",
         "gauss",
         "--out",
@@ -315,8 +358,9 @@ def _tables_with_notes(text: str):
 def test_every_column_is_explained(tmp_path, single):
     text = build_report(_write_inputs(tmp_path, single=single), study="toy", options=FAST)
     tables = _tables_with_notes(text)
-    # modules, enrichment, (differential), evaluation, perturbation ranking
-    assert len(tables) == (4 if single else 5)
+    # modules, enrichment, (differential), evaluation, (module traits, preservation),
+    # perturbation ranking
+    assert len(tables) == (4 if single else 7)
     for header, explained in tables:
         assert header == explained, (header, explained)
     statistic = re.search(r"<dt>statistic</dt><dd>(.*?)</dd>", text).group(1)
@@ -532,3 +576,27 @@ def test_umap_of_a_large_study_is_a_seeded_subsample_and_says_so(tmp_path, monke
     assert build_report(inputs, study="toy", options=small) == text  # seeded: same bytes
     whole = build_report(inputs, study="toy", options=FAST)  # 40 cells <= 20,000: all drawn
     assert "subsample" not in whole and seen[-1].shape == (40, 8)
+
+
+def test_module_analysis_section(tmp_path):
+    from dataclasses import replace
+
+    inputs = _write_inputs(tmp_path)
+    section = _section(build_report(inputs, study="toy", options=FAST), "module_analysis")
+    assert "<th>z_summary</th>" in section and "<th>unit</th>" in section
+    assert "treats cells as independent replicates" not in section
+    assert "NAT network" in section and "Tumor network" in section
+    traits = pd.read_csv(inputs.module_traits, sep="\t").assign(unit="cells", n_units=40)
+    traits.to_csv(inputs.module_traits, sep="\t", index=False)
+    section = _section(build_report(inputs, study="toy", options=FAST), "module_analysis")
+    assert "treats cells as independent replicates" in section
+    bare = replace(inputs, module_traits=None, module_preservation=None)
+    section = _section(build_report(bare, study="toy", options=FAST), "module_analysis")
+    assert "No module analysis" in section and "<table" not in section
+    (tmp_path / "one").mkdir()
+    one = _write_inputs(tmp_path / "one", single=True)
+    single = _section(build_report(one, study="toy", options=FAST), "module_analysis")
+    assert "No module-condition association" in single and "No module preservation" in single
+    pd.DataFrame({"module": [1]}).to_csv(inputs.module_preservation, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"module_preservation\.tsv: missing columns"):
+        build_report(inputs, study="toy", options=FAST)

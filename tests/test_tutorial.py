@@ -73,6 +73,16 @@ def test_tutorial_runs_the_demo_study_as_the_workflow_does(resources_dir, demo_r
     for row in transfer.itertuples():
         assert f" {row.embedding} {row.balanced_accuracy:.3f}" in line
 
+    # module analysis: the same module-condition association (per patient) and preservation
+    for name in ("module_traits.tsv", "module_preservation.tsv"):
+        workflow = pd.read_csv(results / name, sep="\t")
+        api = pd.read_csv(out / name, sep="\t")
+        assert api["module"].tolist() == workflow["module"].tolist(), name
+        numeric = workflow.select_dtypes("number").columns
+        np.testing.assert_allclose(
+            api[numeric], workflow[numeric], rtol=1e-4, atol=1e-9, err_msg=name
+        )
+
     # perturbation: the same genes, cells and shifts. The workflow's shard tables keep six
     # significant digits, so its rank-sum statistics see ties the API's full-precision shifts
     # do not: statistics and p-values agree closely, not exactly.

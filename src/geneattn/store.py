@@ -17,6 +17,8 @@ Everything stored is plain arrays, sparse matrices, data frames, strings and num
 ``uns["network"]``             the gene network per condition
 ``uns["modules"]``             module, enrichment (and gene-set test) tables; ``var["module"]``
 ``uns["differential"]``        the cell-label test; ``obsm["module_attention"]``
+``uns["module_analysis"]``     kME, eigengene, trait and preservation tables;
+                               ``obsm["X_module_eigengenes"]``, ``var["module_kme"]``
 ``uns["perturbation"]``        the perturbation and skipped-gene tables
 ============================== ==============================================================
 
@@ -74,6 +76,7 @@ _MADE_BY = {
     "network": "geneattn.tl.network",
     "modules": "geneattn.tl.modules",
     "differential": "geneattn.tl.differential",
+    "module_analysis": "geneattn.tl.module_analysis",
 }
 
 

@@ -166,6 +166,54 @@ rule modules:
         " {params.outputs} > {log} 2>&1"
 
 
+# hdWGCNA-style analysis of the modules: eigengenes per cell, kME and hubs by kME, the
+# module-condition association (per sample with conditions.sample) and the preservation of
+# each module's structure from the control network's mean attention to the case network's.
+rule module_analysis:
+    input:
+        modules=rules.modules.output.modules,
+        h5ad=rules.qc.output.h5ad,
+        **({role: f"{OUT}/network/{role}.npz" for role in ROLES} if "control" in CONDITIONS else {}),
+    output:
+        kme=f"{OUT}/module_kme.tsv",
+        eigengenes=f"{OUT}/module_eigengenes.tsv",
+        traits=f"{OUT}/module_traits.tsv",
+        preservation=f"{OUT}/module_preservation.tsv",
+    params:
+        m=config["modules"],
+        column=CONDITION_COLUMN,
+        labels=(
+            f"--case {shlex.quote(str(CONDITIONS['case']))}"
+            f" --control {shlex.quote(str(CONDITIONS['control']))}"
+            if "control" in CONDITIONS
+            else f"--case {shlex.quote(str(CONDITIONS['all']))}"
+        ),
+        networks=lambda wildcards, input: (
+            f"--case-network {input.case} --control-network {input.control}"
+            if "control" in input.keys()
+            else ""
+        ),
+        sample=opt("--sample-column", (config["conditions"] or {}).get("sample")),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(1500, 4),
+        runtime=runtime(10, 0.1),
+    log:
+        f"{LOGS}/module_analysis.log",
+    benchmark:
+        f"{BENCH}/module_analysis.tsv"
+    conda:
+        ENV
+    shell:
+        "geneattn module-analysis --modules {input.modules} --counts {input.h5ad}"
+        " --condition-column {params.column:q} {params.labels} {params.sample}"
+        " {params.networks} --min-kme {params.m[min_kme]}"
+        " --trait-permutations {params.m[trait_permutations]}"
+        " --preservation-permutations {params.m[preservation_permutations]}"
+        " --seed {params.m[seed]} --out-kme {output.kme} --out-eigengenes {output.eigengenes}"
+        " --out-traits {output.traits} --out-preservation {output.preservation} > {log} 2>&1"
+
+
 if CELL_TEST:
 
     rule module_attention:

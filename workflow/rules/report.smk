@@ -16,6 +16,8 @@ rule report:
         enrichment=rules.modules.output.enrichment,
         differential=DIFFERENTIAL.differential,
         evaluation=rules.evaluate.output[0],
+        module_traits=rules.module_analysis.output.traits,
+        module_preservation=rules.module_analysis.output.preservation,
         perturbation=rules.perturbation.output[0],
         skipped=rules.perturb_plan.output.skipped,
         gene_shifts=rules.gene_shifts.output[0] if config["perturb"]["gene_shifts"] else [],
@@ -40,6 +42,8 @@ rule report:
         " --modules {input.modules} --module-graph {input.graph}"
         " --enrichment {input.enrichment} --differential {input.differential}"
         " --evaluation {input.evaluation} --perturbation {input.perturbation} --fdr {params.fdr}"
+        " --module-traits {input.module_traits}"
+        " --module-preservation {input.module_preservation}"
         " --skipped {input.skipped}"
         " {params.gene_shifts}"
         " --threads {threads} --out {output} > {log} 2>&1"

@@ -42,6 +42,7 @@ COMMAND_MODULES = (
     "geneattn.cli.module_attention",
     "geneattn.cli.differential",
     "geneattn.cli.evaluate",
+    "geneattn.cli.module_analysis",
     "geneattn.cli.perturb_plan",
     "geneattn.cli.perturb",
     "geneattn.cli.perturb_stats",

@@ -29,6 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skipped", help="perturbation/skipped.tsv (the genes asked for but not perturbed)"
     )
+    parser.add_argument("--module-traits", help="module_traits.tsv (module-condition association)")
+    parser.add_argument("--module-preservation", help="module_preservation.tsv")
     parser.add_argument("--fdr", type=float, default=0.05, help="significance threshold shown")
     parser.add_argument("--top-enrichment", type=int, default=5, help="gene sets per module")
     parser.add_argument("--hubs-per-module", type=int, default=25, help="genes drawn per module")
@@ -94,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         perturbation=None if args.perturbation is None else Path(args.perturbation),
         gene_shifts=None if args.gene_shifts is None else Path(args.gene_shifts),
         skipped=None if args.skipped is None else Path(args.skipped),
+        module_traits=None if args.module_traits is None else Path(args.module_traits),
+        module_preservation=(
+            None if args.module_preservation is None else Path(args.module_preservation)
+        ),
     )
     options = ReportOptions(
         fdr=args.fdr,

@@ -86,6 +86,8 @@ class ReportInputs:
     perturbation: Path | None = None
     gene_shifts: Path | None = None
     skipped: Path | None = None
+    module_traits: Path | None = None
+    module_preservation: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,8 @@ def build_report(
     )
     logger.info("report: enrichment, differential attention and evaluation tables")
     tables = _tables_section(enrichment, differential, evaluation_notes, evaluation, opts)
+    logger.info("report: module analysis")
+    analysis_html = _module_analysis_section(inputs.module_traits, inputs.module_preservation, opts)
     logger.info("report: in-silico perturbation")
     perturb_html = _perturbation_section(perturbation, opts, single=single)
     sections = [
@@ -182,6 +186,7 @@ def build_report(
         ("embeddings", "Cell embeddings", embeddings),
         ("modules", "Gene modules", module_html),
         ("enrichment", "Enrichment, differential attention, evaluation", tables),
+        ("module_analysis", "Module eigengenes, traits and preservation", analysis_html),
         (
             "perturbation",
             "In-silico perturbation",
@@ -813,6 +818,128 @@ def _tables_section(
         f"<h3>Differential attention per module</h3>{diff_html}"
         f"<h3>Evaluation</h3><ul>{note_html}</ul>{_scroll(eval_table)}"
         f"{_column_notes(eval_columns, eval_notes)}"
+    )
+
+
+def _module_analysis_section(
+    traits_path: Path | None, preservation_path: Path | None, opts: ReportOptions
+) -> str:
+    """The module-condition association (``module_traits.tsv``) and the module preservation
+    (``module_preservation.tsv``) tables, each column explained."""
+    from geneattn.module_study import PRESERVATION_COLUMNS, TRAIT_COLUMNS
+
+    if traits_path is None or preservation_path is None:
+        return (
+            "<p class='none'>No module analysis: the report was built without "
+            "module_traits.tsv and module_preservation.tsv.</p>"
+        )
+    traits = read_tsv(
+        traits_path,
+        TRAIT_COLUMNS,
+        numeric=[c for c in TRAIT_COLUMNS if c != "unit"],
+    )
+    preservation = read_tsv(
+        preservation_path,
+        PRESERVATION_COLUMNS,
+        numeric=[c for c in PRESERVATION_COLUMNS if c not in ("reference", "test")],
+    )
+    lead = (
+        "<p>hdWGCNA-style analysis of the modules over the QC'd cells: each module's eigengene "
+        "(the first principal component of its genes' z-scored log-normalised expression, one "
+        "value per cell, in <code>module_eigengenes.tsv</code>) and each gene's kME (its "
+        "correlation with the eigengene; hubs by kME and weak members in "
+        "<code>module_kme.tsv</code>).</p>"
+    )
+    if traits.empty:
+        trait_html = (
+            "<p class='none'>No module-condition association: the study has no case and "
+            "control cells to compare.</p>"
+        )
+    else:
+        units = sorted(set(traits["unit"].astype(str)))
+        caveat = (
+            " Without a sample column (<code>conditions.sample</code>) the test treats cells "
+            "as independent replicates, which they are not when they come from few donors."
+            if "cells" in units
+            else ""
+        )
+        columns = list(TRAIT_COLUMNS)
+        trait_html = (
+            f"<p>Does a module's eigengene differ between case and control cells? Bold: FDR "
+            f"&lt; {opts.fdr:g}.{caveat}</p>"
+            + _scroll(
+                _html_table(
+                    columns,
+                    traits[columns].itertuples(index=False),
+                    marked=[bool(x) for x in (traits["fdr"] < opts.fdr)],
+                )
+            )
+            + _column_notes(
+                columns,
+                {
+                    "module": "The module.",
+                    "n_genes": "Its genes found in the counts (those the eigengene is made of).",
+                    "variance_explained": "Fraction of the variance of the module's z-scored "
+                    "genes on the eigengene (1: the genes move as one).",
+                    "case_mean": "Mean eigengene of the case cells, averaged per sample first "
+                    "when the unit is samples.",
+                    "control_mean": "The same for the control cells.",
+                    "diff": "case_mean - control_mean, in standard deviations of the eigengene "
+                    "over all cells.",
+                    "n_units": "The units compared: samples with cells of both conditions "
+                    "(samples_paired), sample x condition means (samples) or cells (cells).",
+                    "unit": "samples_paired: per-sample case minus control, sign-flip "
+                    "permutation test; samples: per-sample means, sample labels permuted; "
+                    "cells: cell labels permuted (cells treated as replicates).",
+                    "p_value": "Two-sided permutation p-value (exact when the relabellings "
+                    "are few, else modules.trait_permutations random draws).",
+                    "fdr": "Benjamini-Hochberg FDR across the modules.",
+                },
+            )
+        )
+    if preservation.empty:
+        preservation_html = (
+            "<p class='none'>No module preservation: it compares the control network with "
+            "the case network, and the study has one network.</p>"
+        )
+    else:
+        columns = list(PRESERVATION_COLUMNS)
+        reference = str(preservation["reference"].iloc[0])
+        test = str(preservation["test"].iloc[0])
+        preservation_html = (
+            f"<p>Is each module's structure in the {_e(reference)} network's mean attention "
+            f"kept in the {_e(test)} network's? Zsummary-like statistics (WGCNA's "
+            "modulePreservation reads Zsummary &gt; 10 as strong evidence of preservation, "
+            "2 to 10 as moderate, &lt; 2 as none).</p>"
+            + _scroll(_html_table(columns, preservation[columns].itertuples(index=False)))
+            + _column_notes(
+                columns,
+                {
+                    "module": "The module.",
+                    "size": "Its genes in the networks.",
+                    "mean_weight": "Density: mean attention between two of its genes in the "
+                    "test network (pairs never seen together count 0).",
+                    "cor_weight": "Correlation of the module's pair weights between the "
+                    "reference and the test network.",
+                    "cor_kim": "Correlation of its genes' intramodular connectivity (summed "
+                    "weight to the module's other genes) between the two networks.",
+                    "z_density": "mean_weight standardised against random gene sets of the "
+                    "module's size (modules.preservation_permutations of them): "
+                    "(observed - mean) / sd.",
+                    "z_connectivity": "The median of the Zs of cor_weight and cor_kim, "
+                    "standardised the same way.",
+                    "z_summary": "(z_density + z_connectivity) / 2.",
+                    "p_density": "One-sided permutation p-value of the density: the fraction "
+                    "of random gene sets at least as dense (with one added to both counts).",
+                    "reference": "The network the module's pair weights and connectivity are "
+                    "compared from (the control network).",
+                    "test": "The network they are compared with (the case network).",
+                },
+            )
+        )
+    return (
+        f"{lead}<h3>Module-condition association</h3>{trait_html}"
+        f"<h3>Module preservation</h3>{preservation_html}"
     )
 
 

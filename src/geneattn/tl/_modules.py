@@ -337,3 +337,109 @@ def evaluate(
         **frac,
     )
     return adata if copy else None
+
+
+def module_analysis(
+    adata: ad.AnnData,
+    *,
+    sample_column: str | None = None,
+    min_kme: float = 0.3,
+    trait_permutations: int = 10_000,
+    preservation_permutations: int = 200,
+    seed: int = 0,
+    groupby: str | None = None,
+    case: str | None = None,
+    control: str | None = None,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """hdWGCNA-style analysis of the modules (the ``module_analysis`` rule,
+    :func:`geneattn.module_study.analyse_study_modules`): eigengenes per cell, kME and hubs
+    by kME, module-condition association and preservation of each module's structure from
+    the control network's mean attention to the case network's.
+
+    Parameters
+    ----------
+    adata
+        With modules (:func:`modules`) and the networks they came from (:func:`network`);
+        ``X`` the QC'd counts (:func:`geneattn.pp.qc`).
+    sample_column
+        ``obs`` column of each cell's sample (config ``conditions.sample``): the association
+        test's unit is then the sample; None: the cells (treated as replicates).
+    min_kme, trait_permutations, preservation_permutations, seed
+        As config ``modules`` (``min_kme``, ``trait_permutations``,
+        ``preservation_permutations``, ``seed``).
+    groupby, case, control
+        The condition column and labels (None: those :func:`geneattn.pp.qc` kept).
+    copy
+        Return a copy instead of changing ``adata``.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        The copy when ``copy``; otherwise ``obsm["X_module_eigengenes"]`` (cells x modules,
+        columns ``uns["module_analysis"]["modules"]``; NaN for cells of other conditions),
+        ``var["module_kme"]`` (each module gene's kME to its own module; NaN for other
+        genes) and ``uns["module_analysis"]`` with ``modules``, ``kme``
+        (``module_kme.tsv``), ``eigengenes`` (``module_eigengenes.tsv``), ``traits``
+        (``module_traits.tsv``), ``preservation`` (``module_preservation.tsv``) and
+        ``params``.
+    """
+    from geneattn.module_study import analyse_study_modules
+
+    adata = adata.copy() if copy else adata
+    column, case, control = conditions(adata, groupby, case, control)
+    table = require(adata, "modules")["table"]
+    networks = {}
+    if control is not None:
+        stored = require(adata, "network")["networks"]
+        for label in (case, control):
+            if label not in stored:
+                raise InputError(
+                    f"no network of {label!r} in uns['network'] (run geneattn.tl.network)"
+                )
+        networks = {
+            "case_network": network_from_uns(stored[case]),
+            "control_network": network_from_uns(stored[control]),
+        }
+    result = analyse_study_modules(
+        table,
+        adata,
+        condition_column=column,
+        case=case,
+        control=control,
+        sample_column=sample_column,
+        **networks,
+        min_kme=min_kme,
+        trait_permutations=trait_permutations,
+        preservation_permutations=preservation_permutations,
+        seed=seed,
+        source="adata",
+        modules_source="uns['modules']['table']",
+    )
+    per_cell = np.full((adata.n_obs, len(result.ids)), np.nan)
+    per_cell[result.rows] = result.eigengenes
+    adata.obsm["X_module_eigengenes"] = per_cell
+    var_kme = np.full(adata.n_vars, np.nan)
+    present = result.columns >= 0
+    var_kme[result.columns[present]] = result.kme["kme"].to_numpy(dtype=np.float64)[present]
+    adata.var["module_kme"] = var_kme
+    record(
+        adata,
+        "module_analysis",
+        {
+            "groupby": column,
+            "case": case,
+            "control": control,
+            "sample_column": sample_column,
+            "min_kme": min_kme,
+            "trait_permutations": trait_permutations,
+            "preservation_permutations": preservation_permutations,
+            "seed": seed,
+        },
+        modules=result.ids,
+        kme=result.kme,
+        eigengenes=result.eigengene_table,
+        traits=result.traits,
+        preservation=result.preservation,
+    )
+    return adata if copy else None
