@@ -48,10 +48,10 @@ check-rust:
 	cd kernels && cargo clippy --all-targets --locked --quiet -- -D warnings
 	cd kernels && cargo test --locked --quiet
 
-# Two workers (pytest-xdist): the tests that compare with the session's demo run share one
-# (tests/conftest.py groups them and starts them first), the other runs everything else.
+# Two workers (pytest-xdist); the demo run the end-to-end tests compare with is made once
+# for both (tests/conftest.py).
 pytest:
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2
 
 workflow-check:
 	$(BIN)/snakemake --lint

@@ -85,6 +85,13 @@ def numbers_study(results: Path) -> dict[str, str]:
             out["differential.min_p"] = _p(best["p_value"])
             out["differential.min_fdr"] = _p(best["fdr"])
             out["differential.called"] = _int((diff["fdr"] < 0.05).sum())
+    perturbation = results / "perturbation.tsv"
+    if perturbation.exists():
+        top = _read_tsv(perturbation)["gene"].astype(str).head(4).tolist()
+        if top:
+            out["perturbation.top"] = (
+                top[0] if len(top) == 1 else ", ".join(top[:-1]) + " and " + top[-1]
+            )
     return out
 
 

@@ -1,36 +1,27 @@
 """Shared fixtures: the real pinned resources, fetched once per test session, and the
 session's demo run.
 
-``make test`` runs pytest with two workers (pytest-xdist, ``--dist loadgroup``): every test
-that compares with the demo run is put in one group, so one worker runs the demo once and
-those tests after it, first, while the other worker runs the rest.
+``make test`` runs pytest on two workers (pytest-xdist). The demo run is made once for all
+workers: the first worker to ask runs it into the session's shared temporary directory under
+a file lock, the others wait for it and reuse it. The tests that compare with it are moved to
+the end, so one worker makes the run while the other still has the rest to do.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Tests asking for these fixtures share one xdist worker (the fixture is made once there).
-SHARED_RUNS = ("demo_run",)
-
-
-def _shared_run(item: pytest.Item) -> str | None:
-    names = getattr(item, "fixturenames", ())
-    return next((name for name in SHARED_RUNS if name in names), None)
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests of a shared run go first (the longest chain) and into one xdist group."""
-    items.sort(key=lambda item: _shared_run(item) is None)
-    for item in items:
-        name = _shared_run(item)
-        if name is not None:
-            item.add_marker(pytest.mark.xdist_group(name))
+    """The tests that compare with the demo run go last (in their collected order)."""
+    items.sort(key=lambda item: "demo_run" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +54,20 @@ def demo_run(resources_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     workflow_runs.Run
         The finished run; ``.results`` is its ``results/{study}/``.
     """
-    from workflow_runs import prepare_workdir, run_workflow
+    from workflow_runs import Run, prepare_workdir, run_workflow
 
-    workdir = prepare_workdir(tmp_path_factory.mktemp("demo_run"), resources_dir)
-    return run_workflow(workdir, "--printshellcmds", cores=2)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    record = shared / "demo_run.json"
+    with open(shared / "demo_run.lock", "w") as lock:  # one worker runs it, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if record.exists():
+            done = json.loads(record.read_text(encoding="utf-8"))
+            return Run(Path(done["workdir"]), done["seconds"], Path(done["log"]))
+        workdir = prepare_workdir(shared / "demo_run", resources_dir)
+        run = run_workflow(workdir, "--printshellcmds", cores=2)
+        record.write_text(
+            json.dumps({"workdir": str(run.workdir), "seconds": run.seconds, "log": str(run.log)}),
+            encoding="utf-8",
+        )
+        return run
