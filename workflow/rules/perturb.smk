@@ -5,6 +5,11 @@
 # the perturbed cells: the case cells, or every cell of a single-condition study
 PERTURB_CASE = CONDITIONS.get("case", "all")
 PERTURB_CONTROL = opt("--control", CONDITIONS.get("control"))
+# vs_null: the null study's gathered per-cell shifts, its perturbation_cells.tsv or the file
+# named (check_config() checks it exists)
+PERTURB_NULL = {}
+if config["perturb"]["geneformer_table"] and config["perturb"]["geneformer_stats"] == "vs_null":
+    PERTURB_NULL = {"null": null_study_file(config["perturb"]["null_study"])}
 
 
 rule perturb_plan:
@@ -25,6 +30,7 @@ rule perturb_plan:
         case=PERTURB_CASE,
         control=PERTURB_CONTROL,
         genes=" ".join(shlex.quote(g) for g in config["perturb"]["genes"]),
+        alt=" ".join(f"--alt-state {shlex.quote(a)}" for a in config["perturb"]["alt_states"]),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 3),
@@ -42,7 +48,7 @@ rule perturb_plan:
         " --hubs-per-module {params.p[hubs_per_module]} --disease-fdr {params.p[disease_fdr]}"
         " --max-genes {params.p[max_genes]} --min-cells {params.p[min_cells]}"
         " --null-per-bin {params.p[null_per_bin]} --seed {params.p[seed]}"
-        " --summary-stat {params.p[summary_stat]}"
+        " --summary-stat {params.p[summary_stat]} {params.alt}"
         " --out {output.plan} --out-skipped {output.skipped} > {log} 2>&1"
 
 
@@ -97,6 +103,7 @@ rule perturbation:
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
         h5ad=rules.qc.output.h5ad,
+        **PERTURB_NULL,
     output:
         table=f"{OUT}/perturbation.tsv",
         **(
@@ -109,8 +116,22 @@ rule perturbation:
             if config["perturb"]["groups"]
             else {}
         ),
+        **(
+            {"cells": f"{OUT}/perturbation_cells.tsv"}
+            if config["perturb"]["geneformer_table"]
+            else {}
+        ),
     params:
-        gf=lambda wildcards, output: opt("--geneformer-out", output.get("geneformer")),
+        gf=lambda wildcards, output: (
+            opt("--geneformer-out", output.get("geneformer"))
+            + " "
+            + opt("--cells-out", output.get("cells"))
+            + " "
+            + opt("--null-shifts", PERTURB_NULL.get("null"))
+            if config["perturb"]["geneformer_table"]
+            else ""
+        ),
+        stats=config["perturb"]["geneformer_stats"],
         groups=lambda wildcards, output: opt("--groups-out", output.get("groups")),
         sample=opt("--sample-column", (config["conditions"] or {}).get("sample")),
     threads: 1
@@ -124,6 +145,7 @@ rule perturbation:
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
         " --modules {input.modules} --obs {input.h5ad} {params.sample}"
+        " --geneformer-stats {params.stats}"
         " --out {output.table} {params.gf} {params.groups} > {log} 2>&1"
 
 

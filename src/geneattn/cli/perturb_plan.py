@@ -25,6 +25,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--embeddings", help="embeddings.h5ad of `geneattn embed` (the control centroid)"
     )
     parser.add_argument(
+        "--alt-state",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="another label of --condition-column whose cells' state embedding is an "
+        "alternative end state (Geneformer's alt_states; repeatable; needs --control)",
+    )
+    parser.add_argument(
         "--summary-stat",
         choices=["exact_mean", "exact_median"],
         default="exact_mean",
@@ -75,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.perturb import save_plan
     from geneattn.resources.load import load_gene_name_map
     from geneattn.targets import (
+        check_alt_states,
         choose_targets,
         control_centroid,
         expressed_tokens,
@@ -93,6 +102,14 @@ def run(args: argparse.Namespace) -> int:
     if args.genes_from == "hubs" and args.modules is None:
         raise InputError("--genes-from hubs needs --modules")
     labels, _ = read_condition_labels(args.obs, args.condition_column)
+    check_alt_states(
+        labels.dropna().astype(str).to_numpy(),
+        args.alt_state,
+        column=args.condition_column,
+        case=args.case,
+        control=args.control,
+        source=args.obs,
+    )
     case_index = labelled_positions(
         load_cell_ids(args.tokens), labels, args.case, column=args.condition_column, source=args.obs
     )
@@ -119,20 +136,26 @@ def run(args: argparse.Namespace) -> int:
         differential_source=args.differential,
     )
     goal = None
+    alt_goals = {}
     if args.control is not None:
         embeddings, emb_labels = read_embeddings(args.embeddings, args.condition_column)
-        goal = control_centroid(
-            embeddings,
-            emb_labels,
-            args.control,
-            summary_stat=args.summary_stat,
-            source=args.embeddings,
+        goal, *alt = (
+            control_centroid(
+                embeddings,
+                emb_labels,
+                label,
+                summary_stat=args.summary_stat,
+                source=args.embeddings,
+            )
+            for label in [args.control, *args.alt_state]
         )
+        alt_goals = dict(zip(args.alt_state, alt, strict=True))
     plan = perturbation_plan(
         targets=chosen.tokens,
         presence=presence,
         expressed=expressed,
         goal=goal,
+        alt_goals=alt_goals,
         null_per_bin=args.null_per_bin,
         seed=args.seed,
     )
@@ -148,4 +171,6 @@ def run(args: argparse.Namespace) -> int:
         args.case,
         "" if args.control is None else f"; goal: centroid of the {args.control} cells",
     )
+    if args.alt_state:
+        log.info("alternative end states: %s", ", ".join(args.alt_state))
     return 0
