@@ -85,7 +85,9 @@ def config_problems(fetched=()):
         if missing(gmt):
             problems.append(f"modules.gene_sets: {gmt} does not exist")
     problems += _perturb_gene_problems(config["perturb"])
-    problems += _perturb_stats_problems(config["perturb"], config["conditions"])
+    problems += _perturb_stats_problems(
+        config["perturb"], config["conditions"], config["tokenize"]["medians"]
+    )
     return problems
 
 
@@ -99,7 +101,7 @@ def null_study_file(path):
     return os.path.join(path, NULL_CELLS_FILE) if os.path.isdir(path) else path
 
 
-def _perturb_stats_problems(perturb, conditions):
+def _perturb_stats_problems(perturb, conditions, medians):
     stats, alt, null = perturb["geneformer_stats"], perturb["alt_states"], perturb["null_study"]
     problems = []
     if not perturb["geneformer_table"]:
@@ -123,6 +125,10 @@ def _perturb_stats_problems(perturb, conditions):
                                     "(conditions), not an alternative end state")
         if len(set(alt)) != len(alt):
             problems.append("perturb.alt_states: a label is listed twice")
+        if medians == "corpus":
+            problems.append("perturb.alt_states: the alternative states' cells are tokenized "
+                            "apart, so tokenize.medians: corpus would rank them by other "
+                            "medians (use geneformer_v1 or dictionary)")
     if null and stats != "vs_null":
         problems.append(f"perturb.null_study: set, but only geneformer_stats: vs_null uses it "
                         f"(not {stats})")

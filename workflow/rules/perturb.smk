@@ -12,6 +12,62 @@ if config["perturb"]["geneformer_table"] and config["perturb"]["geneformer_stats
     PERTURB_NULL = {"null": null_study_file(config["perturb"]["null_study"])}
 
 
+# Alternative end states (perturb.alt_states, Geneformer's alt_states): QC drops the cells of
+# other labels, so their cells get their own QC, tokens and embeddings (same options and
+# model); perturb_plan takes their state embeddings beside the control's.
+ALT_STATES = config["perturb"]["alt_states"]
+ALT = f"{OUT}/alt_states"
+
+if ALT_STATES:
+
+    use rule qc as alt_states_qc with:
+        output:
+            h5ad=f"{ALT}/qc.h5ad",
+            summary=f"{ALT}/qc_summary.json",
+            plot=f"{ALT}/qc.png",
+        params:
+            cond=f"--condition-column {shlex.quote(CONDITION_COLUMN)} --keep "
+            + " ".join(shlex.quote(a) for a in ALT_STATES),
+        log:
+            f"{LOGS}/alt_states_qc.log",
+        benchmark:
+            f"{BENCH}/alt_states_qc.tsv"
+
+    use rule tokenize as alt_states_tokenize with:
+        input:
+            h5ad=rules.alt_states_qc.output.h5ad,
+            token_dict=rules.tokenize.input.token_dict,
+            medians=rules.tokenize.input.medians,
+            names=rules.tokenize.input.names,
+            mapping=rules.tokenize.input.mapping,
+        output:
+            tokens=f"{ALT}/tokens.npz",
+            summary=f"{ALT}/tokenize_summary.json",
+        log:
+            f"{LOGS}/alt_states_tokenize.log",
+        benchmark:
+            f"{BENCH}/alt_states_tokenize.tsv"
+
+    rule alt_states_embed:
+        input:
+            tokens=rules.alt_states_tokenize.output.tokens,
+            model=rules.model.output[0],
+            h5ad=rules.alt_states_qc.output.h5ad,
+        output:
+            f"{ALT}/embeddings.h5ad",
+        threads: 2
+        resources:
+            mem_mb=mem_mb(1000, 2),
+            runtime=runtime(10, 0.1),
+        log:
+            f"{LOGS}/alt_states_embed.log",
+        conda:
+            ENV
+        shell:
+            "geneattn embed {input.tokens} --model {input.model} --obs {input.h5ad}"
+            " --threads {threads} --out {output} > {log} 2>&1"
+
+
 rule perturb_plan:
     input:
         tokens=rules.tokenize.output.tokens,
@@ -20,6 +76,7 @@ rule perturb_plan:
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
         differential=DIFFERENTIAL.differential,
+        **({"alt": f"{ALT}/embeddings.h5ad"} if ALT_STATES else {}),
     output:
         plan=f"{OUT}/perturbation/plan.npz",
         # the genes asked for (listed, or hubs passed over) that are not perturbed, and why
@@ -30,7 +87,10 @@ rule perturb_plan:
         case=PERTURB_CASE,
         control=PERTURB_CONTROL,
         genes=" ".join(shlex.quote(g) for g in config["perturb"]["genes"]),
-        alt=" ".join(f"--alt-state {shlex.quote(a)}" for a in config["perturb"]["alt_states"]),
+        alt=lambda wildcards, input: " ".join(
+            [f"--alt-state {shlex.quote(a)}" for a in ALT_STATES]
+            + ([f"--alt-embeddings {shlex.quote(input.alt)}"] if ALT_STATES else [])
+        ),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 3),
@@ -128,10 +188,11 @@ rule perturbation:
             + opt("--cells-out", output.get("cells"))
             + " "
             + opt("--null-shifts", PERTURB_NULL.get("null"))
+            + " "
+            + opt("--geneformer-stats", config["perturb"]["geneformer_stats"])
             if config["perturb"]["geneformer_table"]
             else ""
         ),
-        stats=config["perturb"]["geneformer_stats"],
         groups=lambda wildcards, output: opt("--groups-out", output.get("groups")),
         sample=opt("--sample-column", (config["conditions"] or {}).get("sample")),
     threads: 1
@@ -145,7 +206,6 @@ rule perturbation:
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
         " --modules {input.modules} --obs {input.h5ad} {params.sample}"
-        " --geneformer-stats {params.stats}"
         " --out {output.table} {params.gf} {params.groups} > {log} 2>&1"
 
 

@@ -33,6 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "alternative end state (Geneformer's alt_states; repeatable; needs --control)",
     )
     parser.add_argument(
+        "--alt-embeddings",
+        help="embeddings .h5ad of the --alt-state cells (`geneattn embed` of their own QC "
+        "and tokens), when --obs and --embeddings hold only the case and control cells",
+    )
+    parser.add_argument(
         "--summary-stat",
         choices=["exact_mean", "exact_median"],
         default="exact_mean",
@@ -102,13 +107,16 @@ def run(args: argparse.Namespace) -> int:
     if args.genes_from == "hubs" and args.modules is None:
         raise InputError("--genes-from hubs needs --modules")
     labels, _ = read_condition_labels(args.obs, args.condition_column)
+    alt_embeddings = alt_labels = None
+    if args.alt_state and args.alt_embeddings is not None:
+        alt_embeddings, alt_labels = read_embeddings(args.alt_embeddings, args.condition_column)
     check_alt_states(
-        labels.dropna().astype(str).to_numpy(),
+        labels.dropna().astype(str).to_numpy() if alt_labels is None else alt_labels,
         args.alt_state,
         column=args.condition_column,
         case=args.case,
         control=args.control,
-        source=args.obs,
+        source=args.obs if alt_labels is None else args.alt_embeddings,
     )
     case_index = labelled_positions(
         load_cell_ids(args.tokens), labels, args.case, column=args.condition_column, source=args.obs
@@ -139,17 +147,27 @@ def run(args: argparse.Namespace) -> int:
     alt_goals = {}
     if args.control is not None:
         embeddings, emb_labels = read_embeddings(args.embeddings, args.condition_column)
-        goal, *alt = (
-            control_centroid(
-                embeddings,
-                emb_labels,
+        goal = control_centroid(
+            embeddings,
+            emb_labels,
+            args.control,
+            summary_stat=args.summary_stat,
+            source=args.embeddings,
+        )
+        if alt_embeddings is None:
+            alt_embeddings, alt_labels, alt_source = embeddings, emb_labels, args.embeddings
+        else:
+            alt_source = args.alt_embeddings
+        alt_goals = {
+            label: control_centroid(
+                alt_embeddings,
+                alt_labels,
                 label,
                 summary_stat=args.summary_stat,
-                source=args.embeddings,
+                source=alt_source,
             )
-            for label in [args.control, *args.alt_state]
-        )
-        alt_goals = dict(zip(args.alt_state, alt, strict=True))
+            for label in args.alt_state
+        }
     plan = perturbation_plan(
         targets=chosen.tokens,
         presence=presence,
