@@ -246,3 +246,78 @@ def test_a_bad_alt_state_is_one_line_and_writes_nothing(study, capsys, state, me
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "qc.h5ad" in err[0], err
     assert not (d / f"bad_{state}.npz").exists()
+
+
+def test_alt_states_from_their_own_embeddings_file(study, capsys):
+    """The workflow's path: QC keeps case and control only, so the alternative states' cells
+    come with their own embeddings (--alt-embeddings), checked against their labels."""
+    import anndata as ad
+
+    d = study["dir"]
+    keep = study["labels"] != "Other"
+    obs = pd.DataFrame(
+        {"source": pd.Categorical(study["labels"][keep])},
+        index=load_tokens(d / "tokens.npz").cell_ids[keep],
+    )
+    ad.AnnData(np.zeros((int(keep.sum()), 1), dtype=np.float32), obs=obs).write_h5ad(d / "cc.h5ad")
+    alt = ad.AnnData(
+        np.zeros((7, 0), dtype=np.float32),
+        obs=pd.DataFrame({"source": ["Other"] * 7}, index=[f"o{i}" for i in range(7)]),
+    )
+    alt.obsm["X_geneattn"] = np.random.default_rng(3).normal(size=(7, 8))
+    alt.write_h5ad(d / "alt_embeddings.h5ad")
+    args = _plan(study, "plan_own", "Tumor", "NAT", "Other")
+    args[args.index("--obs") + 1] = str(d / "cc.h5ad")
+    args += ["--alt-embeddings", str(d / "alt_embeddings.h5ad")]
+    assert main(args) == 0
+    plan = load_plan(d / "plan_own.npz")
+    np.testing.assert_allclose(plan.alt_goals[0], alt.obsm["X_geneattn"].mean(axis=0))
+    np.testing.assert_allclose(plan.goal, study["emb"][study["labels"] == "NAT"].mean(axis=0))
+    # a label its cells do not carry: one line naming the alternative embeddings
+    capsys.readouterr()
+    bad = list(args)
+    bad[bad.index("--out") + 1] = str(d / "plan_bad_own.npz")
+    bad[bad.index("Other")] = "Blood"
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "alt_embeddings.h5ad" in err[0] and "'Blood'" in err[0], err
+    assert not (d / "plan_bad_own.npz").exists()
+
+
+def test_qc_keeps_the_cells_of_alternative_states(tmp_path, capsys):
+    """`geneattn qc --keep` with the alternative labels only (the alt_states_qc rule); a label
+    the data lacks is a one-line error and no output."""
+    import json
+
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(2.0, size=(30, 40)).astype(np.float32))
+    labels = np.array(["Tumor", "NAT", "Blood"])[np.arange(30) % 3]
+    obs = pd.DataFrame({"source": labels}, index=[f"c{i}" for i in range(30)])
+    var = pd.DataFrame(index=[f"G{i}" for i in range(40)])
+    ad.AnnData(counts, obs=obs, var=var).write_h5ad(tmp_path / "raw.h5ad")
+
+    def qc(*keep: str, name: str) -> int:
+        args = ["qc", str(tmp_path / "raw.h5ad"), "--condition-column", "source", "--keep"]
+        args += [*keep, "--min-genes", "1", "--min-cells", "1"]
+        args += ["--out", str(tmp_path / f"{name}.h5ad")]
+        args += [
+            "--summary",
+            str(tmp_path / f"{name}.json"),
+            "--plot",
+            str(tmp_path / f"{name}.png"),
+        ]
+        return main(args)
+
+    assert qc("Blood", name="alt") == 0
+    kept = ad.read_h5ad(tmp_path / "alt.h5ad")
+    assert set(kept.obs["source"].astype(str)) == {"Blood"} and kept.n_obs == 10
+    summary = json.loads((tmp_path / "alt.json").read_text())
+    assert summary["cells_per_condition"] == {"Blood": 10}
+    capsys.readouterr()
+    assert qc("Blood", "Nope", name="bad") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Nope" in err[0], err
+    assert not any((tmp_path / f"bad.{ext}").exists() for ext in ("h5ad", "json", "png"))
