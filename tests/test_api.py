@@ -132,6 +132,8 @@ def test_perturb_stores_geneformer_tables_of_each_stats_mode(study, tmp_path):
     with pytest.raises(InputError, match="no cell labelled 'Nope'") as err:
         ga.tl.perturb(adata, alt_states=["Nope"], geneformer_table=True, **small)
     assert "\n" not in str(err.value) and "geneformer" not in adata.uns["perturbation"]
+    with pytest.raises(InputError, match="alt_states"):
+        ga.tl.perturb(adata, alt_states=["NAT2"], **small)
     ga.tl.perturb(adata, alt_states=["NAT2"], geneformer_table=True, **small)
     stored = adata.uns["perturbation"]
     rows = stored["cells"][stored["cells"]["cell"] != ""]

@@ -14,6 +14,10 @@ tables (upstream commit 05fcbeb).
 - :func:`mixture_model`: a two-component Gaussian mixture over the genes' mean
   similarities; ``Impact_component`` 1 for the low-similarity (impact) component.
 
+:func:`geneformer_table` runs one of them on the gathered shards of the perturb stage
+(config ``perturb.geneformer_stats``; ``perturb.alt_states`` add the alternative end
+states, ``perturb.null_study`` is the null of ``vs_null``).
+
 Differences from Geneformer, by design: Geneformer downsamples the pooled "random" shifts
 to 100,000 with Python's ``random`` in its own cell order; here the pool is downsampled with
 ``numpy.random.default_rng(seed)`` (so only above 100,000 values do p-values differ).

@@ -132,6 +132,11 @@ def perturb(
         )
     if geneformer_table and geneformer_stats == "vs_null" and null_study is None:
         raise InputError("geneformer_stats vs_null needs null_study")
+    if alt_states and not (geneformer_table and geneformer_stats == "goal_state_shift"):
+        raise InputError(
+            "alt_states are used by the goal_state_shift Geneformer table only: give "
+            "geneformer_table=True (and geneformer_stats='goal_state_shift')"
+        )
     adata = adata.copy() if copy else adata
     column, case, control = conditions(adata, groupby, case, control)
     cells = get_tokens(adata)
