@@ -116,6 +116,86 @@ def test_copy_returns_a_changed_copy_and_leaves_the_input(study):
     assert ga.tl.embed(study, n_threads=1) is None
 
 
+def test_perturb_stores_geneformer_tables_of_each_stats_mode(study, tmp_path):
+    import pandas as pd
+
+    from geneattn.geneformer_stats import goal_state_shift, mixture_model, vs_null
+
+    # a third state: half the NAT cells relabelled, as Geneformer's alternative end state
+    adata = study.copy()
+    column = adata.uns["qc"]["params"]["condition_column"]
+    labels = adata.obs[column].astype(str).to_numpy()
+    nat = np.flatnonzero(labels == "NAT")
+    labels[nat[::2]] = "NAT2"
+    adata.obs[column] = pd.Categorical(labels)
+    small = {"genes_from": "expressed", "max_genes": 4, "null_per_bin": 1, **SMALL}
+    with pytest.raises(InputError, match="no cell labelled 'Nope'") as err:
+        ga.tl.perturb(adata, alt_states=["Nope"], geneformer_table=True, **small)
+    assert "\n" not in str(err.value) and "geneformer" not in adata.uns["perturbation"]
+    with pytest.raises(InputError, match="alt_states"):
+        ga.tl.perturb(adata, alt_states=["NAT2"], **small)
+    ga.tl.perturb(adata, alt_states=["NAT2"], geneformer_table=True, **small)
+    stored = adata.uns["perturbation"]
+    rows = stored["cells"][stored["cells"]["cell"] != ""]
+    genes = sorted(set(rows["gene_id"]))
+    code = {g: i for i, g in enumerate(genes)}
+    frame = pd.DataFrame(
+        {
+            "token": rows["gene_id"].map(code),
+            "shift_to_goal": rows["goal_shift"],
+            "shift_to_NAT2": rows["alt_shift_NAT2"],
+        }
+    ).dropna()
+    expected = goal_state_shift(frame, goal="goal", alt_states=["NAT2"])
+    expected["Gene"] = [genes[t] for t in expected["Gene"]]
+    got = stored["geneformer"].drop(columns=["Gene_name", "Ensembl_ID"])
+    pd.testing.assert_frame_equal(got, expected)
+    assert stored["params"]["alt_states"] == ["NAT2"]
+    adata.write_h5ad(tmp_path / "alt.h5ad")
+    back = ad.read_h5ad(tmp_path / "alt.h5ad").uns["perturbation"]
+    pd.testing.assert_frame_equal(back["geneformer"], stored["geneformer"], check_index_type=False)
+    # mixture_model of the similarities
+    mm = ga.tl.perturb(
+        adata, geneformer_table=True, geneformer_stats="mixture_model", copy=True, **small
+    )
+    cos = pd.DataFrame({"token": rows["gene_id"].map(code), "cos_sim": 1.0 - rows["cosine_shift"]})
+    expected = mixture_model(cos.dropna())
+    expected["Gene"] = [genes[t] for t in expected["Gene"]]
+    got = mm.uns["perturbation"]["geneformer"].drop(columns=["Gene_name", "Ensembl_ID"])
+    pd.testing.assert_frame_equal(got, expected)
+    # vs_null against the NAT2 cells perturbed the same way (the null study, as AnnData)
+    with pytest.raises(InputError, match="null_study"):
+        ga.tl.perturb(adata, geneformer_table=True, geneformer_stats="vs_null", **small)
+    null = ga.tl.perturb(
+        adata, case="NAT2", control="NAT", geneformer_table=True, copy=True, **small
+    )
+    vn = ga.tl.perturb(
+        adata,
+        geneformer_table=True,
+        geneformer_stats="vs_null",
+        null_study=null,
+        copy=True,
+        **small,
+    )
+    null_rows = null.uns["perturbation"]["cells"]
+    null_rows = null_rows[null_rows["cell"] != ""]
+    genes = sorted(set(rows["gene_id"]) | set(null_rows["gene_id"]))
+    code = {g: i for i, g in enumerate(genes)}
+
+    def sims(r):
+        return pd.DataFrame(
+            {"token": r["gene_id"].map(code), "cos_sim": 1.0 - r["cosine_shift"]}
+        ).dropna()
+
+    expected = vs_null(sims(rows), sims(null_rows))
+    expected["Gene"] = [genes[t] for t in expected["Gene"]]
+    got = vn.uns["perturbation"]["geneformer"].drop(columns=["Gene_name", "Ensembl_ID"])
+    pd.testing.assert_frame_equal(got, expected)
+    # the listed genes overlap (the random null genes of the two runs need not)
+    assert (got["N_Detections_null"] > 0).any()
+    assert (got.loc[got["N_Detections_null"] == 0, "Test_vs_null_pval"] == 1).all()
+
+
 def test_api_uses_the_library_as_the_cli_does(study, resources_dir, tmp_path):
     """The tokens, model and embeddings equal what the stage commands write."""
     from geneattn.cli import main

@@ -129,6 +129,78 @@ def test_checkpoint_and_gene_list_problems(workdir: Path, model, perturb, expect
     assert _problems(proc) == expected
 
 
+@pytest.mark.parametrize(
+    ("perturb", "expected"),
+    [
+        (
+            {"geneformer_stats": "vs_null"},
+            [
+                "perturb.geneformer_stats: vs_null is the mode of perturbation_geneformer.tsv, "
+                "which needs geneformer_table: true",
+                "perturb.null_study: empty, but geneformer_stats: vs_null compares with a null "
+                "study (its results directory, which a run with geneformer_table: true fills)",
+            ],
+        ),
+        (
+            {
+                "geneformer_table": True,
+                "geneformer_stats": "vs_null",
+                "alt_states": ["Tumor", "Blood", "Blood"],
+                "null_study": "results/no_such_study",
+            },
+            [
+                "perturb.alt_states: used by geneformer_stats: goal_state_shift only, not vs_null",
+                "perturb.alt_states: 'Tumor' is the case label (conditions), not an alternative "
+                "end state",
+                "perturb.alt_states: a label is listed twice",
+                "perturb.null_study: results/no_such_study does not exist (another study's "
+                "results directory or its perturbation_cells.tsv)",
+            ],
+        ),
+        (
+            {"geneformer_table": True, "geneformer_stats": "vs_null", "null_study": "empty_dir"},
+            [
+                "perturb.null_study: empty_dir holds no perturbation_cells.tsv (run that study "
+                "with perturb.geneformer_table: true)"
+            ],
+        ),
+        (
+            {"alt_states": ["Blood"], "null_study": "empty_dir"},
+            [
+                "perturb.alt_states: set, but only perturbation_geneformer.tsv uses them, which "
+                "needs geneformer_table: true",
+                "perturb.null_study: set, but only geneformer_stats: vs_null uses it (not "
+                "goal_state_shift)",
+            ],
+        ),
+    ],
+)
+def test_geneformer_stats_problems(workdir: Path, perturb, expected) -> None:
+    (workdir / "empty_dir").mkdir(exist_ok=True)
+    proc = _snakemake(
+        workdir, "-n", name="bad_stats", config={"study": "bad_stats", "perturb": perturb}
+    )
+    assert _problems(proc) == expected
+
+
+def test_good_geneformer_stats_options_plan(workdir: Path) -> None:
+    """vs_null against a results directory holding perturbation_cells.tsv; alt_states plan
+    their cells' own QC, tokens and embeddings."""
+    null = workdir / "results" / "null_study"
+    null.mkdir(parents=True, exist_ok=True)
+    (null / "perturbation_cells.tsv").write_text("gene_id\n")
+    for perturb in (
+        {"geneformer_table": True, "geneformer_stats": "vs_null", "null_study": str(null)},
+        {"geneformer_table": True, "alt_states": ["Blood"]},
+    ):
+        proc = _snakemake(
+            workdir, "-n", name="good_stats", config={"study": "good_stats", "perturb": perturb}
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "bad config" not in out, out
+    assert "alt_states_embed" in out and "alt_states_qc" in out
+
+
 def test_condition_column_missing_from_the_metadata_table(workdir: Path) -> None:
     (workdir / "cells.tsv").write_text("barcode\tdisease\tpatient\nAAAC-1\tDCM\tP1\n")
     proc = _snakemake(

@@ -14,6 +14,10 @@ tables (upstream commit 05fcbeb).
 - :func:`mixture_model`: a two-component Gaussian mixture over the genes' mean
   similarities; ``Impact_component`` 1 for the low-similarity (impact) component.
 
+:func:`geneformer_table` runs one of them on the gathered shards of the perturb stage
+(config ``perturb.geneformer_stats``; ``perturb.alt_states`` add the alternative end
+states, ``perturb.null_study`` is the null of ``vs_null``).
+
 Differences from Geneformer, by design: Geneformer downsamples the pooled "random" shifts
 to 100,000 with Python's ``random`` in its own cell order; here the pool is downsampled with
 ``numpy.random.default_rng(seed)`` (so only above 100,000 values do p-values differ).
@@ -22,6 +26,7 @@ to 100,000 with Python's ``random`` in its own cell order; here the pool is down
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +34,14 @@ import pandas as pd
 from geneattn.enrichment import bh_fdr
 from geneattn.errors import InputError
 
-__all__ = ["geneformer_table", "goal_state_shift", "mixture_model", "vs_null"]
+__all__ = [
+    "STATS_MODES",
+    "geneformer_table",
+    "goal_state_shift",
+    "mixture_model",
+    "null_shift_file",
+    "vs_null",
+]
 
 #: Geneformer's cap on the pooled random shifts.
 RANDOM_CAP = 100_000
@@ -286,13 +298,52 @@ def mixture_model(
     )
 
 
-def geneformer_table(table: pd.DataFrame, *, name_map) -> pd.DataFrame:
+#: The modes of :func:`geneformer_table` (config ``perturb.geneformer_stats``).
+STATS_MODES = ("goal_state_shift", "vs_null", "mixture_model")
+
+#: The gathered per-cell shifts a study's results directory keeps for ``vs_null``.
+CELLS_FILE = "perturbation_cells.tsv"
+
+
+def _single_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The (gene, cell) rows of single genes (not the planned rows, not the groups)."""
+    return table[(table["cell"] != "") & (table["role"] != "group")]
+
+
+def null_shift_file(path: str | Path) -> Path:
+    """The per-cell shift table of a null study: ``path`` itself, or a results directory's
+    :data:`CELLS_FILE`.
+
+    Raises
+    ------
+    InputError
+        ``path`` does not exist, or the directory holds no :data:`CELLS_FILE`.
+    """
+    path = Path(path)
+    if path.is_dir():
+        cells = path / CELLS_FILE
+        if not cells.is_file():
+            raise InputError(
+                f"holds no {CELLS_FILE} (run that study with perturb.geneformer_table: true)",
+                path,
+            )
+        return cells
+    if not path.is_file():
+        raise InputError("the null study's shift table does not exist", path)
+    return path
+
+
+def geneformer_table(
+    table: pd.DataFrame,
+    *,
+    name_map,
+    stats: str = "goal_state_shift",
+    null: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Geneformer's stats table of gathered perturbation shards, with its column names.
 
-    ``goal_state_shift`` of the goal shifts of every perturbed gene (targets and null genes
-    together make Geneformer's "random" pool), or ``mixture_model`` of the similarities
-    (``1 - cosine_shift``) when there is no goal state. ``Gene`` holds the Ensembl ID (our
-    token ids are not Geneformer's), then ``Gene_name`` and ``Ensembl_ID``.
+    ``Gene`` holds the Ensembl ID (our token ids are not Geneformer's), then ``Gene_name``
+    and ``Ensembl_ID``.
 
     Parameters
     ----------
@@ -300,18 +351,58 @@ def geneformer_table(table: pd.DataFrame, *, name_map) -> pd.DataFrame:
         Shard rows (:func:`geneattn.perturb.read_shift_tables`).
     name_map
         ``{symbol: ensembl_id}``.
+    stats
+        ``goal_state_shift``: :func:`goal_state_shift` of the goal shifts of every perturbed
+        gene (targets and null genes together make Geneformer's "random" pool), with the
+        shard's alternative end states (``alt_shift_{label}`` columns) as ``alt_states``;
+        without a goal state (a single-condition study) it falls back to ``mixture_model``.
+        ``mixture_model``: :func:`mixture_model` of the similarities (``1 -
+        cosine_shift``). ``vs_null``: :func:`vs_null` of the similarities against those of
+        the same genes (matched by Ensembl ID) in ``null``.
+    null
+        ``vs_null``: the null study's shard rows (:func:`null_shift_file`).
+
+    Raises
+    ------
+    InputError
+        An unknown ``stats``, or ``vs_null`` without ``null``.
     """
-    rows = table[(table["cell"] != "") & (table["role"] != "group")]
+    from geneattn.perturb import alt_shift_column, alt_shift_states
+
+    if stats not in STATS_MODES:
+        raise InputError(f"stats must be one of {', '.join(STATS_MODES)}, got {stats!r}")
+    if stats == "vs_null" and null is None:
+        raise InputError("the vs_null stats need the null study's shifts")
+    rows = _single_rows(table)
+    null_rows = _single_rows(null) if stats == "vs_null" else rows.iloc[:0]
     genes = sorted(set(rows["gene_id"]))
-    code = {g: i for i, g in enumerate(genes)}
+    code = {g: i for i, g in enumerate(sorted(set(genes) | set(null_rows["gene_id"])))}
+    genes = sorted(code, key=code.__getitem__)
     token = rows["gene_id"].map(code).to_numpy(dtype=np.int64)
     goal = rows["goal_shift"].to_numpy(dtype=np.float64)
-    if np.isfinite(goal).any():
-        frame = pd.DataFrame({"token": token, "shift_to_goal": goal}).dropna()
-        out = goal_state_shift(frame, goal="goal")
-    else:
-        cos = 1.0 - rows["cosine_shift"].to_numpy(dtype=np.float64)
+    cos = 1.0 - rows["cosine_shift"].to_numpy(dtype=np.float64)
+    if stats == "goal_state_shift" and not np.isfinite(goal).any():
+        stats = "mixture_model"  # no goal state: today's fallback, as documented
+    if stats == "goal_state_shift":
+        alt = alt_shift_states(rows)
+        key = "goal"
+        while key in alt:
+            key += "_"
+        frame = pd.DataFrame({"token": token, f"shift_to_{key}": goal})
+        for state in alt:
+            frame[f"shift_to_{state}"] = rows[alt_shift_column(state)].to_numpy(dtype=np.float64)
+        out = goal_state_shift(frame.dropna(), goal=key, alt_states=alt)
+    elif stats == "mixture_model":
         out = mixture_model(pd.DataFrame({"token": token, "cos_sim": cos}).dropna())
+    else:
+        null_cos = 1.0 - null_rows["cosine_shift"].to_numpy(dtype=np.float64)
+        null_token = null_rows["gene_id"].map(code).to_numpy(dtype=np.int64)
+        out = vs_null(
+            pd.DataFrame({"token": token, "cos_sim": cos}).dropna(),
+            pd.DataFrame({"token": null_token, "cos_sim": null_cos}).dropna(),
+        )
+        if out.empty:
+            raise InputError("no gene was perturbed in any cell: nothing to compare with the null")
     symbol_of: dict[str, str] = {}
     for symbol, ens in sorted(name_map.items()):
         symbol_of.setdefault(ens, symbol)

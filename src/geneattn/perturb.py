@@ -80,6 +80,7 @@ def perturbation_shifts(
     mode: str,
     *,
     goal: np.ndarray | None,
+    alt_goals: Mapping[str, np.ndarray] | None = None,
     shift: float = 0.25,
     n_threads: int = 1,
     progress: Callable[[int, int], None] | None = None,
@@ -103,6 +104,9 @@ def perturbation_shifts(
         :func:`perturbed_tokens`; the study model is order-free, so only checkpoints see it).
     goal
         The goal-state centroid ``(d_model,)``, or None (``goal_shift`` is then NaN).
+    alt_goals
+        Alternative end states (Geneformer's ``alt_states``): label -> ``(d_model,)``; the
+        shift toward each goes to column ``alt_shift_{label}``, defined as ``goal_shift``.
     n_threads
         Rayon threads.
     progress
@@ -113,10 +117,13 @@ def perturbation_shifts(
     Returns
     -------
     pandas.DataFrame
-        ``token``, ``cell`` (index in ``cells``), ``cosine_shift``, ``goal_shift``.
+        ``token``, ``cell`` (index in ``cells``), ``cosine_shift``, ``goal_shift``, then
+        ``alt_shift_{label}`` per alternative end state.
     """
     from geneattn.tokenize import subset_cells
 
+    alt_goals = {str(k): np.asarray(v, dtype=np.float64) for k, v in (alt_goals or {}).items()}
+    alt_columns = [alt_shift_column(k) for k in alt_goals]
     parts = []
     for c0 in range(0, cells.n_cells, chunk):
         index = np.arange(c0, min(c0 + chunk, cells.n_cells))
@@ -131,6 +138,10 @@ def perturbation_shifts(
         else:
             g = np.broadcast_to(goal, original.shape)
             goal_shift = _cosine(perturbed, g) - _cosine(original, g)
+        alt = {}
+        for column, state in zip(alt_columns, alt_goals.values(), strict=True):
+            g = np.broadcast_to(state, original.shape)
+            alt[column] = _cosine(perturbed, g) - _cosine(original, g)
         parts.append(
             pd.DataFrame(
                 {
@@ -138,16 +149,31 @@ def perturbation_shifts(
                     "cell": index[plan.cell],
                     "cosine_shift": cosine_shift,
                     "goal_shift": goal_shift,
+                    **alt,
                 }
             )
         )
         if progress is not None:
             progress(int(index[-1]) + 1, cells.n_cells)
     if not parts:
-        return pd.DataFrame({"token": [], "cell": [], "cosine_shift": [], "goal_shift": []}).astype(
-            {"token": np.int64, "cell": np.int64}
-        )
+        columns = ["token", "cell", "cosine_shift", "goal_shift", *alt_columns]
+        return pd.DataFrame({c: [] for c in columns}).astype({"token": np.int64, "cell": np.int64})
     return pd.concat(parts, ignore_index=True)
+
+
+#: Prefix of a shard column holding the shifts toward an alternative end state.
+ALT_SHIFT_PREFIX = "alt_shift_"
+
+
+def alt_shift_column(state: str) -> str:
+    """The shard column of the shifts toward the alternative end state ``state``."""
+    return f"{ALT_SHIFT_PREFIX}{state}"
+
+
+def alt_shift_states(table: pd.DataFrame) -> list[str]:
+    """The alternative end states of a shard table, in column order."""
+    n = len(ALT_SHIFT_PREFIX)
+    return [str(c)[n:] for c in table.columns if str(c).startswith(ALT_SHIFT_PREFIX)]
 
 
 #: Columns of a perturbation shard's table (``geneattn perturb``).
@@ -178,8 +204,10 @@ def shift_table(
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`SHIFT_COLUMNS`.
+        Columns :data:`SHIFT_COLUMNS`, then ``alt_shift_{label}`` per alternative end state
+        of the plan.
     """
+    alt_columns = [alt_shift_column(str(k)) for k in plan.alt_states]
     vocabulary = np.asarray(cells.vocabulary).astype(str)
     role_of = dict(zip(plan.tokens.tolist(), plan.roles.tolist(), strict=True))
     bin_of = dict(zip(plan.tokens.tolist(), plan.bins.tolist(), strict=True))
@@ -192,6 +220,7 @@ def shift_table(
             "mode": mode,
             "cosine_shift": shifts["cosine_shift"].to_numpy(),
             "goal_shift": shifts["goal_shift"].to_numpy(),
+            **{c: shifts[c].to_numpy() for c in alt_columns},
         }
     )
     planned = pd.DataFrame(
@@ -203,6 +232,7 @@ def shift_table(
             "mode": mode,
             "cosine_shift": np.nan,
             "goal_shift": np.nan,
+            **{c: np.nan for c in alt_columns},
         }
     )
     return pd.concat([planned, out], ignore_index=True)
@@ -422,12 +452,25 @@ class PerturbPlan:
         Expression-frequency bin of each token among the case cells (-1: not a candidate).
     goal
         float64 goal-state centroid (mean control-cell embedding), empty without controls.
+    alt_states
+        Labels of the alternative end states (Geneformer's ``alt_states``), often empty.
+    alt_goals
+        float64 ``(len(alt_states), d)``: their state embeddings, like ``goal``.
     """
 
     tokens: np.ndarray
     roles: np.ndarray
     bins: np.ndarray
     goal: np.ndarray
+    alt_states: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=str))
+    alt_goals: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros((0, 0), dtype=np.float64)
+    )
+
+    @property
+    def alt_goal_map(self) -> dict[str, np.ndarray]:
+        """``{label: state embedding}`` of the alternative end states."""
+        return {str(k): v for k, v in zip(self.alt_states, self.alt_goals, strict=True)}
 
     @property
     def targets(self) -> np.ndarray:
@@ -436,9 +479,16 @@ class PerturbPlan:
 
 
 def save_plan(path: str | Path, plan: PerturbPlan) -> None:
-    """Write ``plan`` atomically (uncompressed ``.npz``, byte-deterministic)."""
+    """Write ``plan`` atomically (uncompressed ``.npz``, byte-deterministic; the
+    alternative end states only when there are some)."""
     from geneattn.io.atomic import atomic_path
 
+    alt = {}
+    if len(plan.alt_states):
+        alt = {
+            "alt_states": np.asarray(plan.alt_states).astype(str),
+            "alt_goals": np.asarray(plan.alt_goals, dtype=np.float64),
+        }
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -446,6 +496,7 @@ def save_plan(path: str | Path, plan: PerturbPlan) -> None:
             roles=np.asarray(plan.roles).astype(str),
             bins=np.asarray(plan.bins, dtype=np.int64),
             goal=np.asarray(plan.goal, dtype=np.float64),
+            **alt,
         )
 
 
@@ -466,8 +517,14 @@ def load_plan(path: str | Path) -> PerturbPlan:
     from geneattn.io.npz import read_npz_arrays
 
     z = read_npz_arrays(path, ("tokens", "roles", "bins", "goal"), "a perturbation plan")
+    alt = {}
+    with np.load(path, allow_pickle=False) as f:
+        has_alt = "alt_states" in f.files
+    if has_alt:
+        a = read_npz_arrays(path, ("alt_states", "alt_goals"), "a perturbation plan")
+        alt = {"alt_states": a["alt_states"].astype(str), "alt_goals": a["alt_goals"]}
     plan = PerturbPlan(
-        tokens=z["tokens"], roles=z["roles"].astype(str), bins=z["bins"], goal=z["goal"]
+        tokens=z["tokens"], roles=z["roles"].astype(str), bins=z["bins"], goal=z["goal"], **alt
     )
     n = len(plan.tokens)
     if (
@@ -478,6 +535,7 @@ def load_plan(path: str | Path) -> PerturbPlan:
         or plan.goal.ndim != 1
         or not set(plan.roles.tolist()) <= {"target", "null"}
         or len(np.unique(plan.tokens)) != n
+        or (len(plan.alt_states) and plan.alt_goals.shape != (len(plan.alt_states), len(plan.goal)))
     ):
         raise InputError("not a perturbation plan: inconsistent tokens, roles, bins or goal", path)
     return plan

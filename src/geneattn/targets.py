@@ -361,6 +361,7 @@ def perturbation_plan(
     presence: np.ndarray,
     expressed: np.ndarray,
     goal: np.ndarray | None,
+    alt_goals: Mapping[str, np.ndarray] | None = None,
     null_per_bin: int = 10,
     seed: int = 0,
 ) -> PerturbPlan:
@@ -376,6 +377,8 @@ def perturbation_plan(
         Token ids held by enough case cells: the candidates of the null genes.
     goal
         The goal-state centroid, or None (no goal shift).
+    alt_goals
+        Alternative end states (label -> state embedding, like ``goal``).
     null_per_bin
         Null genes drawn per expression-frequency bin.
     seed
@@ -390,12 +393,75 @@ def perturbation_plan(
         expressed, presence[expressed], targets, per_bin=null_per_bin, seed=seed
     )
     tokens = np.concatenate([targets, null]).astype(np.int64)
+    alt = {}
+    if alt_goals:
+        if goal is None:
+            raise InputError("alternative end states need a goal state (a control label)")
+        alt = {
+            "alt_states": np.array([str(k) for k in alt_goals]),
+            "alt_goals": np.stack([np.asarray(v, dtype=np.float64) for v in alt_goals.values()]),
+        }
     return PerturbPlan(
         tokens=tokens,
         roles=np.array(["target"] * len(targets) + ["null"] * len(null)),
         bins=np.array([bin_of.get(int(t), -1) for t in tokens], dtype=np.int64),
         goal=np.zeros(0, dtype=np.float64) if goal is None else goal,
+        **alt,
     )
+
+
+def check_alt_states(
+    labels: Sequence[str] | np.ndarray,
+    alt_states: Sequence[str],
+    *,
+    column: str,
+    case: str,
+    control: str | None,
+    source: str | Path | None = None,
+) -> None:
+    """Refuse alternative end states that are not other conditions of the data.
+
+    Parameters
+    ----------
+    labels
+        Condition of each cell.
+    alt_states
+        Labels of the alternative end states (Geneformer's ``alt_states``).
+    column
+        The condition column, named in errors.
+    case, control
+        The perturbed cells' label and the goal state's (None: no goal state).
+    source
+        File of the labels, named in errors.
+
+    Raises
+    ------
+    InputError
+        A state is not a label of ``column``, repeats, is the case or control label, or
+        there is no goal state.
+    """
+    if not alt_states:
+        return
+    if control is None:
+        raise InputError("alt_states need a goal state (a control label)", source)
+    present = sorted(set(np.asarray(labels).astype(str).tolist()))
+    seen: set[str] = set()
+    for state in alt_states:
+        if state in (case, control):
+            raise InputError(
+                f"alt_states: {state!r} is the {'case' if state == case else 'control'} label, "
+                "not an alternative end state",
+                source,
+            )
+        if state not in present:
+            raise InputError(
+                f"alt_states: no cell labelled {state!r} in {column!r} (its labels: "
+                f"{', '.join(present)})",
+                source,
+            )
+        if state in seen:
+            raise InputError(f"alt_states: {state!r} is listed twice", source)
+        seen.add(state)
 
 
 def expressed_tokens(

@@ -85,6 +85,63 @@ def config_problems(fetched=()):
         if missing(gmt):
             problems.append(f"modules.gene_sets: {gmt} does not exist")
     problems += _perturb_gene_problems(config["perturb"])
+    problems += _perturb_stats_problems(
+        config["perturb"], config["conditions"], config["tokenize"]["medians"]
+    )
+    return problems
+
+
+#: What a run with perturb.geneformer_table: true keeps of its per-cell shifts (the null
+#: of other studies' vs_null stats; geneattn.geneformer_stats.CELLS_FILE).
+NULL_CELLS_FILE = "perturbation_cells.tsv"
+
+
+def null_study_file(path):
+    """The per-cell shift table of perturb.null_study: a results directory's, or the file."""
+    return os.path.join(path, NULL_CELLS_FILE) if os.path.isdir(path) else path
+
+
+def _perturb_stats_problems(perturb, conditions, medians):
+    stats, alt, null = perturb["geneformer_stats"], perturb["alt_states"], perturb["null_study"]
+    problems = []
+    if not perturb["geneformer_table"]:
+        if stats != "goal_state_shift":
+            problems.append(f"perturb.geneformer_stats: {stats} is the mode of "
+                            "perturbation_geneformer.tsv, which needs geneformer_table: true")
+        if alt:
+            problems.append("perturb.alt_states: set, but only perturbation_geneformer.tsv "
+                            "uses them, which needs geneformer_table: true")
+    if alt and stats != "goal_state_shift":
+        problems.append(f"perturb.alt_states: used by geneformer_stats: goal_state_shift only, "
+                        f"not {stats}")
+    if alt and not conditions:
+        problems.append("perturb.alt_states: a single-condition study (conditions: null) has "
+                        "no goal state for alternative end states")
+    elif alt:
+        for state in alt:
+            for role in ("case", "control"):
+                if state == conditions[role]:
+                    problems.append(f"perturb.alt_states: {state!r} is the {role} label "
+                                    "(conditions), not an alternative end state")
+        if len(set(alt)) != len(alt):
+            problems.append("perturb.alt_states: a label is listed twice")
+        if medians == "corpus":
+            problems.append("perturb.alt_states: the alternative states' cells are tokenized "
+                            "apart, so tokenize.medians: corpus would rank them by other "
+                            "medians (use geneformer_v1 or dictionary)")
+    if null and stats != "vs_null":
+        problems.append(f"perturb.null_study: set, but only geneformer_stats: vs_null uses it "
+                        f"(not {stats})")
+    if stats == "vs_null" and not null:
+        problems.append("perturb.null_study: empty, but geneformer_stats: vs_null compares "
+                        "with a null study (its results directory, which a run with "
+                        "geneformer_table: true fills)")
+    elif stats == "vs_null" and not os.path.exists(null):
+        problems.append(f"perturb.null_study: {null} does not exist (another study's results "
+                        f"directory or its {NULL_CELLS_FILE})")
+    elif stats == "vs_null" and not os.path.isfile(null_study_file(null)):
+        problems.append(f"perturb.null_study: {null} holds no {NULL_CELLS_FILE} (run that "
+                        "study with perturb.geneformer_table: true)")
     return problems
 
 

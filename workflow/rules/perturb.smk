@@ -5,6 +5,67 @@
 # the perturbed cells: the case cells, or every cell of a single-condition study
 PERTURB_CASE = CONDITIONS.get("case", "all")
 PERTURB_CONTROL = opt("--control", CONDITIONS.get("control"))
+# vs_null: the null study's gathered per-cell shifts, its perturbation_cells.tsv or the file
+# named (check_config() checks it exists)
+PERTURB_NULL = {}
+if config["perturb"]["geneformer_table"] and config["perturb"]["geneformer_stats"] == "vs_null":
+    PERTURB_NULL = {"null": null_study_file(config["perturb"]["null_study"])}
+
+
+# Alternative end states (perturb.alt_states, Geneformer's alt_states): QC drops the cells of
+# other labels, so their cells get their own QC, tokens and embeddings (same options and
+# model); perturb_plan takes their state embeddings beside the control's.
+ALT_STATES = config["perturb"]["alt_states"]
+ALT = f"{OUT}/alt_states"
+
+if ALT_STATES:
+
+    use rule qc as alt_states_qc with:
+        output:
+            h5ad=f"{ALT}/qc.h5ad",
+            summary=f"{ALT}/qc_summary.json",
+            plot=f"{ALT}/qc.png",
+        params:
+            cond=f"--condition-column {shlex.quote(CONDITION_COLUMN)} --keep "
+            + " ".join(shlex.quote(a) for a in ALT_STATES),
+        log:
+            f"{LOGS}/alt_states_qc.log",
+        benchmark:
+            f"{BENCH}/alt_states_qc.tsv"
+
+    use rule tokenize as alt_states_tokenize with:
+        input:
+            h5ad=rules.alt_states_qc.output.h5ad,
+            token_dict=rules.tokenize.input.token_dict,
+            medians=rules.tokenize.input.medians,
+            names=rules.tokenize.input.names,
+            mapping=rules.tokenize.input.mapping,
+        output:
+            tokens=f"{ALT}/tokens.npz",
+            summary=f"{ALT}/tokenize_summary.json",
+        log:
+            f"{LOGS}/alt_states_tokenize.log",
+        benchmark:
+            f"{BENCH}/alt_states_tokenize.tsv"
+
+    rule alt_states_embed:
+        input:
+            tokens=rules.alt_states_tokenize.output.tokens,
+            model=rules.model.output[0],
+            h5ad=rules.alt_states_qc.output.h5ad,
+        output:
+            f"{ALT}/embeddings.h5ad",
+        threads: 2
+        resources:
+            mem_mb=mem_mb(1000, 2),
+            runtime=runtime(10, 0.1),
+        log:
+            f"{LOGS}/alt_states_embed.log",
+        conda:
+            ENV
+        shell:
+            "geneattn embed {input.tokens} --model {input.model} --obs {input.h5ad}"
+            " --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule perturb_plan:
@@ -15,6 +76,7 @@ rule perturb_plan:
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
         differential=DIFFERENTIAL.differential,
+        **({"alt": f"{ALT}/embeddings.h5ad"} if ALT_STATES else {}),
     output:
         plan=f"{OUT}/perturbation/plan.npz",
         # the genes asked for (listed, or hubs passed over) that are not perturbed, and why
@@ -25,6 +87,10 @@ rule perturb_plan:
         case=PERTURB_CASE,
         control=PERTURB_CONTROL,
         genes=" ".join(shlex.quote(g) for g in config["perturb"]["genes"]),
+        alt=lambda wildcards, input: " ".join(
+            [f"--alt-state {shlex.quote(a)}" for a in ALT_STATES]
+            + ([f"--alt-embeddings {shlex.quote(input.alt)}"] if ALT_STATES else [])
+        ),
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 3),
@@ -42,7 +108,7 @@ rule perturb_plan:
         " --hubs-per-module {params.p[hubs_per_module]} --disease-fdr {params.p[disease_fdr]}"
         " --max-genes {params.p[max_genes]} --min-cells {params.p[min_cells]}"
         " --null-per-bin {params.p[null_per_bin]} --seed {params.p[seed]}"
-        " --summary-stat {params.p[summary_stat]}"
+        " --summary-stat {params.p[summary_stat]} {params.alt}"
         " --out {output.plan} --out-skipped {output.skipped} > {log} 2>&1"
 
 
@@ -97,6 +163,7 @@ rule perturbation:
         names=rules.fetch_resources.output.names,
         modules=rules.modules.output.modules,
         h5ad=rules.qc.output.h5ad,
+        **PERTURB_NULL,
     output:
         table=f"{OUT}/perturbation.tsv",
         **(
@@ -109,8 +176,23 @@ rule perturbation:
             if config["perturb"]["groups"]
             else {}
         ),
+        **(
+            {"cells": f"{OUT}/perturbation_cells.tsv"}
+            if config["perturb"]["geneformer_table"]
+            else {}
+        ),
     params:
-        gf=lambda wildcards, output: opt("--geneformer-out", output.get("geneformer")),
+        gf=lambda wildcards, output: (
+            opt("--geneformer-out", output.get("geneformer"))
+            + " "
+            + opt("--cells-out", output.get("cells"))
+            + " "
+            + opt("--null-shifts", PERTURB_NULL.get("null"))
+            + " "
+            + opt("--geneformer-stats", config["perturb"]["geneformer_stats"])
+            if config["perturb"]["geneformer_table"]
+            else ""
+        ),
         groups=lambda wildcards, output: opt("--groups-out", output.get("groups")),
         sample=opt("--sample-column", (config["conditions"] or {}).get("sample")),
     threads: 1

@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             plan.tokens,
             args.mode,
             goal=goal,
+            alt_goals=plan.alt_goal_map,
             shift=args.shift,
             n_threads=args.threads,
             progress=progress,
@@ -138,7 +139,7 @@ def _geneformer(args, model, plan, cells, goal, progress):
         geneformer_perturbation_shifts,
         geneformer_shift_table,
     )
-    from geneattn.perturb import shift_table
+    from geneattn.perturb import alt_shift_column, shift_table
     from geneattn.resources.load import load_gene_name_map
 
     names = load_gene_name_map(args.gene_names) if args.gene_names else None
@@ -151,8 +152,10 @@ def _geneformer(args, model, plan, cells, goal, progress):
 
     anchor = None if args.anchor is None else token(args.anchor)
     groups = [[token(g) for g in spec.split(",") if g.strip()] for spec in args.group]
+    # the goal and the alternative end states (keys "alt_{label}": never "goal")
+    alt = {f"alt_{k}": v for k, v in plan.alt_goal_map.items()}
     options = {
-        "states": None if goal is None else {"goal": goal},
+        "states": None if goal is None else {"goal": goal, **alt},
         "goal": None if goal is None else "goal",
         "n_threads": args.threads,
     }
@@ -168,6 +171,9 @@ def _geneformer(args, model, plan, cells, goal, progress):
         anchor=anchor,
         progress=progress,
         **options,
+    )
+    shifts = shifts.rename(
+        columns={f"shift_to_alt_{k}": alt_shift_column(k) for k in plan.alt_goal_map}
     )
     group_shifts = None
     if groups:

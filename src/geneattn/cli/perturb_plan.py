@@ -25,6 +25,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--embeddings", help="embeddings.h5ad of `geneattn embed` (the control centroid)"
     )
     parser.add_argument(
+        "--alt-state",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="another label of --condition-column whose cells' state embedding is an "
+        "alternative end state (Geneformer's alt_states; repeatable; needs --control)",
+    )
+    parser.add_argument(
+        "--alt-embeddings",
+        help="embeddings .h5ad of the --alt-state cells (`geneattn embed` of their own QC "
+        "and tokens), when --obs and --embeddings hold only the case and control cells",
+    )
+    parser.add_argument(
         "--summary-stat",
         choices=["exact_mean", "exact_median"],
         default="exact_mean",
@@ -75,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.perturb import save_plan
     from geneattn.resources.load import load_gene_name_map
     from geneattn.targets import (
+        check_alt_states,
         choose_targets,
         control_centroid,
         expressed_tokens,
@@ -93,6 +107,17 @@ def run(args: argparse.Namespace) -> int:
     if args.genes_from == "hubs" and args.modules is None:
         raise InputError("--genes-from hubs needs --modules")
     labels, _ = read_condition_labels(args.obs, args.condition_column)
+    alt_embeddings = alt_labels = None
+    if args.alt_state and args.alt_embeddings is not None:
+        alt_embeddings, alt_labels = read_embeddings(args.alt_embeddings, args.condition_column)
+    check_alt_states(
+        labels.dropna().astype(str).to_numpy() if alt_labels is None else alt_labels,
+        args.alt_state,
+        column=args.condition_column,
+        case=args.case,
+        control=args.control,
+        source=args.obs if alt_labels is None else args.alt_embeddings,
+    )
     case_index = labelled_positions(
         load_cell_ids(args.tokens), labels, args.case, column=args.condition_column, source=args.obs
     )
@@ -119,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         differential_source=args.differential,
     )
     goal = None
+    alt_goals = {}
     if args.control is not None:
         embeddings, emb_labels = read_embeddings(args.embeddings, args.condition_column)
         goal = control_centroid(
@@ -128,11 +154,26 @@ def run(args: argparse.Namespace) -> int:
             summary_stat=args.summary_stat,
             source=args.embeddings,
         )
+        if alt_embeddings is None:
+            alt_embeddings, alt_labels, alt_source = embeddings, emb_labels, args.embeddings
+        else:
+            alt_source = args.alt_embeddings
+        alt_goals = {
+            label: control_centroid(
+                alt_embeddings,
+                alt_labels,
+                label,
+                summary_stat=args.summary_stat,
+                source=alt_source,
+            )
+            for label in args.alt_state
+        }
     plan = perturbation_plan(
         targets=chosen.tokens,
         presence=presence,
         expressed=expressed,
         goal=goal,
+        alt_goals=alt_goals,
         null_per_bin=args.null_per_bin,
         seed=args.seed,
     )
@@ -148,4 +189,6 @@ def run(args: argparse.Namespace) -> int:
         args.case,
         "" if args.control is None else f"; goal: centroid of the {args.control} cells",
     )
+    if args.alt_state:
+        log.info("alternative end states: %s", ", ".join(args.alt_state))
     return 0

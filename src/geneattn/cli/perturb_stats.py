@@ -30,9 +30,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--geneformer-out",
-        help="also write Geneformer's InSilicoPerturberStats table with its column names: "
-        "goal_state_shift (Shift_to_goal_end, Goal_end_vs_random_pval, Goal_end_FDR, ...) "
-        "with a goal state, else mixture_model",
+        help="also write Geneformer's InSilicoPerturberStats table with its column names "
+        "(Shift_to_goal_end, Goal_end_vs_random_pval, Goal_end_FDR, ...), of the mode "
+        "--geneformer-stats",
+    )
+    parser.add_argument(
+        "--geneformer-stats",
+        choices=["goal_state_shift", "vs_null", "mixture_model"],
+        default="goal_state_shift",
+        help="Geneformer's stats mode of --geneformer-out: goal_state_shift (with the "
+        "plan's alternative end states; mixture_model without a goal state), vs_null "
+        "(against --null-shifts) or mixture_model",
+    )
+    parser.add_argument(
+        "--null-shifts",
+        help="vs_null: the null study's per-cell shifts (its perturbation_cells.tsv, or its "
+        "results directory holding one)",
+    )
+    parser.add_argument(
+        "--cells-out",
+        help="also write the gathered per-cell shifts (perturbation_cells.tsv: another "
+        "study's --null-shifts)",
     )
 
 
@@ -45,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.perturb import perturbation_table, read_module_annotation, read_shift_tables
     from geneattn.resources.load import load_gene_name_map
 
+    null = None
+    if args.geneformer_stats == "vs_null" and args.geneformer_out:
+        from geneattn.geneformer_stats import null_shift_file
+
+        if args.null_shifts is None:
+            raise InputError("--geneformer-stats vs_null needs --null-shifts")
+        null = read_shift_tables([null_shift_file(args.null_shifts)])
     table = read_shift_tables(args.shards)
     module_of = module_symbols = None
     if args.modules is not None:
@@ -74,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if args.geneformer_out:
         from geneattn.geneformer_stats import geneformer_table
 
-        extra[args.geneformer_out] = geneformer_table(table, name_map=name_map)
+        extra[args.geneformer_out] = geneformer_table(
+            table, name_map=name_map, stats=args.geneformer_stats, null=null
+        )
+    if args.cells_out:
+        extra[args.cells_out] = table
     with atomic_path(args.out) as path:
         write_table(path, out)
         for extra_path, extra_table in extra.items():

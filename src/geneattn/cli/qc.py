@@ -32,7 +32,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="obs column of conditions; leave out (with --keep) for a single-condition study",
     )
     parser.add_argument(
-        "--keep", nargs=2, metavar=("CASE", "CONTROL"), help="the two condition labels to keep"
+        "--keep",
+        nargs="+",
+        metavar="LABEL",
+        help="the condition labels to keep: case then control (or, for the cells of "
+        "alternative end states, those labels)",
     )
     parser.add_argument("--min-genes", type=int, default=200, help="min detected genes per cell")
     parser.add_argument("--min-cells", type=int, default=3, help="min cells per gene")

@@ -11,6 +11,7 @@ from geneattn.store import conditions, get_model, get_tokens, record, require
 
 if TYPE_CHECKING:
     import anndata as ad
+    import pandas as pd
 
     from geneattn.models.protocol import AttentionModel
 
@@ -33,6 +34,10 @@ def perturb(
     groupby: str | None = None,
     case: str | None = None,
     control: str | None = None,
+    alt_states: Sequence[str] = (),
+    geneformer_table: bool = False,
+    geneformer_stats: str = "goal_state_shift",
+    null_study: str | Path | pd.DataFrame | ad.AnnData | None = None,
     n_threads: int | None = None,
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -62,6 +67,24 @@ def perturb(
     groupby, case, control
         The condition column, the perturbed cells' label and the goal state's (None: those
         :func:`geneattn.pp.qc` kept; no control: cosine shifts only).
+    alt_states
+        Other labels of ``groupby`` whose cells' mean embedding is an alternative end state
+        (Geneformer's ``alt_states``; config ``perturb.alt_states``): the shifts toward each
+        go to the per-cell table's ``alt_shift_{label}`` and the Geneformer table's
+        ``Shift_to_alt_end_{label}`` columns.
+    geneformer_table
+        Also store Geneformer's stats table with its column names
+        (:func:`geneattn.geneformer_stats.geneformer_table`; ``perturbation_geneformer.tsv``)
+        in ``uns["perturbation"]["geneformer"]`` and the per-cell shifts
+        (``perturbation_cells.tsv``) in ``uns["perturbation"]["cells"]``.
+    geneformer_stats
+        Its mode: ``goal_state_shift``, ``vs_null`` or ``mixture_model`` (config
+        ``perturb.geneformer_stats``).
+    null_study
+        ``vs_null``: the null study's per-cell shifts: an AnnData perturbed with
+        ``geneformer_table=True``, its ``uns["perturbation"]["cells"]``, or a results
+        directory / ``perturbation_cells.tsv`` of the workflow (config
+        ``perturb.null_study``).
     n_threads
         Rayon threads (None: every core).
     copy
@@ -72,17 +95,20 @@ def perturb(
     anndata.AnnData or None
         The copy when ``copy``; otherwise ``uns["perturbation"]`` with ``table``
         (``perturbation.tsv``), ``skipped`` (the genes asked for that are not perturbed, and
-        why: ``perturbation/skipped.tsv``) and ``params``.
+        why: ``perturbation/skipped.tsv``), ``params`` and, with ``geneformer_table``,
+        ``geneformer`` and ``cells``.
 
     Raises
     ------
     InputError
-        No gene is left to perturb (the message names the skipped genes), or an input is
-        missing.
+        No gene is left to perturb (the message names the skipped genes), an input is
+        missing, an alternative end state is not a label of ``groupby`` (or is the case or
+        control), or ``vs_null`` has no ``null_study``.
     """
     from geneattn.cells import condition_labels, labelled_positions
     from geneattn.embeddings import EMBEDDING_KEY
     from geneattn.errors import InputError
+    from geneattn.geneformer_stats import STATS_MODES
     from geneattn.perturb import (
         module_annotation,
         perturbation_shifts,
@@ -90,6 +116,7 @@ def perturb(
         shift_table,
     )
     from geneattn.targets import (
+        check_alt_states,
         choose_targets,
         control_centroid,
         expressed_tokens,
@@ -99,10 +126,29 @@ def perturb(
 
     if not 0.0 <= shift <= 1.0:
         raise InputError(f"shift must be between 0 and 1, got {shift}")
+    if geneformer_stats not in STATS_MODES:
+        raise InputError(
+            f"geneformer_stats must be one of {', '.join(STATS_MODES)}, got {geneformer_stats!r}"
+        )
+    if geneformer_table and geneformer_stats == "vs_null" and null_study is None:
+        raise InputError("geneformer_stats vs_null needs null_study")
+    if alt_states and not (geneformer_table and geneformer_stats == "goal_state_shift"):
+        raise InputError(
+            "alt_states are used by the goal_state_shift Geneformer table only: give "
+            "geneformer_table=True (and geneformer_stats='goal_state_shift')"
+        )
     adata = adata.copy() if copy else adata
     column, case, control = conditions(adata, groupby, case, control)
     cells = get_tokens(adata)
     labels = condition_labels(adata.obs, column)
+    alt_states = [str(s) for s in alt_states]
+    check_alt_states(
+        labels.dropna().astype(str).to_numpy(),
+        alt_states,
+        column=column,
+        case=case,
+        control=control,
+    )
     case_cells = subset_cells(
         cells, labelled_positions(cells.cell_ids, labels, case, column=column)
     )
@@ -132,17 +178,21 @@ def perturb(
         differential_source="uns['differential']",
     )
     goal = None
+    alt_goals = {}
     if control is not None:
         if EMBEDDING_KEY not in adata.obsm:
             raise InputError(f"adata.obsm has no {EMBEDDING_KEY!r}: run geneattn.tl.embed first")
-        goal = control_centroid(
-            adata.obsm[EMBEDDING_KEY], adata.obs[column].astype(str).to_numpy(), control
-        )
+        state_labels = adata.obs[column].astype(str).to_numpy()
+        goal = control_centroid(adata.obsm[EMBEDDING_KEY], state_labels, control)
+        alt_goals = {
+            s: control_centroid(adata.obsm[EMBEDDING_KEY], state_labels, s) for s in alt_states
+        }
     plan = perturbation_plan(
         targets=chosen.tokens,
         presence=presence,
         expressed=expressed,
         goal=goal,
+        alt_goals=alt_goals,
         null_per_bin=null_per_bin,
         seed=seed,
     )
@@ -152,18 +202,31 @@ def perturb(
         plan.tokens,
         mode,
         goal=goal,
+        alt_goals=plan.alt_goal_map,
         shift=shift,
         n_threads=defaults.threads(n_threads),
     )
     module_of = module_symbols = None
     if stored_modules is not None:
         module_of, module_symbols = module_annotation(stored_modules["table"])
+    cell_table = shift_table(plan, shifts, case_cells, mode)
     table = perturbation_table(
-        shift_table(plan, shifts, case_cells, mode),
+        cell_table,
         name_map=name_map,
         module_of=module_of,
         module_symbols=module_symbols,
     )
+    extra = {}
+    if geneformer_table:
+        from geneattn.geneformer_stats import geneformer_table as gf_table
+
+        extra["geneformer"] = gf_table(
+            cell_table,
+            name_map=name_map,
+            stats=geneformer_stats,
+            null=_null_cells(null_study) if geneformer_stats == "vs_null" else None,
+        )
+        extra["cells"] = cell_table
     record(
         adata,
         "perturbation",
@@ -181,8 +244,34 @@ def perturb(
             "shift": shift,
             "null_per_bin": null_per_bin,
             "seed": seed,
+            "alt_states": alt_states,
+            "geneformer_table": geneformer_table,
+            "geneformer_stats": geneformer_stats,
         },
         table=table,
         skipped=chosen.skipped,
+        **extra,
     )
     return adata if copy else None
+
+
+def _null_cells(null_study) -> pd.DataFrame:
+    """The per-cell shifts of a null study given as AnnData, table, file or directory."""
+    import anndata as ad
+    import pandas as pd
+
+    from geneattn.errors import InputError
+    from geneattn.geneformer_stats import null_shift_file
+    from geneattn.perturb import read_shift_tables
+
+    if isinstance(null_study, ad.AnnData):
+        stored = null_study.uns.get("perturbation", {})
+        if "cells" not in stored:
+            raise InputError(
+                "null_study has no uns['perturbation']['cells']: perturb it with "
+                "geneformer_table=True"
+            )
+        return stored["cells"]
+    if isinstance(null_study, pd.DataFrame):
+        return null_study
+    return read_shift_tables([null_shift_file(null_study)])
