@@ -31,7 +31,8 @@ ga.tl.evaluate(adata, label_column="cluster_orig")
 # (var["module_kme"]), module-condition association with the patient as the unit, and
 # preservation of each module from the control to the case network: uns["module_analysis"]
 ga.tl.module_analysis(adata, sample_column="patient")
-ga.tl.perturb(adata)  # delete hub genes of the disease modules: uns["perturbation"]
+# delete hub genes of the disease modules, tested across patients: uns["perturbation"]
+ga.tl.perturb(adata, sample_column="patient")
 
 print(adata)
 print(adata.uns["perturbation"]["table"].head(10).to_string(index=False))

@@ -195,6 +195,7 @@ rule perturbation:
         ),
         groups=lambda wildcards, output: opt("--groups-out", output.get("groups")),
         sample=opt("--sample-column", (config["conditions"] or {}).get("sample")),
+        seed=config["perturb"]["seed"],
     threads: 1
     resources:
         mem_mb=mem_mb(1000, 5),
@@ -205,7 +206,7 @@ rule perturbation:
         ENV
     shell:
         "geneattn perturb-stats {input.shards} --gene-names {input.names}"
-        " --modules {input.modules} --obs {input.h5ad} {params.sample}"
+        " --modules {input.modules} --obs {input.h5ad} {params.sample} --seed {params.seed}"
         " --out {output.table} {params.gf} {params.groups} > {log} 2>&1"
 
 

@@ -38,6 +38,7 @@ def perturb(
     geneformer_table: bool = False,
     geneformer_stats: str = "goal_state_shift",
     null_study: str | Path | pd.DataFrame | ad.AnnData | None = None,
+    sample_column: str | None = None,
     n_threads: int | None = None,
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -85,6 +86,11 @@ def perturb(
         ``geneformer_table=True``, its ``uns["perturbation"]["cells"]``, or a results
         directory / ``perturbation_cells.tsv`` of the workflow (config
         ``perturb.null_study``).
+    sample_column
+        ``obs`` column of each cell's sample (donor; config ``conditions.sample``): each
+        gene's shift beyond its null genes is then tested across samples (sign flips,
+        bootstrap interval; :func:`geneattn.perturb.perturbation_table`); None: across
+        cells, which treats them as independent replicates.
     n_threads
         Rayon threads (None: every core).
     copy
@@ -210,11 +216,20 @@ def perturb(
     if stored_modules is not None:
         module_of, module_symbols = module_annotation(stored_modules["table"])
     cell_table = shift_table(plan, shifts, case_cells, mode)
+    samples = None
+    if sample_column is not None:
+        if sample_column not in adata.obs:
+            raise InputError(f"adata.obs has no column {sample_column!r} (sample_column)")
+        samples = dict(
+            zip(adata.obs_names.astype(str), adata.obs[sample_column].astype(str), strict=True)
+        )
     table = perturbation_table(
         cell_table,
         name_map=name_map,
         module_of=module_of,
         module_symbols=module_symbols,
+        samples=samples,
+        seed=seed,
     )
     extra = {}
     if geneformer_table:
@@ -247,6 +262,7 @@ def perturb(
             "alt_states": alt_states,
             "geneformer_table": geneformer_table,
             "geneformer_stats": geneformer_stats,
+            "sample_column": sample_column,
         },
         table=table,
         skipped=chosen.skipped,
