@@ -107,14 +107,92 @@ def _pca(study: str, cell_ids: np.ndarray, width: int) -> np.ndarray:
 def _programs(study: str) -> tuple[pd.DataFrame, str]:
     path = Path(f"results/{study}/evaluation.tsv")
     header = [line[2:].strip() for line in path.read_text().splitlines() if line.startswith("#")]
-    return pd.read_csv(path, sep="\t", comment="#"), "; ".join(header)
+    return pd.read_csv(path, sep="\t", comment="#"), "\n".join(header)
+
+
+def _head_value(header: str, prefix: str) -> str:
+    """The value after ``prefix`` in an evaluation head (``""`` when absent)."""
+    for line in header.splitlines():
+        if line.startswith(prefix):
+            return line[len(prefix) :].strip().split()[0]
+    return ""
+
+
+def summary_tables(evidence: pd.DataFrame, programs: pd.DataFrame, kinds: list[str]):
+    """README's two tables: label transfer and module counts per model and attention mode,
+    and the fraction of each config program's gene pairs kept in one module (p-value)."""
+    rows = []
+    names = {"study": "study model (d 64)", "checkpoint": "random V1-size checkpoint"}
+    ppi = evidence[evidence["model"] == "ppi_only"]["modules"]
+    ppi_head = ppi.iloc[0] if len(ppi) else ""
+    for kind in kinds:
+        part = evidence[evidence["model"] == kind].set_index("embedding")
+        row = {"model": names.get(kind, kind)}
+        for mode, label in (
+            ("dense", "embeddings: dense"),
+            ("genohoption", "GenoHoption"),
+            ("pca", "PCA"),
+            ("random", "random"),
+        ):
+            row[label] = f"{part.loc[mode, 'balanced_accuracy']:.3f}"
+        for mode, label in (("dense", "modules enriched: dense"), ("genohoption", "GenoHoption")):
+            head = str(part.loc[mode, "modules"])
+            row[label] = (
+                f"{_head_value(head, 'enriched at FDR < 0.05:')} of {_head_value(head, 'modules:')}"
+            )
+        row["PPI alone"] = (
+            f"{_head_value(ppi_head, 'enriched at FDR < 0.05:')} of "
+            f"{_head_value(ppi_head, 'modules:')}"
+        )
+        for mode, label in (
+            ("dense", "programs kept >= co-expression: dense"),
+            ("genohoption", "GenoHoption "),
+        ):
+            head = str(part.loc[mode, "modules"])
+            found = [
+                line for line in head.splitlines() if line.startswith("programs with >= 2 genes")
+            ]
+            if found:
+                total = found[0].split(":")[1].split(";")[0].strip()
+                kept = found[0].rsplit(" ", 1)[1]
+                row[label] = f"{kept} of {total}"
+        rows.append(row)
+    first = pd.DataFrame(rows)
+
+    def cell(fraction, p) -> str:
+        return "" if pd.isna(fraction) else f"{fraction:.2f} (p = {p:.2g})"
+
+    config = yaml.safe_load(Path("config.yaml").read_text())
+    wanted = list(config["evaluation"]["programs"])
+    table = {}
+    for kind in kinds:
+        for mode in MODES:
+            part = programs[(programs["model"] == kind) & (programs["attention"] == mode)]
+            part = part.set_index("program")
+            table[f"{kind} {mode}"] = {
+                p: cell(part.loc[p, "attention_fraction"], part.loc[p, "attention_p_value"])
+                for p in wanted
+                if p in part.index
+            }
+            if kind == kinds[0] and mode == "dense":
+                table["co-expression"] = {
+                    p: cell(*part.loc[p, ["coexpression_fraction", "coexpression_p_value"]])
+                    for p in wanted
+                    if p in part.index
+                }
+    ppi = programs[programs["model"] == "ppi_only"].set_index("program")
+    table["PPI alone"] = {
+        p: cell(ppi.loc[p, "fraction"], ppi.loc[p, "p_value"]) for p in wanted if p in ppi.index
+    }
+    second = pd.DataFrame(table).rename_axis("program (pairs sharing a module)").reset_index()
+    return first, second.fillna("")
 
 
 def _ppi_modules(study: str) -> tuple[pd.DataFrame, str]:
     """Program cohesion and enrichment of Leiden modules of the PPI among the universe."""
     from geneattn.diffusion import ppi_prior
     from geneattn.enrichment import load_gene_sets, module_enrichment
-    from geneattn.evaluation import DEFAULT_PROGRAMS, enriched_fraction, program_cohesion
+    from geneattn.evaluation import DEFAULT_PROGRAMS, enriched_fraction, program_pair_sharing
     from geneattn.modules import leiden_modules, undirected_weights
     from geneattn.network import load_network
     from geneattn.resources.load import load_ppi
@@ -134,11 +212,8 @@ def _ppi_modules(study: str) -> tuple[pd.DataFrame, str]:
     e = enriched_fraction(table, enrichment)
     programs = config["evaluation"].get("programs") or DEFAULT_PROGRAMS
     n = config["evaluation"]["permutations"]
-    cohesion = program_cohesion(table, programs, n_permutations=n, seed=0)
-    header = (
-        f"modules: {e['n_modules']}; enriched at FDR < 0.05: {e['n_enriched']} "
-        f"({e['fraction']:.3f})"
-    )
+    cohesion = program_pair_sharing(table, programs, n_permutations=n, seed=0)
+    header = f"modules: {e['n_modules']}\nenriched at FDR < 0.05: {e['n_enriched']}"
     return cohesion, header
 
 
@@ -148,6 +223,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--kinds", nargs="+", default=["study", "checkpoint"])
+    parser.add_argument("--summary", help="directory for README's two tables (e.g. results/readme)")
     args = parser.parse_args()
     rows, programs = [], []
     for kind in args.kinds:
@@ -199,6 +275,11 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     evidence.to_csv(OUT / "evidence.tsv", sep="\t", index=False)
     prog.to_csv(OUT / "programs.tsv", sep="\t", index=False)
+    if args.summary:
+        first, second = summary_tables(evidence, prog, args.kinds)
+        Path(args.summary).mkdir(parents=True, exist_ok=True)
+        first.to_csv(Path(args.summary) / "genohoption_evidence.tsv", sep="\t", index=False)
+        second.to_csv(Path(args.summary) / "genohoption_programs.tsv", sep="\t", index=False)
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
         print(evidence.to_string(index=False))
         print(prog.to_string(index=False))

@@ -3,8 +3,8 @@ session's demo run.
 
 ``make test`` runs pytest on two workers (pytest-xdist). The demo run is made once for all
 workers: the first worker to ask runs it into the session's shared temporary directory under
-a file lock, the others wait for it and reuse it. The tests that compare with it are moved to
-the end, so one worker makes the run while the other still has the rest to do.
+a file lock, the others wait for it and reuse it. One test that compares with it goes first
+and the others last, so one worker makes the run while the other works through the rest.
 """
 
 from __future__ import annotations
@@ -20,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests that compare with the demo run go last (in their collected order)."""
-    items.sort(key=lambda item: "demo_run" in getattr(item, "fixturenames", ()))
+    """One test of the demo run goes first (its worker starts the run at once, while the
+    other works through the rest), the other tests of the demo run last."""
+    uses = ["demo_run" in getattr(item, "fixturenames", ()) for item in items]
+    if any(uses):
+        first = uses.index(True)
+        order = [first] + [i for i, u in enumerate(uses) if not u]
+        order += [i for i, u in enumerate(uses) if u and i != first]
+        items[:] = [items[i] for i in order]
 
 
 @pytest.fixture(scope="session")

@@ -285,7 +285,8 @@ def test_demo_study_runs_in_genohoption_mode(tmp_path, resources_dir):
         "attention": {"mode": "genohoption", "graph": "union", "diffusion": "heat"},
         "modules": {"permutations": 200},
         "evaluation": {"permutations": 200},
-        "perturb": {"hubs_per_module": 1, "null_per_bin": 2},
+        # two listed genes and one null gene per bin: GenoHoption re-runs the encoder per edit
+        "perturb": {"genes_from": "list", "genes": ["CCL5", "GZMB"], "null_per_bin": 1},
     }
     (workdir / "study.yaml").write_text(yaml.safe_dump(study))
     run_workflow(workdir, "--configfile", "config.yaml", "study.yaml")
@@ -302,6 +303,7 @@ def test_demo_study_runs_in_genohoption_mode(tmp_path, resources_dir):
     assert len(edges) > 0
     perturbation = pd.read_csv(out / "perturbation.tsv", sep="\t")
     assert len(perturbation) > 0 and np.isfinite(perturbation["mean_cosine_shift"]).all()
+    assert set(perturbation["gene"]) == {"CCL5", "GZMB"}
     assert (out / "report.html").stat().st_size > 0
 
 

@@ -288,7 +288,7 @@ def test_cli_geneformer_pickles_gene_mapping_and_attributes(tmp_path, resources_
     # a mapping that knows every gene but the most expressed one of cell 0 (lower-case keys
     # are never matched: Geneformer upper-cases the IDs first)
     x0 = np.asarray(adata.X[0].todense()).ravel()
-    x0[~np.isin(adata.var_names, list(tokens))] = 0
+    x0[~adata.var_names.isin(list(tokens))] = 0  # hashed: np.isin on strings is quadratic
     top = str(adata.var_names[int(np.argmax(x0))])
     mapping = {g.upper(): g for g in tokens if g.startswith("ENS") and g != top}
     for name, obj in (("tok.pkl", tokens), ("med.pkl", medians), ("map.pkl", mapping)):
