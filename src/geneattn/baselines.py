@@ -487,8 +487,12 @@ def evaluate_against_baselines(
     full = log_normalise(counts.X, n_counts=n_counts)
     expression = full[:, np.maximum(columns, 0)].toarray()
     expression[:, columns < 0] = 0.0
-    coexpr = coexpression_modules(
-        expression,
+    # The co-expression modules of a gene set do not depend on the order the module table
+    # lists its genes in (Leiden's result depends on the node order): genes by Ensembl ID.
+    order = np.argsort(modules["gene_id"].astype(str).to_numpy(), kind="stable")
+    coexpr = np.empty(len(order), dtype=np.int64)
+    coexpr[order] = coexpression_modules(
+        expression[:, order],
         top_k=top_k,
         resolution=resolution,
         objective=objective,
