@@ -21,7 +21,7 @@ ga.pp.tokenize(adata)  # Geneformer V1 rank-value tokens: obsm["geneattn_tokens"
 ga.tl.model(adata)  # study-derived attention weights (or checkpoint="gf-6L-30M-i2048")
 ga.tl.embed(adata)  # obsm["X_geneattn"]
 ga.tl.attention(adata)  # gene x gene attention sums per condition: uns["attention"]
-ga.tl.network(adata)  # PPR diffusion over the PPI prior, top 10 edges: uns["network"]
+ga.tl.network(adata)  # mean attention, top 10 edges per gene: uns["network"]
 ga.tl.modules(adata)  # Leiden modules of the pooled network: uns["modules"], var["module"]
 ga.tl.differential(adata)  # case vs control, permuting cell labels: uns["differential"]
 # enriched modules; known programs kept together beside co-expression modules of the same

@@ -134,7 +134,7 @@ def network(
     min_cells: int = 3,
     top_k: int = 10,
     symmetrize: bool = True,
-    diffusion: str = "ppr",
+    diffusion: str = "none",
     prior: str = "ppi",
     alpha: float = 0.25,
     t: float = 5.0,
@@ -148,8 +148,9 @@ def network(
     """The gene network of each condition (the ``network`` rule,
     :func:`geneattn.network.build_network`).
 
-    Mean attention per gene pair, GenoHoption diffusion over a prior gene graph
-    (:func:`geneattn.diffusion.network_prior`), symmetrised, top ``top_k`` edges per gene.
+    Mean attention per gene pair, optionally (``diffusion="ppr"`` or ``"heat"``) GenoHoption
+    diffusion over a prior gene graph (:func:`geneattn.diffusion.network_prior`),
+    symmetrised, top ``top_k`` edges per gene.
 
     Parameters
     ----------
