@@ -571,7 +571,7 @@ mod tests {
         let q = vec![1.0f32; 3 * 4];
         let mut kv = KeysValues::default();
         kv.pack(&[], &[], 4, 0, 2, 2);
-        let mut out = vec![9.0f32; 3 * 4];
+        let mut out = [9.0f32; 3 * 4];
         attend(
             &q,
             4,
