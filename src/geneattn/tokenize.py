@@ -333,28 +333,14 @@ def tokenize_counts(
     """
     from geneattn import _kernels
 
-    if medians not in ("geneformer_v1", "dictionary", "corpus", "none"):
-        raise InputError(
-            f"medians must be geneformer_v1, dictionary, corpus or none, got {medians!r}"
-        )
-    from_dictionary = medians in ("geneformer_v1", "dictionary")
-    if from_dictionary and gene_medians is None:
-        raise InputError(f"medians={medians!r} needs a gene median dictionary")
-    if max_len < 1:
-        raise InputError(f"max_len must be at least 1, got {max_len}")
+    from_dictionary = check_rank_options(medians, gene_medians, max_len)
     x = sp.csr_matrix(x)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     cell_ids = np.asarray(cell_ids).astype(str)
     if n_counts is None:
         n_counts = np.asarray(x.sum(axis=1)).ravel()
-    n_counts = np.ascontiguousarray(n_counts, dtype=np.float64)
-    if len(n_counts) != x.shape[0] or len(cell_ids) != x.shape[0]:
-        raise InputError("n_counts and cell_ids must have one entry per cell")
-    bad = np.flatnonzero(~np.isfinite(n_counts) | (n_counts < 0))
-    if bad.size:
-        c = bad[0]
-        raise InputError(f"n_counts of cell {cell_ids[c]!r} is {n_counts[c]}; it must be >= 0")
+    n_counts = checked_n_counts(n_counts, cell_ids, x.shape[0])
 
     use_medians = gene_medians if from_dictionary else None
     ensembl, token, reasons = map_genes(
@@ -680,3 +666,43 @@ def _load_all_tokens(path: Path) -> TokenizedCells:
     ):
         raise InputError("inconsistent tokens/offsets/cell_ids", path)
     return cells
+
+
+def check_rank_options(medians: str, gene_medians, max_len: int) -> bool:
+    """Check the rank-encoding options; True when the medians come from a dictionary.
+
+    Raises
+    ------
+    InputError
+        An unknown ``medians``, a dictionary source without ``gene_medians``, or
+        ``max_len < 1``.
+    """
+    if medians not in ("geneformer_v1", "dictionary", "corpus", "none"):
+        raise InputError(
+            f"medians must be geneformer_v1, dictionary, corpus or none, got {medians!r}"
+        )
+    from_dictionary = medians in ("geneformer_v1", "dictionary")
+    if from_dictionary and gene_medians is None:
+        raise InputError(f"medians={medians!r} needs a gene median dictionary")
+    if max_len < 1:
+        raise InputError(f"max_len must be at least 1, got {max_len}")
+    return from_dictionary
+
+
+def checked_n_counts(n_counts, cell_ids: np.ndarray, n_cells: int) -> np.ndarray:
+    """``n_counts`` as contiguous float64, one finite non-negative value per cell.
+
+    Raises
+    ------
+    InputError
+        A length other than ``n_cells`` (for ``n_counts`` or ``cell_ids``), or a negative or
+        non-finite total (the message names the cell).
+    """
+    n_counts = np.ascontiguousarray(n_counts, dtype=np.float64)
+    if len(n_counts) != n_cells or len(cell_ids) != n_cells:
+        raise InputError("n_counts and cell_ids must have one entry per cell")
+    bad = np.flatnonzero(~np.isfinite(n_counts) | (n_counts < 0))
+    if bad.size:
+        c = bad[0]
+        raise InputError(f"n_counts of cell {cell_ids[c]!r} is {n_counts[c]}; it must be >= 0")
+    return n_counts

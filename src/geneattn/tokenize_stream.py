@@ -32,6 +32,8 @@ from geneattn.tokenize import (
     TARGET_SUM,
     GeneIdKind,
     MedianSource,
+    check_rank_options,
+    checked_n_counts,
     map_genes,
     merge_duplicate_tokens,
     vocabulary_array,
@@ -259,23 +261,9 @@ def tokenize_blocks(
     """
     from geneattn import _kernels
 
-    if medians not in ("geneformer_v1", "dictionary", "corpus", "none"):
-        raise InputError(
-            f"medians must be geneformer_v1, dictionary, corpus or none, got {medians!r}"
-        )
-    from_dictionary = medians in ("geneformer_v1", "dictionary")
-    if from_dictionary and gene_medians is None:
-        raise InputError(f"medians={medians!r} needs a gene median dictionary")
-    if max_len < 1:
-        raise InputError(f"max_len must be at least 1, got {max_len}")
+    from_dictionary = check_rank_options(medians, gene_medians, max_len)
     cell_ids = np.asarray(cell_ids).astype(str)
-    n_counts = np.ascontiguousarray(n_counts, dtype=np.float64)
-    if len(n_counts) != len(cell_ids):
-        raise InputError("n_counts and cell_ids must have one entry per cell")
-    bad = np.flatnonzero(~np.isfinite(n_counts) | (n_counts < 0))
-    if bad.size:
-        c = bad[0]
-        raise InputError(f"n_counts of cell {cell_ids[c]!r} is {n_counts[c]}; it must be >= 0")
+    n_counts = checked_n_counts(n_counts, cell_ids, len(cell_ids))
 
     use_medians = gene_medians if from_dictionary else None
     ensembl_all, token_all, reasons = map_genes(
