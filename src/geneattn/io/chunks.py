@@ -414,22 +414,9 @@ def _open_10x_h5(path: Path, *, layer: str | None, transpose: bool, closers: lis
 
 
 def _open_10x_mtx(path: Path, *, layer: str | None, transpose: bool, closers: list) -> _Opened:
-    from geneattn.io.readers import _find_one
+    from geneattn.io.readers import mtx_files
 
-    matrix = _find_one(path, "matrix.mtx")
-    features = _find_one(path, "features.tsv") or _find_one(path, "genes.tsv")
-    barcodes = _find_one(path, "barcodes.tsv")
-    missing = [
-        name
-        for name, found in [
-            ("matrix.mtx[.gz]", matrix),
-            ("features.tsv[.gz] or genes.tsv[.gz]", features),
-            ("barcodes.tsv[.gz]", barcodes),
-        ]
-        if found is None
-    ]
-    if missing:
-        raise InputError(f"10x mtx directory lacks {', '.join(missing)}", path)
+    matrix, features, barcodes = mtx_files(path)
     genes = pd.read_csv(features, sep="\t", header=None, dtype=str, keep_default_na=False)
     cells = pd.read_csv(barcodes, sep="\t", header=None, dtype=str, keep_default_na=False)
     scratch = Path(tempfile.mkdtemp(prefix="geneattn-mtx-"))

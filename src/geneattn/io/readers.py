@@ -267,20 +267,7 @@ def _read_10x_mtx(path: Path, *, transpose: bool) -> ad.AnnData:
     """
     from scipy.io import mmread
 
-    matrix = _find_one(path, "matrix.mtx")
-    features = _find_one(path, "features.tsv") or _find_one(path, "genes.tsv")
-    barcodes = _find_one(path, "barcodes.tsv")
-    missing = [
-        name
-        for name, found in [
-            ("matrix.mtx[.gz]", matrix),
-            ("features.tsv[.gz] or genes.tsv[.gz]", features),
-            ("barcodes.tsv[.gz]", barcodes),
-        ]
-        if found is None
-    ]
-    if missing:
-        raise InputError(f"10x mtx directory lacks {', '.join(missing)}", path)
+    matrix, features, barcodes = mtx_files(path)
     X = sparse.csr_matrix(mmread(matrix).T)
     genes = pd.read_csv(features, sep="\t", header=None, dtype=str, keep_default_na=False)
     cells = pd.read_csv(barcodes, sep="\t", header=None, dtype=str, keep_default_na=False)
@@ -437,6 +424,31 @@ _READERS = {
     "csv": _read_delimited,
     "tsv": _read_delimited,
 }
+
+
+def mtx_files(path: Path) -> tuple[Path, Path, Path]:
+    """The matrix, features (or genes) and barcodes files of a 10x mtx directory.
+
+    Raises
+    ------
+    InputError
+        Any of the three is missing (the message lists which).
+    """
+    matrix = _find_one(path, "matrix.mtx")
+    features = _find_one(path, "features.tsv") or _find_one(path, "genes.tsv")
+    barcodes = _find_one(path, "barcodes.tsv")
+    missing = [
+        name
+        for name, found in [
+            ("matrix.mtx[.gz]", matrix),
+            ("features.tsv[.gz] or genes.tsv[.gz]", features),
+            ("barcodes.tsv[.gz]", barcodes),
+        ]
+        if found is None
+    ]
+    if missing:
+        raise InputError(f"10x mtx directory lacks {', '.join(missing)}", path)
+    return matrix, features, barcodes
 
 
 def _find_one(directory: Path, name: str) -> Path | None:
