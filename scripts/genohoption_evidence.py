@@ -7,8 +7,8 @@ defaults), up to the cell embeddings and the module evaluation. Then, on the sam
 
 * embeddings: k-nearest-neighbour label transfer of ``obs["cluster_orig"]`` (k = 10, five
   stratified folds, balanced accuracy; labels with fewer than five cells left out), beside
-  the top principal components of the log-normalised counts of the same width and random
-  vectors of that width;
+  the top principal components of the log-normalised counts of the universe genes (as the
+  ``evaluate`` rule's baseline) of the same width and random vectors of that width;
 * modules: the workflow's ``evaluation.tsv`` (known T-cell programs kept in one module, with
   the permutation p-value, and the fraction of modules with an enriched gene set), beside
   the modules of the PPI prior alone: Leiden (the workflow's settings) on the PPI among the
@@ -90,18 +90,22 @@ def label_transfer(embedding: np.ndarray, labels: np.ndarray, *, k: int = 10, fo
 
 
 def _pca(study: str, cell_ids: np.ndarray, width: int) -> np.ndarray:
-    """Top principal components of the log-normalised counts of the same cells."""
+    """PCA of the log-normalised counts of the universe genes, the same cells: the baseline
+    the workflow's ``evaluate`` uses (:func:`geneattn.baselines.pca_embedding`)."""
     import anndata as ad
-    import scanpy as sc
 
+    from geneattn.baselines import pca_embedding, universe_columns
     from geneattn.diffusion import log_normalise
 
     qc = ad.read_h5ad(f"results/{study}/qc.h5ad")
     qc = qc[pd.Index(qc.obs_names).get_indexer(cell_ids)]
+    modules = pd.read_csv(f"results/{study}/modules.tsv", sep="\t")
+    names = qc.var_names.astype(str).to_numpy()
+    ids = qc.var["gene_ids"].astype(str).to_numpy() if "gene_ids" in qc.var else names
+    columns = universe_columns(ids, names, modules["gene_id"], modules["gene"])
     n_counts = qc.obs["n_counts"].to_numpy(dtype=np.float64) if "n_counts" in qc.obs else None
-    x = ad.AnnData(log_normalise(qc.X, n_counts=n_counts))
-    sc.pp.pca(x, n_comps=width, zero_center=True, svd_solver="arpack", random_state=0)
-    return np.asarray(x.obsm["X_pca"])
+    x = log_normalise(qc.X, n_counts=n_counts)[:, columns[columns >= 0]]
+    return pca_embedding(x, n_components=width, seed=0)
 
 
 def _programs(study: str) -> tuple[pd.DataFrame, str]:
@@ -130,12 +134,15 @@ def summary_tables(evidence: pd.DataFrame, programs: pd.DataFrame, kinds: list[s
         row = {"model": names.get(kind, kind)}
         for mode, label in (
             ("dense", "embeddings: dense"),
-            ("genohoption", "GenoHoption"),
+            ("genohoption", "embeddings: GenoHoption"),
             ("pca", "PCA"),
             ("random", "random"),
         ):
             row[label] = f"{part.loc[mode, 'balanced_accuracy']:.3f}"
-        for mode, label in (("dense", "modules enriched: dense"), ("genohoption", "GenoHoption")):
+        for mode, label in (
+            ("dense", "modules enriched: dense"),
+            ("genohoption", "modules enriched: GenoHoption"),
+        ):
             head = str(part.loc[mode, "modules"])
             row[label] = (
                 f"{_head_value(head, 'enriched at FDR < 0.05:')} of {_head_value(head, 'modules:')}"
@@ -146,7 +153,7 @@ def summary_tables(evidence: pd.DataFrame, programs: pd.DataFrame, kinds: list[s
         )
         for mode, label in (
             ("dense", "programs kept >= co-expression: dense"),
-            ("genohoption", "GenoHoption "),
+            ("genohoption", "programs kept >= co-expression: GenoHoption"),
         ):
             head = str(part.loc[mode, "modules"])
             found = [
@@ -217,6 +224,13 @@ def _ppi_modules(study: str) -> tuple[pd.DataFrame, str]:
     return cohesion, header
 
 
+def _write_summary(evidence: pd.DataFrame, prog: pd.DataFrame, kinds: list[str], out: Path):
+    first, second = summary_tables(evidence, prog, kinds)
+    out.mkdir(parents=True, exist_ok=True)
+    first.to_csv(out / "genohoption_evidence.tsv", sep="\t", index=False)
+    second.to_csv(out / "genohoption_programs.tsv", sep="\t", index=False)
+
+
 def main() -> int:
     import anndata as ad
 
@@ -224,7 +238,19 @@ def main() -> int:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--kinds", nargs="+", default=["study", "checkpoint"])
     parser.add_argument("--summary", help="directory for README's two tables (e.g. results/readme)")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="only remake the --summary tables from the last run's evidence.tsv/programs.tsv",
+    )
     args = parser.parse_args()
+    if args.tables_only:
+        evidence = pd.read_csv(OUT / "evidence.tsv", sep="\t", keep_default_na=False)
+        evidence["balanced_accuracy"] = pd.to_numeric(evidence["balanced_accuracy"])
+        prog = pd.read_csv(OUT / "programs.tsv", sep="\t")
+        prog["attention"] = prog["attention"].fillna("")
+        _write_summary(evidence, prog, args.kinds, Path(args.summary))
+        return 0
     rows, programs = [], []
     for kind in args.kinds:
         baselines_done = False
@@ -276,10 +302,7 @@ def main() -> int:
     evidence.to_csv(OUT / "evidence.tsv", sep="\t", index=False)
     prog.to_csv(OUT / "programs.tsv", sep="\t", index=False)
     if args.summary:
-        first, second = summary_tables(evidence, prog, args.kinds)
-        Path(args.summary).mkdir(parents=True, exist_ok=True)
-        first.to_csv(Path(args.summary) / "genohoption_evidence.tsv", sep="\t", index=False)
-        second.to_csv(Path(args.summary) / "genohoption_programs.tsv", sep="\t", index=False)
+        _write_summary(evidence, prog, args.kinds, Path(args.summary))
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
         print(evidence.to_string(index=False))
         print(prog.to_string(index=False))
