@@ -20,14 +20,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One test of the demo run goes first (its worker starts the run at once, while the
-    other works through the rest), the other tests of the demo run last."""
+    """One test of the demo run goes first (its worker starts the run at once), then the
+    tests marked ``early``, then the rest, and the other tests of the demo run last.
+
+    pytest-xdist hands out the first tests one per worker in turn, so with two workers the
+    demo run and the first ``early`` test start together and the long runs do not trail at
+    the end. The SLURM run goes first among them: it mostly waits for the executor's status
+    checks (whose interval grows by 10 s while no job finishes), so the other worker's
+    tests fill the core it leaves idle.
+    """
     uses = ["demo_run" in getattr(item, "fixturenames", ()) for item in items]
-    if any(uses):
-        first = uses.index(True)
-        order = [first] + [i for i, u in enumerate(uses) if not u]
-        order += [i for i, u in enumerate(uses) if u and i != first]
-        items[:] = [items[i] for i in order]
+    early = [item.get_closest_marker("early") is not None for item in items]
+    first = uses.index(True) if any(uses) else None
+    order = [] if first is None else [first]
+    rest = [i for i in range(len(items)) if i != first]
+    order += sorted((i for i in rest if early[i]), key=lambda i: _early_rank(items[i]))
+    order += [i for i in rest if not early[i] and not uses[i]]
+    order += [i for i in rest if not early[i] and uses[i]]
+    items[:] = [items[i] for i in order]
+
+
+def _early_rank(item: pytest.Item) -> int:
+    """``@pytest.mark.early(rank=0)`` goes before the default rank 1."""
+    return int(item.get_closest_marker("early").kwargs.get("rank", 1))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import json
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from workflow_runs import prepare_workdir, run_workflow
 
@@ -20,6 +21,7 @@ from geneattn.models.bert_weights import BertConfig, BertWeights, save_checkpoin
 from geneattn.resources.load import load_token_dictionary
 
 
+@pytest.mark.early
 def test_demo_study_runs_on_a_checkpoint(tmp_path, resources_dir):
     vocab = max(
         load_token_dictionary(resources_dir / "geneformer_v1/token_dictionary.tsv").values()
