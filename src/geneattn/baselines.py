@@ -28,7 +28,10 @@ from geneattn.errors import InputError
 
 __all__ = [
     "GRAPHS",
+    "TRANSFER_CELLS",
+    "blocked_correlation",
     "coexpression_graph",
+    "coexpression_graph_from_correlation",
     "coexpression_modules",
     "compare_programs",
     "embedding_comparison",
@@ -42,6 +45,9 @@ __all__ = [
 
 #: Co-expression graphs of :func:`coexpression_graph`.
 GRAPHS = ("knn", "soft")
+
+#: Most cells of the label-transfer comparison (a seeded subsample above it).
+TRANSFER_CELLS = 20_000
 
 
 def topological_overlap(adjacency: np.ndarray) -> np.ndarray:
@@ -106,13 +112,27 @@ def coexpression_graph(
         G x G symmetric non-negative weights, no diagonal.
     """
     from geneattn.diffusion import pearson_correlation
+
+    return coexpression_graph_from_correlation(
+        pearson_correlation(expression), graph=graph, top_k=top_k, beta=beta, tom=tom
+    )
+
+
+def coexpression_graph_from_correlation(
+    corr: np.ndarray,
+    *,
+    graph: str = "knn",
+    top_k: int | None = 10,
+    beta: float = 6.0,
+    tom: bool = False,
+) -> sparse.csr_matrix:
+    """:func:`coexpression_graph` from the genes' correlation matrix (G x G)."""
     from geneattn.network import top_k_edges
 
     if graph not in GRAPHS:
         raise ValueError(f"unknown co-expression graph {graph!r} (expected one of {GRAPHS})")
     if not beta > 0:
         raise ValueError(f"beta must be positive, got {beta}")
-    corr = pearson_correlation(expression)
     weights = np.clip((corr + corr.T) * 0.5, 0.0, 1.0)
     if graph == "soft":
         weights = weights**beta
@@ -165,10 +185,8 @@ def coexpression_modules(
     numpy.ndarray
         int64 module of each gene (1 = largest, 0 = unassigned).
     """
-    from geneattn.modules import leiden_modules
-
     weights = coexpression_graph(expression, graph=graph, top_k=top_k, beta=beta, tom=tom)
-    modules = leiden_modules(
+    modules = _modules_of_weights(
         weights, resolution=resolution, objective=objective, seed=seed, min_size=min_size
     )
     if min_kme is None:
@@ -176,6 +194,88 @@ def coexpression_modules(
     from geneattn.module_analysis import grey_weak_members
 
     return grey_weak_members(expression, modules, min_kme=min_kme, min_size=min_size)
+
+
+def _modules_of_weights(weights, *, resolution, objective, seed, min_size) -> np.ndarray:
+    """Leiden modules of a co-expression graph, as the attention modules are found."""
+    from geneattn.modules import leiden_modules
+
+    return leiden_modules(
+        weights, resolution=resolution, objective=objective, seed=seed, min_size=min_size
+    )
+
+
+def _universe_blocks(counts, columns: np.ndarray, n_counts, chunk_cells: int):
+    """Blocks of log-normalised expression over the universe columns (-1: a gene the counts
+    lack, all zeros), ``chunk_cells`` rows of ``counts`` at a time, as CSR."""
+    from geneattn.io.chunks import chunk_bounds
+
+    for start, stop in chunk_bounds(counts.n_obs, chunk_cells):
+        totals = None if n_counts is None else n_counts[start:stop]
+        yield _universe_expression(counts.X[start:stop], columns, totals)
+
+
+def _universe_expression(x, columns: np.ndarray, totals) -> sparse.csr_matrix:
+    """Rows of raw counts -> log-normalised CSR over the universe columns (zeros at -1)."""
+    from geneattn.diffusion import log_normalise
+
+    full = log_normalise(x, n_counts=totals)
+    out = sparse.csr_matrix(full[:, np.maximum(columns, 0)])
+    if (columns < 0).any():
+        out = sparse.csr_matrix(out @ sparse.diags((columns >= 0).astype(np.float64)))
+        out.eliminate_zeros()
+    return out
+
+
+def blocked_correlation(blocks) -> np.ndarray:
+    """Gene x gene Pearson correlation over blocks of cells (rows), in G x G memory.
+
+    One block gives exactly :func:`geneattn.diffusion.pearson_correlation`; more add up
+    their column sums and cross-products ``X_b^T X_b`` first (equal within round-off).
+    """
+    from geneattn.diffusion import correlation_from_moments, pearson_correlation
+
+    first = None
+    total = second = None
+    n_cells = 0
+    for block in blocks:
+        if first is None:
+            first = block
+            continue
+        if total is None:
+            total, second, n_cells = _moments(first)
+        t, c, n = _moments(block)
+        total += t
+        second += c
+        n_cells += n
+    if first is None:
+        raise ValueError("the co-expression baseline needs at least 2 cells")
+    if total is None:
+        return pearson_correlation(first)
+    return correlation_from_moments(total / n_cells, second / n_cells, n_cells)
+
+
+def _moments(block: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray, int]:
+    x = sparse.csr_matrix(block, dtype=np.float64)
+    return np.asarray(x.sum(axis=0)).ravel(), np.asarray((x.T @ x).todense()), x.shape[0]
+
+
+def _rows_of(counts, rows: np.ndarray, columns: np.ndarray, n_counts, chunk_cells: int):
+    """Dense log-normalised universe expression of ``rows`` of ``counts`` (in that order),
+    read a block at a time."""
+    from geneattn.io.chunks import chunk_bounds
+
+    out = np.zeros((len(rows), len(columns)))
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    for start, stop in chunk_bounds(counts.n_obs, chunk_cells):
+        lo, hi = np.searchsorted(sorted_rows, [start, stop])
+        if lo == hi:
+            continue
+        totals = None if n_counts is None else n_counts[start:stop]
+        block = _universe_expression(counts.X[start:stop], columns, totals)
+        out[order[lo:hi]] = block[sorted_rows[lo:hi] - start].toarray()
+    return out
 
 
 def pca_embedding(
@@ -427,17 +527,26 @@ def evaluate_against_baselines(
     min_size: int = 5,
     n_permutations: int = 10_000,
     seed: int = 0,
+    chunk_cells: int = 10_000,
+    transfer_cells: int = TRANSFER_CELLS,
     source: str | None = None,
 ) -> dict:
     """The ``evaluate`` stage with its baselines: attention modules vs co-expression modules
     on the same genes and known programs, and (with labels) the embeddings vs PCA.
+
+    Memory is set by ``chunk_cells`` and the universe, not by the cells: the co-expression
+    correlation adds up per-gene sums and the gene x gene cross-products of blocks of
+    ``chunk_cells`` cells (one block: exactly :func:`geneattn.diffusion.pearson_correlation`),
+    and label transfer, with the PCA it is compared with, runs on a seeded subsample of at
+    most ``transfer_cells`` embedded cells (all of them below that).
 
     Parameters
     ----------
     modules
         The module table (``gene``, ``gene_id``, ``module``).
     counts
-        AnnData of the QC'd raw counts (``obs["n_counts"]`` when present normalises).
+        AnnData of the QC'd raw counts, in memory or opened backed (``backed="r"``: its
+        rows are read a block at a time); ``obs["n_counts"]`` when present normalises.
     programs
         ``{name: [symbols]}`` known programs; ``markers`` (the pinned
         ``human_immune_cell_markers.json``) adds its cell-type programs.
@@ -450,6 +559,10 @@ def evaluate_against_baselines(
     top_k, resolution, objective, min_size, n_permutations, seed
         The co-expression graph's edges per gene, and Leiden and permutations as the
         attention modules.
+    chunk_cells
+        Cells per block of ``counts``.
+    transfer_cells
+        Most cells of the label-transfer comparison (a seeded subsample above it).
     source
         Name of the counts file, for errors.
 
@@ -465,7 +578,6 @@ def evaluate_against_baselines(
 
     import pandas as pd
 
-    from geneattn.diffusion import log_normalise
     from geneattn.evaluation import immune_marker_programs
 
     if "gene_id" not in modules.columns:
@@ -481,19 +593,18 @@ def evaluate_against_baselines(
         logging.getLogger(__name__).warning(
             "%d module genes not in the counts: no co-expression", (columns < 0).sum()
         )
+    if chunk_cells < 1:
+        raise InputError(f"chunk_cells must be >= 1, got {chunk_cells}")
     n_counts = None
     if "n_counts" in counts.obs:
         n_counts = counts.obs["n_counts"].to_numpy(dtype=np.float64)
-    full = log_normalise(counts.X, n_counts=n_counts)
-    expression = full[:, np.maximum(columns, 0)].toarray()
-    expression[:, columns < 0] = 0.0
     # The co-expression modules of a gene set do not depend on the order the module table
     # lists its genes in (Leiden's result depends on the node order): genes by Ensembl ID.
     order = np.argsort(modules["gene_id"].astype(str).to_numpy(), kind="stable")
+    blocks = _universe_blocks(counts, columns[order], n_counts, chunk_cells)
     coexpr = np.empty(len(order), dtype=np.int64)
-    coexpr[order] = coexpression_modules(
-        expression[:, order],
-        top_k=top_k,
+    coexpr[order] = _modules_of_weights(
+        coexpression_graph_from_correlation(blocked_correlation(blocks), top_k=top_k),
         resolution=resolution,
         objective=objective,
         seed=seed,
@@ -526,11 +637,23 @@ def evaluate_against_baselines(
         index = pd.Index(counts.obs_names.astype(str)).get_indexer(pd.Index(cell_names).astype(str))
         if (index < 0).any():
             raise InputError("embedded cells missing from the counts", source)
-        labels = counts.obs[label_column].astype(object).to_numpy()[index]
-        transfer = embedding_comparison(np.asarray(embedding), expression[index], labels, seed=seed)
+        embedding = np.asarray(embedding)
+        picked = np.arange(len(index))
+        if len(index) > transfer_cells:
+            rng = np.random.default_rng(seed)
+            picked = np.sort(rng.choice(len(index), size=transfer_cells, replace=False))
+        rows = index[picked]
+        labels = counts.obs[label_column].astype(object).to_numpy()[rows]
+        expression = _rows_of(counts, rows, columns, n_counts, chunk_cells)
+        transfer = embedding_comparison(embedding[picked], expression, labels, seed=seed)
+        sample = (
+            ""
+            if len(picked) == len(index)
+            else f" on a random {len(picked):,} of the {len(index):,} embedded cells (seed {seed})"
+        )
         head += (
             f"# label transfer of {label_column!r} (kNN k=10, 5-fold stratified, balanced"
-            f" accuracy, {int(transfer['n_labels'].iloc[0])} labels):"
+            f" accuracy, {int(transfer['n_labels'].iloc[0])} labels{sample}):"
             + ",".join(f" {r.embedding} {r.balanced_accuracy:.3f}" for r in transfer.itertuples())
             + "\n"
         )

@@ -458,6 +458,14 @@ def pearson_correlation(expression: Matrix) -> np.ndarray:
         raise ValueError("the co-expression prior needs at least 2 cells")
     mean = np.asarray(x.mean(axis=0)).ravel()
     second = np.asarray((x.T @ x).todense()) / n_cells
+    return correlation_from_moments(mean, second, n_cells)
+
+
+def correlation_from_moments(mean: np.ndarray, second: np.ndarray, n_cells: int) -> np.ndarray:
+    """Pearson correlation from the genes' means ``E[x]`` and second moments ``E[x x^T]``
+    over ``n_cells`` cells (0 for constant genes), as :func:`pearson_correlation` uses."""
+    if n_cells < 2:
+        raise ValueError("the co-expression prior needs at least 2 cells")
     cov = second - np.outer(mean, mean)
     var = np.diagonal(cov)
     # a constant gene's variance is round-off of E[x^2] - E[x]^2: treat it as 0

@@ -246,7 +246,14 @@ def program_pair_sharing(
                 else "",
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=_SHARING_COLUMNS)
+
+
+#: Columns of :func:`program_pair_sharing` (also of its table with no program).
+_SHARING_COLUMNS = [
+    "program", "genes", "in_universe", "assigned", "pairs", "shared_pairs", "fraction",
+    "expected_fraction", "p_value", "module", "members",
+]  # fmt: skip
 
 
 def _shared_pairs(labels: np.ndarray, n_labels: int) -> np.ndarray:

@@ -41,6 +41,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     base.add_argument("--min-size", type=int, default=5)
     base.add_argument("--top-k", type=int, default=10, help="co-expression edges per gene")
     base.add_argument("--coexpression-out", help="co-expression module table (TSV) to write")
+    base.add_argument(
+        "--chunk-cells",
+        type=int,
+        default=10_000,
+        help="cells of --counts read at a time (above this, qc.h5ad is opened backed)",
+    )
+    base.add_argument(
+        "--transfer-cells",
+        type=int,
+        help="most cells of the label-transfer comparison, a seeded subsample above it"
+        " (default: geneattn.baselines.TRANSFER_CELLS, 20,000)",
+    )
     parser.add_argument("--out", required=True, help="evaluation.tsv to write")
 
 
@@ -48,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """Write one table: a summary line (as comments) and one row per program."""
     import logging
 
-    from geneattn.baselines import evaluate_against_baselines
+    from geneattn.baselines import TRANSFER_CELLS, evaluate_against_baselines
     from geneattn.errors import InputError
     from geneattn.evaluation import (
         DEFAULT_PROGRAMS,
@@ -83,9 +95,16 @@ def run(args: argparse.Namespace) -> int:
         if "X_geneattn" not in emb.obsm:
             raise InputError("no obsm['X_geneattn']", args.embeddings)
         embedding, cell_names = emb.obsm["X_geneattn"], emb.obs_names
+    transfer_cells = TRANSFER_CELLS if args.transfer_cells is None else args.transfer_cells
+    if args.chunk_cells < 1 or transfer_cells < 1:
+        raise InputError("--chunk-cells and --transfer-cells must be >= 1")
+    counts = read_stage_h5ad(args.counts, backed=True)
+    if counts.n_obs <= args.chunk_cells:
+        counts.file.close()
+        counts = read_stage_h5ad(args.counts)
     result = evaluate_against_baselines(
         modules,
-        read_stage_h5ad(args.counts),
+        counts,
         programs,
         fdr=args.fdr,
         **frac,
@@ -99,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         min_size=args.min_size,
         n_permutations=args.permutations,
         seed=args.seed,
+        chunk_cells=args.chunk_cells,
+        transfer_cells=transfer_cells,
         source=args.counts,
     )
     if args.coexpression_out:
