@@ -157,20 +157,14 @@ def run_qc(
     data.uns["qc_cells"] = log
 
     summary.update(
-        cells_after=data.n_obs,
-        genes_after=data.n_vars,
-        cell_filters=cell_steps,
-        gene_filters=gene_steps,
-        cells_removed=adata.n_obs - data.n_obs,
-        genes_removed=adata.n_vars - data.n_vars,
-        cells_per_condition=_label_counts(data.obs[condition_column], order=keep),
-        thresholds={
-            "min_genes": int(min_genes),
-            "max_pct_mito": float(max_pct_mito),
-            "max_counts": None if max_counts is None else float(max_counts),
-            "min_cells": int(min_cells),
-        },
-        mito={"requested": mito_prefix, "prefix": prefix, "n_genes": int(mito.sum())},
+        _outcome(
+            cells=(adata.n_obs, data.n_obs),
+            genes=(adata.n_vars, data.n_vars),
+            steps=(cell_steps, gene_steps),
+            conditions=_label_counts(data.obs[condition_column], order=keep),
+            thresholds=(min_genes, max_pct_mito, max_counts, min_cells),
+            mito=(mito_prefix, prefix, int(mito.sum())),
+        )
     )
     logger.info(
         "QC kept %d of %d cells and %d of %d genes",
@@ -624,20 +618,14 @@ def run_qc_chunked(
             writer.append(x[:, columns])
 
     summary.update(
-        cells_after=n_kept,
-        genes_after=n_genes_after,
-        cell_filters=cell_steps,
-        gene_filters=gene_steps,
-        cells_removed=counts.n_cells - n_kept,
-        genes_removed=n_genes - n_genes_after,
-        cells_per_condition=_label_counts(obs_out[condition_column], order=keep),
-        thresholds={
-            "min_genes": int(min_genes),
-            "max_pct_mito": float(max_pct_mito),
-            "max_counts": None if max_counts is None else float(max_counts),
-            "min_cells": int(min_cells),
-        },
-        mito={"requested": mito_prefix, "prefix": prefix, "n_genes": int(mito.sum())},
+        _outcome(
+            cells=(counts.n_cells, n_kept),
+            genes=(n_genes, n_genes_after),
+            steps=(cell_steps, gene_steps),
+            conditions=_label_counts(obs_out[condition_column], order=keep),
+            thresholds=(min_genes, max_pct_mito, max_counts, min_cells),
+            mito=(mito_prefix, prefix, int(mito.sum())),
+        )
     )
     logger.info(
         "QC kept %d of %d cells and %d of %d genes (in blocks of %d cells)",
@@ -648,6 +636,41 @@ def run_qc_chunked(
         chunk_cells,
     )
     return result, summary
+
+
+def _outcome(
+    *,
+    cells: tuple[int, int],
+    genes: tuple[int, int],
+    steps: tuple[list, list],
+    conditions: dict,
+    thresholds: tuple,
+    mito: tuple,
+) -> dict[str, Any]:
+    """The summary's keys on what QC kept, the same for the in-memory and the block paths.
+
+    ``cells`` and ``genes`` are (before, after); ``steps`` the cell and gene filter steps;
+    ``thresholds`` (min_genes, max_pct_mito, max_counts, min_cells); ``mito`` (requested
+    prefix, prefix used, mitochondrial genes).
+    """
+    min_genes, max_pct_mito, max_counts, min_cells = thresholds
+    requested, prefix, n_mito = mito
+    return {
+        "cells_after": int(cells[1]),
+        "genes_after": int(genes[1]),
+        "cell_filters": steps[0],
+        "gene_filters": steps[1],
+        "cells_removed": int(cells[0] - cells[1]),
+        "genes_removed": int(genes[0] - genes[1]),
+        "cells_per_condition": conditions,
+        "thresholds": {
+            "min_genes": int(min_genes),
+            "max_pct_mito": float(max_pct_mito),
+            "max_counts": None if max_counts is None else float(max_counts),
+            "min_cells": int(min_cells),
+        },
+        "mito": {"requested": requested, "prefix": prefix, "n_genes": n_mito},
+    }
 
 
 def _record_cell_step(

@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -384,25 +384,61 @@ def tokenize_counts(
         cell_ids=cell_ids[kept],
         vocabulary=vocabulary_array(token_dictionary),
     )
-    summary = {
-        "cells_in": int(x.shape[0]),
+    summary = tokenize_summary(
+        kept=kept,
+        lengths=lengths[kept],
+        n_genes=len(var_names),
+        token=token,
+        reasons=reasons,
+        n_merged=n_merged,
+        options={"gene_id": gene_id, "medians": medians, "max_len": max_len},
+    )
+    return cells, summary
+
+
+def tokenize_summary(
+    *,
+    kept: np.ndarray,
+    lengths: np.ndarray,
+    n_genes: int,
+    token: np.ndarray,
+    reasons: Mapping[str, int],
+    n_merged: int,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The tokenize summary (``tokenize_summary.json``), in memory or streamed alike.
+
+    Parameters
+    ----------
+    kept
+        Per input cell, whether it kept a token.
+    lengths
+        Token counts of the kept cells.
+    n_genes, token, reasons, n_merged
+        Genes of the input, their token (-1: none), why genes were dropped, and how many
+        duplicate genes were merged.
+    options
+        ``gene_id``, ``medians`` and ``max_len`` as tokenized.
+    """
+    max_len = int(options["max_len"])
+    return {
+        "cells_in": int(kept.size),
         "cells_out": int(kept.sum()),
         "cells_dropped_no_tokens": int((~kept).sum()),
-        "genes_in": len(var_names),
+        "genes_in": int(n_genes),
         "genes_tokenized": int((token >= 0).sum()),
         "genes_dropped": {k: int(v) for k, v in reasons.items()},
         "genes_merged_duplicates": int(n_merged),
-        "gene_id": gene_id,
-        "medians": medians,
-        "max_len": int(max_len),
+        "gene_id": options["gene_id"],
+        "medians": options["medians"],
+        "max_len": max_len,
         "target_sum": TARGET_SUM,
         "tie_break": "ascending token id",
-        "length_min": int(lengths[kept].min()),
-        "length_median": float(np.median(lengths[kept])),
-        "length_max": int(lengths[kept].max()),
-        "cells_truncated": int((lengths[kept] >= max_len).sum()),
+        "length_min": int(lengths.min()),
+        "length_median": float(np.median(lengths)),
+        "length_max": int(lengths.max()),
+        "cells_truncated": int((lengths >= max_len).sum()),
     }
-    return cells, summary
 
 
 def study_gene_names(adata: AnnData, *, gene_id: GeneIdKind) -> np.ndarray:

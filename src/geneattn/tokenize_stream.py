@@ -36,6 +36,7 @@ from geneattn.tokenize import (
     checked_n_counts,
     map_genes,
     merge_duplicate_tokens,
+    tokenize_summary,
     vocabulary_array,
 )
 
@@ -335,25 +336,15 @@ def tokenize_blocks(
     except BaseException:
         writer.discard()
         raise
-    lengths = all_lengths[kept]
-    summary = {
-        "cells_in": len(cell_ids),
-        "cells_out": int(kept.sum()),
-        "cells_dropped_no_tokens": int((~kept).sum()),
-        "genes_in": len(var_names),
-        "genes_tokenized": int((token >= 0).sum()),
-        "genes_dropped": {k: int(v) for k, v in reasons.items()},
-        "genes_merged_duplicates": int(n_merged),
-        "gene_id": gene_id,
-        "medians": medians,
-        "max_len": int(max_len),
-        "target_sum": TARGET_SUM,
-        "tie_break": "ascending token id",
-        "length_min": int(lengths.min()),
-        "length_median": float(np.median(lengths)),
-        "length_max": int(lengths.max()),
-        "cells_truncated": int((lengths >= max_len).sum()),
-    }
+    summary = tokenize_summary(
+        kept=kept,
+        lengths=all_lengths[kept],
+        n_genes=len(var_names),
+        token=token,
+        reasons=reasons,
+        n_merged=n_merged,
+        options={"gene_id": gene_id, "medians": medians, "max_len": max_len},
+    )
     return written_ids, summary
 
 

@@ -28,7 +28,6 @@ import json
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
@@ -77,51 +76,21 @@ def _v1_model():
 def demo_inputs():
     """Every demo cell tokenized (V1 dictionary), the study model, the PPI prior over the
     token ids, or None when the resources are missing."""
-    import anndata as ad
-    import scipy.sparse as sp
-
+    from geneattn.bench.demo_study import RESOURCES, load_demo_study
     from geneattn.models.genohoption import GenoHoptionConfig, build_token_graph
-    from geneattn.models.study import build_study_model
-    from geneattn.resources.load import (
-        load_gene_medians,
-        load_gene_name_map,
-        load_ppi,
-        load_token_dictionary,
-    )
-    from geneattn.tokenize import map_genes, tokenize_counts
+    from geneattn.resources.load import load_ppi
     from geneattn.universe import symbols_for
 
-    root = Path("resources")
-    gf = root / "geneformer_v1"
-    needed = [root / "wu2020_200.h5ad", gf / "token_dictionary.tsv", root / "ppi/h_sapiens.tsv"]
-    if not all(p.exists() for p in needed):
+    demo = load_demo_study(also_needed=("ppi/h_sapiens.tsv",))
+    if demo is None:
         return None
-    adata = ad.read_h5ad(root / "wu2020_200.h5ad")
-    vocab = load_token_dictionary(gf / "token_dictionary.tsv")
-    medians = load_gene_medians(gf / "gene_median_dictionary.tsv")
-    names = load_gene_name_map(gf / "gene_name_id.tsv")
-    x = sp.csr_matrix(adata.X, dtype=np.float64)
-    n_counts = np.asarray(x.sum(axis=1)).ravel()
-    var_names = adata.var_names.to_numpy()
-    cells, _ = tokenize_counts(
-        x,
-        var_names,
-        cell_ids=adata.obs_names.to_numpy(),
-        n_counts=n_counts,
-        token_dictionary=vocab,
-        gene_medians=medians,
-        name_map=names,
-    )
-    _, gene_tokens, _ = map_genes(
-        var_names, gene_id="symbol", token_dictionary=vocab, gene_medians=medians, name_map=names
-    )
-    model = build_study_model(x, n_counts, gene_tokens, len(vocab), d_model=64, n_heads=4)
+    cells, model, names, var_names = demo.cells, demo.model, demo.names, demo.var_names
     vocabulary = np.asarray(cells.vocabulary).astype(str)
     graph = build_token_graph(
         GenoHoptionConfig(),
         vocabulary,
         symbols=symbols_for(vocabulary, names, preferred=set(var_names.astype(str))),
-        ppi_edges=load_ppi(root / "ppi/h_sapiens.tsv"),
+        ppi_edges=load_ppi(RESOURCES / "ppi/h_sapiens.tsv"),
     )
     return cells, model, graph
 

@@ -80,38 +80,13 @@ def demo_study(n_cells: int, seed: int = 0):
     tuple
         ``(cells, model, universe)``, or None when the resources are missing.
     """
-    import anndata as ad
-    import scipy.sparse as sp
-
     from geneattn.attention import choose_universe, subset_cells
-    from geneattn.models.study import build_study_model
-    from geneattn.resources.load import load_gene_medians, load_gene_name_map, load_token_dictionary
-    from geneattn.tokenize import map_genes, tokenize_counts
+    from geneattn.bench.demo_study import load_demo_study
 
-    root = Path("resources")
-    gf = root / "geneformer_v1"
-    if not (root / "wu2020_200.h5ad").exists() or not (gf / "token_dictionary.tsv").exists():
+    demo = load_demo_study()
+    if demo is None:
         return None
-    adata = ad.read_h5ad(root / "wu2020_200.h5ad")
-    vocab = load_token_dictionary(gf / "token_dictionary.tsv")
-    medians = load_gene_medians(gf / "gene_median_dictionary.tsv")
-    names = load_gene_name_map(gf / "gene_name_id.tsv")
-    x = sp.csr_matrix(adata.X, dtype=np.float64)
-    n_counts = np.asarray(x.sum(axis=1)).ravel()
-    var_names = adata.var_names.to_numpy()
-    cells, _ = tokenize_counts(
-        x,
-        var_names,
-        cell_ids=adata.obs_names.to_numpy(),
-        n_counts=n_counts,
-        token_dictionary=vocab,
-        gene_medians=medians,
-        name_map=names,
-    )
-    _, gene_tokens, _ = map_genes(
-        var_names, gene_id="symbol", token_dictionary=vocab, gene_medians=medians, name_map=names
-    )
-    model = build_study_model(x, n_counts, gene_tokens, len(vocab), d_model=64, n_heads=4)
+    cells, model = demo.cells, demo.model
     rng = np.random.default_rng(seed)
     cells = subset_cells(cells, rng.integers(0, cells.n_cells, n_cells))
     universe = choose_universe(cells, min_cells=10, max_genes=2000)
