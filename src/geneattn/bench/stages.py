@@ -280,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
                     f"peak {r.peak_rss_mib:.0f} MiB",
                     flush=True,
                 )
-            _write_outputs(out, header, results, job_rows, step_rows, launcher, t_start)
+                # after every stage, so a run stopped midway keeps what it measured
+                _write_outputs(out, header, results, job_rows, step_rows, launcher, t_start)
             if not args.keep_work:
                 shutil.rmtree(work, ignore_errors=True)
     finally:
