@@ -35,10 +35,14 @@ def _brute(model, cells, plan) -> np.ndarray:
     out = np.zeros((len(plan.cell), model.d_model))
     for e in range(len(plan.cell)):
         seq = cells.cell(int(plan.cell[e])).astype(np.int64)
-        new = seq[seq != plan.token[e]]
+        keep = seq != plan.token[e]
+        # rank-scaled values: the other genes keep their positions' weights
+        n = len(seq)
+        weights = np.log((n + 1) / (np.arange(n) + 1.0))[keep]
         heads, _ = reference.multi_head_attention(
-            model.gene_embeddings[new], model.w_q, model.w_k, model.w_v, model.n_heads
-        )
+            model.gene_embeddings[seq[keep]], model.w_q, model.w_k, model.w_v, model.n_heads,
+            value_weights=None if model.value_rank == "none" else weights,
+        )  # fmt: skip
         out[e] = (heads @ model.w_o).mean(axis=0)
     return out
 

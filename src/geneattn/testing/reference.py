@@ -60,9 +60,17 @@ def gaussian_attention(
 
 
 def multi_head_attention(
-    x: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, w_v: np.ndarray, n_heads: int
+    x: np.ndarray,
+    w_q: np.ndarray,
+    w_k: np.ndarray,
+    w_v: np.ndarray,
+    n_heads: int,
+    value_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multi-head scaled dot-product self-attention, before ``W_O``.
+
+    ``value_weights`` (one per row of ``x``) scales each token's value, as the study
+    model's ``value_rank="log"`` does with ``ln((n + 1) / (i + 1))``.
 
     Returns
     -------
@@ -73,6 +81,8 @@ def multi_head_attention(
     n, d = x.shape
     dh = d // n_heads
     q, k, v = x @ w_q, x @ w_k, x @ w_v
+    if value_weights is not None:
+        v = v * np.asarray(value_weights, dtype=v.dtype)[:, None]
     out = np.zeros((n, d), dtype=np.result_type(x, w_v))
     avg = np.zeros((n, n), dtype=out.dtype)
     for h in range(n_heads):
