@@ -44,6 +44,8 @@ def main(argv: list[str]) -> int:
             "status": table["status"].replace("-", ""),
         }
     )
+    if table["suite"].nunique() > 1:
+        out.insert(0, "suite", table["suite"])
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("\n".join(head) + "\n" + out.to_csv(sep="\t", index=False), encoding="utf-8")
     return 0
