@@ -555,3 +555,38 @@ def test_bad_cell_metadata_table(tmp_path, name, text, message):
 def test_missing_cell_metadata_file(tmp_path):
     with pytest.raises(InputError, match="no such cell metadata file"):
         read_counts(_write_csv(tmp_path / "c.csv"), obs=tmp_path / "absent.tsv")
+
+
+def test_read_obs_rows_equals_the_backed_obs_rows(tmp_path):
+    """Only the asked rows of each column are read, in the asked order, with anndata's
+    dtypes (categorical, numeric, strings, nullable integers, booleans)."""
+    import anndata as ad
+    import pandas as pd
+
+    from geneattn.errors import InputError
+    from geneattn.io.readers import read_obs_rows
+
+    n = 40
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical(rng.choice(["case", "control"], n)),
+            "dose": pd.Categorical(rng.choice(["low", "high"], n), ordered=True),
+            "n_counts": rng.random(n),
+            "n_genes": rng.integers(0, 100, n).astype(np.int32),
+            "barcode": [f"AC{i}" for i in range(n)],
+            "batch": pd.array(rng.integers(0, 3, n), dtype="Int64"),
+            "kept": rng.random(n) > 0.5,
+        },
+        index=[f"cell{i}" for i in range(n)],
+    )
+    path = tmp_path / "qc.h5ad"
+    ad.AnnData(np.zeros((n, 2), dtype=np.float32), obs=obs).write_h5ad(path)
+    ids = np.array(["cell7", "cell3", "cell39", "cell0", "cell3"])
+    want = ad.read_h5ad(path, backed="r").obs.loc[ids]
+    pd.testing.assert_frame_equal(read_obs_rows(path, ids), want)
+    assert read_obs_rows(path, np.array([], dtype=str)).shape == (0, obs.shape[1])
+    with pytest.raises(InputError, match=r"1 tokenized cells are not in it, e\.g\. 'nope'"):
+        read_obs_rows(path, np.array(["cell1", "nope"]))
+    with pytest.raises(InputError, match="file not found"):
+        read_obs_rows(tmp_path / "missing.h5ad", ids)

@@ -87,7 +87,7 @@ def embedding_anndata(
     if (rows < 0).any():
         missing = np.asarray(cells.cell_ids)[rows < 0]
         raise InputError(
-            f"{missing.size} tokenized cells are not in it, e.g. {missing[0]!r}", source
+            f"{missing.size} tokenized cells are not in it, e.g. {str(missing[0])!r}", source
         )
     emb = model.embed(cells, n_threads=n_threads)
     out = ad.AnnData(

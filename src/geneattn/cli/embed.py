@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.cli.options import shard_from
     from geneattn.embeddings import EMBEDDING_KEY, embedding_anndata
     from geneattn.io.atomic import atomic_path
-    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.io.readers import read_obs_rows
     from geneattn.models import load_model
     from geneattn.tokenize import load_cell_ids, load_tokens
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     start, stop = shard.bounds(n_all)
     cells = load_tokens(args.tokens, cells=slice(start, stop))
     model = load_model(args.model)
-    obs = read_stage_h5ad(args.obs, backed=True).obs
+    obs = read_obs_rows(args.obs, cells.cell_ids)  # this shard's rows only
     out = embedding_anndata(cells, model, obs, n_threads=args.threads, source=args.obs)
     log.info(
         "%s: embedded %d of %d cells into %d dimensions",

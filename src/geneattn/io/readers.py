@@ -633,3 +633,62 @@ def check_counts(
     _check_values(
         counts, adata.obs_names, adata.var_names, source, allow_non_integer=allow_non_integer
     )
+
+
+def read_obs_rows(path: str | Path, cell_ids) -> pd.DataFrame:
+    """The ``obs`` rows of ``cell_ids`` (in that order) of a stage's ``.h5ad``.
+
+    Equal to ``read_stage_h5ad(path, backed=True).obs.loc[cell_ids]``, but reads only the
+    index and those rows of each column (categorical codes and plain arrays by h5py
+    selection; any other column encoding is read whole), so a shard job's time does not
+    grow with the study's string columns.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, its cell names repeat, or a cell is not in it.
+    """
+    import h5py
+    import pandas as pd
+    from anndata.io import read_elem
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["obs"]
+            names = pd.Index(read_elem(group[group.attrs["_index"]]).astype(str))
+            if not names.is_unique:
+                raise InputError("cell names repeat in it", path)
+            rows = names.get_indexer(pd.Index(np.asarray(cell_ids).astype(str)))
+            if (rows < 0).any():
+                missing = np.asarray(cell_ids)[rows < 0]
+                raise InputError(
+                    f"{missing.size} tokenized cells are not in it, e.g. {str(missing[0])!r}", path
+                )
+            unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants ascending
+            columns = {
+                str(c): _column_rows(group[str(c)], unique, inverse, read_elem)
+                for c in group.attrs.get("column-order", [])
+            }
+            return pd.DataFrame(columns, index=names[rows])
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (OSError, KeyError) as err:
+        raise InputError(f"cannot read as h5ad ({err})", path) from None
+
+
+def _column_rows(node, unique: np.ndarray, inverse: np.ndarray, read_elem):
+    """One obs column at rows ``unique[inverse]`` (``unique`` ascending)."""
+    import pandas as pd
+
+    encoding = node.attrs.get("encoding-type", "")
+    if encoding == "categorical":
+        codes = node["codes"][unique] if len(unique) else node["codes"][:0]
+        return pd.Categorical.from_codes(
+            codes[inverse],
+            categories=read_elem(node["categories"]),
+            ordered=bool(node.attrs.get("ordered", False)),
+        )
+    if encoding == "array" and getattr(node, "ndim", 0) == 1:
+        return (node[unique] if len(unique) else node[:0])[inverse]
+    # other encodings (strings, nullable arrays): read whole, keep the dtype anndata gives
+    return pd.Series(read_elem(node)).iloc[unique[inverse]].array
