@@ -185,8 +185,10 @@ def coexpression_modules(
     numpy.ndarray
         int64 module of each gene (1 = largest, 0 = unassigned).
     """
+    from geneattn.modules import leiden_modules
+
     weights = coexpression_graph(expression, graph=graph, top_k=top_k, beta=beta, tom=tom)
-    modules = _modules_of_weights(
+    modules = leiden_modules(
         weights, resolution=resolution, objective=objective, seed=seed, min_size=min_size
     )
     if min_kme is None:
@@ -194,15 +196,6 @@ def coexpression_modules(
     from geneattn.module_analysis import grey_weak_members
 
     return grey_weak_members(expression, modules, min_kme=min_kme, min_size=min_size)
-
-
-def _modules_of_weights(weights, *, resolution, objective, seed, min_size) -> np.ndarray:
-    """Leiden modules of a co-expression graph, as the attention modules are found."""
-    from geneattn.modules import leiden_modules
-
-    return leiden_modules(
-        weights, resolution=resolution, objective=objective, seed=seed, min_size=min_size
-    )
 
 
 def _universe_blocks(counts, columns: np.ndarray, n_counts, chunk_cells: int):
@@ -235,23 +228,20 @@ def blocked_correlation(blocks) -> np.ndarray:
     """
     from geneattn.diffusion import correlation_from_moments, pearson_correlation
 
-    first = None
-    total = second = None
-    n_cells = 0
-    for block in blocks:
-        if first is None:
-            first = block
-            continue
-        if total is None:
-            total, second, n_cells = _moments(first)
+    blocks = iter(blocks)
+    first = next(blocks, None)
+    if first is None:
+        raise ValueError("the co-expression baseline needs at least 2 cells")
+    block = next(blocks, None)
+    if block is None:
+        return pearson_correlation(first)
+    total, second, n_cells = _moments(first)
+    while block is not None:
         t, c, n = _moments(block)
         total += t
         second += c
         n_cells += n
-    if first is None:
-        raise ValueError("the co-expression baseline needs at least 2 cells")
-    if total is None:
-        return pearson_correlation(first)
+        block = next(blocks, None)
     return correlation_from_moments(total / n_cells, second / n_cells, n_cells)
 
 
@@ -579,6 +569,7 @@ def evaluate_against_baselines(
     import pandas as pd
 
     from geneattn.evaluation import immune_marker_programs
+    from geneattn.modules import leiden_modules
 
     if "gene_id" not in modules.columns:
         raise InputError("the module table has no column gene_id (needed with counts)")
@@ -603,7 +594,7 @@ def evaluate_against_baselines(
     order = np.argsort(modules["gene_id"].astype(str).to_numpy(), kind="stable")
     blocks = _universe_blocks(counts, columns[order], n_counts, chunk_cells)
     coexpr = np.empty(len(order), dtype=np.int64)
-    coexpr[order] = _modules_of_weights(
+    coexpr[order] = leiden_modules(
         coexpression_graph_from_correlation(blocked_correlation(blocks), top_k=top_k),
         resolution=resolution,
         objective=objective,

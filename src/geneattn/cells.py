@@ -84,42 +84,13 @@ def read_condition_labels(path: str | Path, column: str) -> tuple[pd.Series, lis
     InputError
         The file is missing or not an h5ad, or :func:`condition_labels` refuses its obs.
     """
-    import h5py
+    from geneattn.io.readers import read_obs_columns
 
     # Only the obs index, the one column and the var names: every shard job reads this,
     # and the whole obs table (string columns of every cell) made each job's time grow
     # with the study.
-    try:
-        with h5py.File(path, "r") as f:
-            obs = _obs_columns(f, [column])
-            var_names = _frame_index(f["var"]).astype(str).tolist()
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (OSError, KeyError) as err:
-        raise InputError(f"cannot read as h5ad ({err})", path) from None
+    obs, var_names = read_obs_columns(path, [column])
     return condition_labels(obs, column, source=path), var_names
-
-
-def _frame_index(group) -> pd.Index:
-    """The index of an AnnData dataframe group (``obs`` or ``var``) of an open h5 file."""
-    import pandas as pd
-    from anndata.io import read_elem
-
-    return pd.Index(read_elem(group[group.attrs["_index"]]))
-
-
-def _obs_columns(f, columns: list[str]) -> pd.DataFrame:
-    """``obs`` of an open ``.h5ad`` with only ``columns`` read (those it has), and its
-    index; the frame's ``columns`` still lists every column, for errors."""
-    import pandas as pd
-    from anndata.io import read_elem
-
-    group = f["obs"]
-    order = [str(c) for c in group.attrs.get("column-order", [])]
-    frame = pd.DataFrame(
-        {c: read_elem(group[c]) for c in columns if c in order}, index=_frame_index(group)
-    )
-    return frame.reindex(columns=order) if not set(columns) <= set(order) else frame
 
 
 def condition_positions(

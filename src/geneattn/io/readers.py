@@ -655,7 +655,7 @@ def read_obs_rows(path: str | Path, cell_ids) -> pd.DataFrame:
     try:
         with h5py.File(path, "r") as f:
             group = f["obs"]
-            names = pd.Index(read_elem(group[group.attrs["_index"]]).astype(str))
+            names = _frame_index(group).astype(str)
             if not names.is_unique:
                 raise InputError("cell names repeat in it", path)
             rows = names.get_indexer(pd.Index(np.asarray(cell_ids).astype(str)))
@@ -692,3 +692,44 @@ def _column_rows(node, unique: np.ndarray, inverse: np.ndarray, read_elem):
         return (node[unique] if len(unique) else node[:0])[inverse]
     # other encodings (strings, nullable arrays): read whole, keep the dtype anndata gives
     return pd.Series(read_elem(node)).iloc[unique[inverse]].array
+
+
+def read_obs_columns(path: str | Path, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """``obs`` of a stage's ``.h5ad`` with only ``columns`` read, and its var names.
+
+    The frame has every cell (its index) and lists every obs column, but only ``columns``
+    hold values (the others are empty), so errors about a missing column can name them all.
+
+    Raises
+    ------
+    InputError
+        The file is missing or not an ``.h5ad``.
+    """
+    import h5py
+    import pandas as pd
+    from anndata.io import read_elem
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["obs"]
+            order = [str(c) for c in group.attrs.get("column-order", [])]
+            frame = pd.DataFrame(
+                {c: read_elem(group[c]) for c in columns if c in order},
+                index=_frame_index(group),
+            )
+            var_names = _frame_index(f["var"]).astype(str).tolist()
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (OSError, KeyError) as err:
+        raise InputError(f"cannot read as h5ad ({err})", path) from None
+    if not set(columns) <= set(order):
+        frame = frame.reindex(columns=order)
+    return frame, var_names
+
+
+def _frame_index(group) -> pd.Index:
+    """The index of an AnnData dataframe group (``obs`` or ``var``) of an open h5 file."""
+    import pandas as pd
+    from anndata.io import read_elem
+
+    return pd.Index(read_elem(group[group.attrs["_index"]]))
