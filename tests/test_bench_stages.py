@@ -6,6 +6,7 @@ rows, that the exponent fit recovers known exponents, and that the plots are wri
 
 from __future__ import annotations
 
+import argparse
 import math
 import subprocess
 import sys
@@ -17,9 +18,9 @@ import pandas as pd
 import pytest
 
 from geneattn.bench.scaling import fit_power_law, projected_seconds
-from geneattn.bench.stage_jobs import STAGE_NAMES, StageJobs, shard_count, with_needs
-from geneattn.bench.stage_tables import scaling_rows, write_table
-from geneattn.bench.stages import JOB_COLUMNS, STAGE_COLUMNS, StageResult
+from geneattn.bench.stage_jobs import STAGE_NAMES, Job, StageJobs, shard_count, with_needs
+from geneattn.bench.stage_tables import read_table, scaling_rows, write_table
+from geneattn.bench.stages import JOB_COLUMNS, STAGE_COLUMNS, StageResult, _run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,16 +166,69 @@ def test_rss_steps_names_the_lines_of_run():
     assert all(s["rss_max_mib"] >= s["rss_first_mib"] for s in steps)
 
 
+class FakeLauncher:
+    """Answers like :class:`geneattn.bench.stages.Launcher`, recording what it ran."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    def run(self, argv, *, log, env):
+        self.ran.append(argv[-1])
+        return {"wall_s": 2.0, "user_s": 1.5, "sys_s": 0.5, "maxrss_kib": 2048, "returncode": 0}
+
+
+def test_a_resumed_stage_runs_only_its_unfinished_jobs(tmp_path):
+    jobs = [Job("embed", f"shard {i}/3", ("geneattn", "embed", str(i))) for i in (1, 2, 3)]
+    finished = {
+        "cells": 100, "stage": "embed", "job": "shard 2/3", "runs": 1, "wall_s": 7.0,
+        "wall_s_runs": "7.000", "cpu_s": 6.0, "peak_rss_mib": 30.0, "returncode": 0,
+    }  # fmt: skip
+    stopped = dict(finished, job="shard 3/3", returncode=-9)
+    job_rows = [finished, stopped]
+    saves = []
+    args = argparse.Namespace(stage_repeats=1, repeat_below=0.0, cells_per_shard=5)
+    r = StageResult(cells=100, cells_qc=90, stage="embed", kind="stage", status="running")
+    launcher = FakeLauncher()
+    _run_stage(r, jobs, launcher, tmp_path, tmp_path, args, job_rows, [], lambda: saves.append(1))
+    assert launcher.ran == ["1", "3"]
+    assert len(saves) == 2
+    assert r.status == "ok" and r.jobs == 3 and r.runs == 3
+    assert r.wall_s == pytest.approx(11.0) and r.cpu_s == pytest.approx(10.0)
+    assert r.peak_rss_mib == 30.0
+
+
 def test_tiny_stage_run(tmp_path, resources_dir):
-    """50 and 100 resampled cells through qc, tokenize and the partial token read."""
+    """50 and 100 resampled cells through qc, tokenize and the partial token read.
+
+    The run is then cut back to before its last stage, as a stopped run's tables are, and
+    resumed: the stages it measured are kept as they were, the last one runs.
+    """
     out = tmp_path / "bench"
     cmd = [
         sys.executable, "-m", "geneattn", "bench", "stages", "--sizes", "50", "100",
         "--stages", "load-tokens-shard", "--stage-repeats", "1", "--cells-per-shard", "20",
         "--out-dir", str(out), "--resources", str(resources_dir),
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
+    done = subprocess.run([*cmd, "--keep-work"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
+    first = (out / "stages.tsv").read_text()
+    for name in ("stages.tsv", "stage_jobs.tsv"):
+        head, rows = read_table(out / name)
+        rows = [r for r in rows if (r["cells"], r["stage"]) != ("100", "load-tokens-shard")]
+        write_table(out / name, head, list(rows[0]), rows)
+    other = [*cmd[:-4], "--cells-per-shard", "21", *cmd[-4:], "--resume"]
+    refused = subprocess.run(other, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode != 0
+    assert "stages.tsv" in refused.stderr and "cells_per_shard differ" in refused.stderr
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "qc: ok (earlier run)" in done.stdout
+    assert "load-tokens-shard: ok 1 job(s)" in done.stdout
+    table = (out / "stages.tsv").read_text()
+    assert "# runs: 2" in table
+    assert [x for x in table.splitlines() if x.startswith(("50\t", "100\tqc", "100\ttok"))] == [
+        x for x in first.splitlines() if x.startswith(("50\t", "100\tqc", "100\ttok"))
+    ]
     stages = pd.read_csv(out / "stages.tsv", sep="\t", comment="#")
     assert list(stages.columns) == list(STAGE_COLUMNS)
     assert stages["stage"].tolist() == ["qc", "tokenize", "load-tokens-shard"] * 2

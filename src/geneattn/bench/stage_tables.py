@@ -37,6 +37,34 @@ def write_table(
     write_text(path, "\n".join(lines) + "\n")
 
 
+def read_table(path: str | Path) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Read a table written by :func:`write_table`.
+
+    Parameters
+    ----------
+    path
+        The ``.tsv``.
+
+    Returns
+    -------
+    tuple
+        ``(header, rows)``: the ``# key: value`` lines, and each row as text by column
+        (empty cells as ``""``).
+    """
+    header: dict[str, str] = {}
+    columns: list[str] | None = None
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if columns is None and line.startswith("# "):
+            key, _, value = line[2:].partition(": ")
+            header[key] = value
+        elif columns is None:
+            columns = line.split("\t")
+        elif line:
+            rows.append(dict(zip(columns, line.split("\t"), strict=True)))
+    return header, rows
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""

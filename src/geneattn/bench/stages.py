@@ -14,7 +14,13 @@ A stage whose projected time at the next size (its last time scaled with its fit
 exponent, at least linearly) exceeds ``--budget``, or that failed at a smaller size, is not
 run there; its row says so, as do the rows of the stages that need its outputs. A job is
 repeated (``--stage-repeats``, median reported) only when its stage is quick (first run
-times the number of jobs under ``--repeat-below`` seconds). Outputs, under ``--out-dir``:
+times the number of jobs under ``--repeat-below`` seconds).
+
+The tables are rewritten after every job, so a run that is stopped keeps what it measured;
+``--resume`` continues it in its work directories: the stages and jobs its tables record are
+kept (their rows as measured then), the rest run. A resumed run must have the same settings
+(the header lines in :data:`RESUME_KEYS`); its header counts the runs and their load
+averages. Outputs, under ``--out-dir``:
 
 ``stages.tsv``
     One row per size and stage: jobs, runs, wall and CPU seconds, peak RSS, status.
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -43,7 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from geneattn.bench.stage_jobs import SHARDED, STAGES, Job, StageJobs, with_needs
@@ -66,6 +73,11 @@ STEP_COLUMNS = (
     "vmhwm_mib",
 )  # fmt: skip
 LABEL = "demo cells resampled with replacement"
+#: Header lines a resumed run must share with the run it continues.
+RESUME_KEYS = (
+    "cpu", "cores", "python", "packages", "cells", "seeds", "config", "threads",
+    "cells_per_shard", "settings", "repeats",
+)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -83,6 +95,91 @@ class StageResult:
     peak_rss_mib: float = math.nan
     status: str = "ok"
     note: str = ""
+
+
+@dataclasses.dataclass
+class Earlier:
+    """What the tables of a stopped run recorded, for ``--resume``.
+
+    Attributes
+    ----------
+    header
+        Its ``# key: value`` lines.
+    stages
+        Its stage rows by ``(cells, stage)``, as :class:`StageResult`.
+    jobs
+        Its job rows (numbers parsed).
+    steps
+        Its RSS-by-line rows (as written).
+    """
+
+    header: dict[str, str]
+    stages: dict[tuple[int, str], StageResult]
+    jobs: list[dict]
+    steps: list[dict]
+
+    def size_done(self, n: int, stages: Sequence[str]) -> bool:
+        """Whether every one of ``stages`` has a finished row at ``n`` cells."""
+        return all((n, s) in self.stages and self.stages[n, s].status != "running" for s in stages)
+
+
+def read_earlier(out: Path, header: Mapping[str, str]) -> Earlier:
+    """Read a stopped run's tables in ``out`` and check it had the same settings.
+
+    Parameters
+    ----------
+    out
+        The ``--out-dir`` of the run to continue.
+    header
+        This run's header lines; :data:`RESUME_KEYS` must equal the earlier run's.
+
+    Returns
+    -------
+    Earlier
+        Its rows.
+    """
+    from geneattn.bench.stage_tables import read_table
+    from geneattn.errors import InputError
+
+    path = out / "stages.tsv"
+    if not path.exists():
+        raise InputError("nothing to resume: no stages.tsv from an earlier run", path)
+    head, rows = read_table(path)
+    differ = [k for k in RESUME_KEYS if head.get(k) != " ".join(str(header[k]).split())]
+    if differ:
+        raise InputError(
+            f"cannot resume a run with other settings ({', '.join(differ)} differ)", path
+        )
+    stages = {}
+    for row in rows:
+        r = StageResult(
+            cells=int(row["cells"]),
+            cells_qc=int(row["cells_qc"]) if row["cells_qc"] else None,
+            stage=row["stage"],
+            kind=row["kind"],
+            jobs=int(row["jobs"]),
+            runs=int(row["runs"]),
+            wall_s=_number(row["wall_s"]),
+            cpu_s=_number(row["cpu_s"]),
+            peak_rss_mib=_number(row["peak_rss_mib"]),
+            status=row["status"],
+            note=row["note"],
+        )
+        stages[r.cells, r.stage] = r
+    _, jobs = read_table(out / "stage_jobs.tsv")
+    for row in jobs:
+        for key in ("cells", "runs", "returncode"):
+            row[key] = int(row[key])
+        for key in ("wall_s", "cpu_s", "peak_rss_mib"):
+            row[key] = _number(row[key])
+    _, steps = read_table(out / "shard_steps.tsv")
+    for row in steps:
+        row["cells"] = int(row["cells"])
+    return Earlier(head, stages, jobs, steps)
+
+
+def _number(text: str) -> float:
+    return float(text) if text else math.nan
 
 
 class Launcher:
@@ -212,19 +309,39 @@ def run(args: argparse.Namespace) -> int:
     kinds = {s.name: s.kind for s in STAGES}
     needs = {s.name: s.needs for s in STAGES}
 
+    earlier = read_earlier(out, header) if args.resume else None
+    wall_before = 0.0
+    if earlier is not None:
+        wall_before = float(earlier.header.get("bench_wall_s") or 0)
+        runs = int(earlier.header.get("runs") or 1) + 1
+        header["runs"] = str(runs)
+        header["load_average_at_start"] = (
+            f"{earlier.header.get('load_average_at_start', '')}; run {runs}: "
+            f"{header['load_average_at_start']}"
+        )
     results: list[StageResult] = []
     job_rows: list[dict] = []
     step_rows: list[dict] = []
     launcher = Launcher()
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() - wall_before
+    # the tables after every job, so a run stopped midway keeps what it measured
+    save = functools.partial(
+        _write_outputs, out, header, results, job_rows, step_rows, launcher, t_start
+    )
     try:
         for n in sizes:
             work = out / "work" / f"n{n}"
             logs = out / "logs" / f"n{n}"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            logs.mkdir(parents=True, exist_ok=True)
+            kept = _kept_rows(earlier, n, chosen, work, job_rows, step_rows)
             print(f"== {n:,} cells ({LABEL}, seed {args.seed})", flush=True)
+            if not kept and (earlier is None or not earlier.size_done(n, chosen)):
+                shutil.rmtree(work, ignore_errors=True)
+            if earlier is not None and earlier.size_done(n, chosen) and not work.is_dir():
+                results.extend(kept[s] for s in chosen)
+                print("   every stage measured in the earlier run", flush=True)
+                continue
+            work.mkdir(parents=True, exist_ok=True)
+            logs.mkdir(parents=True, exist_ok=True)
             cond = config["conditions"]
             resample = Job(
                 "resample",
@@ -235,9 +352,10 @@ def run(args: argparse.Namespace) -> int:
                     "--labels", cond["case"], cond["control"], "--seed", str(args.seed),
                 ),
             )  # fmt: skip
-            reply = launcher.run(resample.argv, log=logs / "resample.log", env=_env(1))
-            if reply["returncode"]:
-                raise InputError(f"resampling failed; see {logs / 'resample.log'}")
+            if not (kept and (work / "counts.h5ad").exists()):
+                reply = launcher.run(resample.argv, log=logs / "resample.log", env=_env(1))
+                if reply["returncode"]:
+                    raise InputError(f"resampling failed; see {logs / 'resample.log'}")
             jobs_of = StageJobs(
                 work,
                 resources,
@@ -249,6 +367,12 @@ def run(args: argparse.Namespace) -> int:
             done: dict[str, StageResult] = {}
             cells_qc = None
             for stage in chosen:
+                if stage in kept:
+                    done[stage] = kept[stage]
+                    results.append(kept[stage])
+                    cells_qc = kept[stage].cells_qc
+                    print(f"   {stage}: {kept[stage].status} (earlier run)", flush=True)
+                    continue
                 r = StageResult(cells=n, cells_qc=None, stage=stage, kind=kinds[stage])
                 done[stage] = r
                 results.append(r)
@@ -261,9 +385,9 @@ def run(args: argparse.Namespace) -> int:
                     r.status = f"skipped: failed at {failed[0].cells:,} cells"
                     print(f"   {stage}: {r.status}", flush=True)
                     continue
-                earlier = [x for x in results if x.stage == stage and x.status == "ok"]
+                measured = [x for x in results if x.stage == stage and x.status == "ok"]
                 projected = projected_seconds(
-                    [x.cells for x in earlier], [x.wall_s for x in earlier], n
+                    [x.cells for x in measured], [x.wall_s for x in measured], n
                 )
                 if projected > args.budget:
                     r.status = (
@@ -271,7 +395,10 @@ def run(args: argparse.Namespace) -> int:
                     )
                     print(f"   {stage}: {r.status}", flush=True)
                     continue
-                _run_stage(r, jobs_of.jobs(stage), launcher, logs, work, args, job_rows, step_rows)
+                r.status = "running"
+                _run_stage(
+                    r, jobs_of.jobs(stage), launcher, logs, work, args, job_rows, step_rows, save
+                )
                 if stage == "qc" and r.status == "ok":
                     cells_qc = jobs_of.cells_after_qc()
                 r.cells_qc = cells_qc
@@ -280,8 +407,7 @@ def run(args: argparse.Namespace) -> int:
                     f"peak {r.peak_rss_mib:.0f} MiB",
                     flush=True,
                 )
-                # after every stage, so a run stopped midway keeps what it measured
-                _write_outputs(out, header, results, job_rows, step_rows, launcher, t_start)
+                save()
             if not args.keep_work:
                 shutil.rmtree(work, ignore_errors=True)
     finally:
@@ -293,6 +419,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept_rows(
+    earlier: Earlier | None,
+    n: int,
+    chosen: Sequence[str],
+    work: Path,
+    job_rows: list[dict],
+    step_rows: list[dict],
+) -> dict[str, StageResult]:
+    """The earlier run's stages at ``n`` cells to keep; adds their (and finished) jobs' rows.
+
+    With the size's work directory, stages that ran (``ok`` or failed) are kept, as are the
+    finished jobs of the others (a stage stopped midway runs only its remaining jobs). A
+    size whose every stage finished is kept whole (its work directory may be gone); a size
+    without its work directory otherwise runs again from the start.
+    """
+    if earlier is None:
+        return {}
+    if earlier.size_done(n, chosen) and not work.is_dir():
+        kept = {s: earlier.stages[n, s] for s in chosen}
+    elif work.is_dir():
+        kept = {
+            s: earlier.stages[n, s]
+            for s in chosen
+            if (n, s) in earlier.stages and earlier.stages[n, s].status.startswith(("ok", "failed"))
+        }
+    else:
+        kept = {}
+    if not kept:
+        return {}
+    jobs = [
+        row
+        for row in earlier.jobs
+        if row["cells"] == n and (row["stage"] in kept or row["returncode"] == 0)
+    ]
+    keys = {(row["stage"], row["job"]) for row in jobs}
+    job_rows.extend(jobs)
+    step_rows.extend(
+        row for row in earlier.steps if row["cells"] == n and (row["stage"], row["job"]) in keys
+    )
+    return kept
+
+
 def _run_stage(
     r: StageResult,
     jobs: list[Job],
@@ -302,10 +470,27 @@ def _run_stage(
     args: argparse.Namespace,
     job_rows: list[dict],
     step_rows: list[dict],
+    save: Callable[[], None] | None = None,
 ) -> None:
-    """Run the jobs of one stage (each repeated when fast) and fill ``r``."""
+    """Run the jobs of one stage (each repeated when fast) and fill ``r``.
+
+    Jobs that already have a finished row in ``job_rows`` (a resumed run) are not run
+    again; their row counts. ``save`` is called after every job.
+    """
+    finished = {
+        row["job"]: row
+        for row in job_rows
+        if row["cells"] == r.cells and row["stage"] == r.stage and row["returncode"] == 0
+    }
     walls, cpus, peaks, runs = [], [], [], 0
     for i, job in enumerate(jobs):
+        row = finished.get(job.label or job.stage)
+        if row is not None:
+            walls.append(row["wall_s"])
+            cpus.append(row["cpu_s"])
+            peaks.append(row["peak_rss_mib"])
+            runs += row["runs"]
+            continue
         argv = job.argv
         steps_file = work / f"steps.{job.stage}.{i}.json"
         if job.profile:
@@ -346,6 +531,8 @@ def _run_stage(
         if replies[-1]["returncode"]:
             tail = _last_line(log)
             r.status = f"failed: {job.label or job.stage} exit {replies[-1]['returncode']}: {tail}"
+            if save is not None:
+                save()
             break
         if job.profile and steps_file.exists():
             prof = json.loads(steps_file.read_text(encoding="utf-8"))
@@ -359,6 +546,8 @@ def _run_stage(
                         "vmhwm_mib": prof["vmhwm_mib"],
                     }
                 )
+        if save is not None:
+            save()
     r.jobs, r.runs = len(walls), runs
     r.wall_s, r.cpu_s = sum(walls), sum(cpus)
     r.peak_rss_mib = max(peaks) if peaks else math.nan
@@ -371,8 +560,8 @@ def _run_stage(
         r.note = f"{len(jobs)} jobs ({', '.join(j.label for j in jobs)}): wall = sum"
     elif r.kind == "probe" and jobs:
         r.note = jobs[0].label
-    if r.status == "ok" and not jobs:
-        r.status = "ok: no jobs in this configuration"
+    if r.status in ("ok", "running"):
+        r.status = "ok" if jobs else "ok: no jobs in this configuration"
 
 
 def _env(threads: int) -> dict[str, str]:

@@ -80,6 +80,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="seconds: a job is repeated when its first run times its stage's jobs is below",
     )
     st.add_argument("--keep-work", action="store_true", help="keep each size's intermediate files")
+    st.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a stopped run in --out-dir: keep the stages and jobs its tables record "
+        "and run the rest in its work directories (same settings, else refused)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
