@@ -262,3 +262,36 @@ def test_cli_shards_gather_to_a_sorted_table(tmp_path, capsys):
     bad = ["perturb", tokens, "--model", str(tmp_path / "model.npz"), *where, "--case", "Tumor"]
     bad += ["--plan", str(tmp_path / "plan.npz"), "--definition", "geneformer", "--anchor", "NOPE"]
     assert main([*bad, "--out", str(tmp_path / "bad.tsv")]) == 2
+    # the shard tables are read with categorical text columns, to hold a million cells'
+    # rows: every table made from them equals the one made from plain text columns
+    from geneattn.geneformer_perturb import group_table
+    from geneattn.geneformer_stats import geneformer_table
+    from geneattn.perturb import perturbation_table, read_shift_tables
+    from geneattn.resources.load import load_gene_name_map
+
+    name_map = load_gene_name_map(tmp_path / "names.tsv")
+    samples = {c: f"p{i % 3}" for i, c in enumerate(cells.cell_ids.astype(str))}
+    for paths in (shards, gf_shards, [str(tmp_path / "pairs.tsv")]):
+        plain = pd.concat(
+            [pd.read_csv(p, sep="\t", keep_default_na=False, na_values=["NA"]) for p in paths],
+            ignore_index=True,
+        )
+        read = read_shift_tables(paths)
+        assert (read["cell"].dtype, read["gene_id"].dtype) == ("category", "category")
+        pd.testing.assert_frame_equal(read.astype(plain.dtypes.to_dict()), plain)
+        for kwargs in ({}, {"samples": samples}):
+            pd.testing.assert_frame_equal(
+                perturbation_table(read, name_map=name_map, **kwargs),
+                perturbation_table(plain, name_map=name_map, **kwargs),
+            )
+        pd.testing.assert_frame_equal(
+            group_table(read, name_map=name_map), group_table(plain, name_map=name_map)
+        )
+        for stats in ("goal_state_shift", "mixture_model", "vs_null"):
+            null = stats == "vs_null"
+            pd.testing.assert_frame_equal(
+                geneformer_table(read, name_map=name_map, stats=stats, null=read if null else None),
+                geneformer_table(
+                    plain, name_map=name_map, stats=stats, null=plain if null else None
+                ),
+            )

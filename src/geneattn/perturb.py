@@ -289,25 +289,47 @@ def choose_null_tokens(
     return np.array(sorted(drawn), dtype=np.int64), bin_of
 
 
+#: Text columns of a shift table, held as categoricals once read.
+TEXT_COLUMNS = ("gene_id", "role", "cell", "mode")
+
+
 def read_shift_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
     """The tables of perturbation shards (:func:`shift_table`), concatenated in order.
+
+    The text columns (:data:`TEXT_COLUMNS`) are categoricals: a study's tables hold a row
+    per perturbed gene and cell, and a string object per cell of those rows would hold
+    several times the memory of their numbers (at a million cells, gigabytes).
 
     Raises
     ------
     InputError
         A shard cannot be read, lacks a column, or the shards mix modes.
     """
+    from pandas.api.types import union_categoricals
+
     parts = []
+    text = dict.fromkeys(TEXT_COLUMNS, "category")
     for path in paths:
         try:
-            part = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["NA"])
+            part = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=["NA"], dtype=text)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise InputError(f"cannot read the shard ({err})", path) from None
         missing = set(SHIFT_COLUMNS) - set(part.columns)
         if missing:
             raise InputError(f"missing columns {sorted(missing)}", path)
+        if parts and list(part.columns) != list(parts[0].columns):
+            raise InputError("its columns differ from the first shard's", path)
         parts.append(part)
-    table = pd.concat(parts, ignore_index=True)
+    if not parts:
+        raise InputError("no perturbation shards given")
+    columns = {}
+    for name in parts[0].columns:
+        if name in text:
+            columns[name] = union_categoricals([part[name] for part in parts])
+        else:
+            columns[name] = np.concatenate([part[name].to_numpy() for part in parts])
+    del parts
+    table = pd.DataFrame(columns)
     modes = sorted(set(table["mode"]))
     if len(modes) != 1:
         raise InputError(f"the shards mix perturbation modes {modes}", paths[0])
@@ -389,12 +411,18 @@ def perturbation_table(
     if samples is not None:
         from geneattn.perturb_stats import sample_level_statistics
 
-        cell_ids = np.asarray(sorted(set(shifts["cell"].astype(str))))
+        # the perturbed cells' ids, sorted, and each row's index into them (by category,
+        # not by a string per row: a study's tables hold millions of rows)
+        cell = shifts["cell"].astype(str).astype("category").cat.remove_unused_categories()
+        ids = np.asarray(cell.cat.categories, dtype=str)
+        order = np.argsort(ids, kind="stable")
+        cell_ids = ids[order]
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
         missing = [c for c in cell_ids.tolist() if c not in samples]
         if missing:
             raise InputError(f"{len(missing)} perturbed cells have no sample, e.g. {missing[0]!r}")
-        cell_index = {c: i for i, c in enumerate(cell_ids.tolist())}
-        indexed = shifts.assign(cell=shifts["cell"].astype(str).map(cell_index).astype(np.int64))
+        indexed = shifts.assign(cell=rank[cell.cat.codes.to_numpy()])
         sample_of = np.array([str(samples[c]) for c in cell_ids.tolist()])
         stats = sample_level_statistics(
             indexed, targets, null, bin_of, sample_of, column=column, seed=seed

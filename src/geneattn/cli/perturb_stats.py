@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Test each target gene's shifts against the null genes of its bin; write the table."""
     from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
-    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.io.readers import read_obs_columns
     from geneattn.network import write_table
     from geneattn.perturb import perturbation_table, read_module_annotation, read_shift_tables
     from geneattn.resources.load import load_gene_name_map
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sample_column is not None:
         if args.obs is None:
             raise InputError("--sample-column needs --obs (the QC'd h5ad)")
-        obs = read_stage_h5ad(args.obs, backed=True).obs
+        obs, _ = read_obs_columns(args.obs, [args.sample_column])
         if args.sample_column not in obs:
             raise InputError(f"no obs column {args.sample_column!r}", args.obs)
         samples = dict(zip(obs.index.astype(str), obs[args.sample_column].astype(str), strict=True))
