@@ -396,12 +396,26 @@ def perturbation_table(
         Columns :data:`TABLE_COLUMNS` then :data:`EXTRA_COLUMNS`, sorted by the mean goal
         shift (the mean cosine shift without a goal state), largest first, then by gene.
     """
-    table = table[table["role"] != "group"]  # genes perturbed together: group_table
-    plan = table[table["cell"] == ""].drop_duplicates(["gene_id", "role"])
-    shifts = table[table["cell"] != ""]
+    single = (table["role"] != "group").to_numpy()  # genes perturbed together: group_table
+    planned = (table["cell"] == "").to_numpy()
+    plan = table[single & planned].drop_duplicates(["gene_id", "role"])
     genes = sorted(set(plan["gene_id"]))
     code = {g: i for i, g in enumerate(genes)}
-    shifts = shifts.assign(token=shifts["gene_id"].map(code).astype(np.int64))
+    # the (gene, cell) rows, with only the columns the tests read: a study's tables hold
+    # millions of rows, so nothing here copies a text column per row
+    rows = single & ~planned
+    gene = table["gene_id"].astype("category")
+    token = np.array([code.get(g, -1) for g in gene.cat.categories], dtype=np.int64)
+    token = token[gene.cat.codes.to_numpy()[rows]]
+    if (token < 0).any():
+        raise InputError("shift rows of genes the shards' planned rows do not list")
+    shifts = pd.DataFrame(
+        {
+            "token": token,
+            "cosine_shift": table["cosine_shift"].to_numpy(dtype=np.float64)[rows],
+            "goal_shift": table["goal_shift"].to_numpy(dtype=np.float64)[rows],
+        }
+    )
     targets = [code[g] for g in plan.loc[plan["role"] == "target", "gene_id"]]
     null = [code[g] for g in plan.loc[plan["role"] == "null", "gene_id"]]
     bin_of = {code[g]: int(b) for g, b in zip(plan["gene_id"], plan["bin"], strict=True)}
@@ -413,7 +427,7 @@ def perturbation_table(
 
         # the perturbed cells' ids, sorted, and each row's index into them (by category,
         # not by a string per row: a study's tables hold millions of rows)
-        cell = shifts["cell"].astype(str).astype("category").cat.remove_unused_categories()
+        cell = table["cell"][rows].astype("category").cat.remove_unused_categories()
         ids = np.asarray(cell.cat.categories, dtype=str)
         order = np.argsort(ids, kind="stable")
         cell_ids = ids[order]
@@ -422,10 +436,10 @@ def perturbation_table(
         missing = [c for c in cell_ids.tolist() if c not in samples]
         if missing:
             raise InputError(f"{len(missing)} perturbed cells have no sample, e.g. {missing[0]!r}")
-        indexed = shifts.assign(cell=rank[cell.cat.codes.to_numpy()])
+        shifts["cell"] = rank[cell.cat.codes.to_numpy()]
         sample_of = np.array([str(samples[c]) for c in cell_ids.tolist()])
         stats = sample_level_statistics(
-            indexed, targets, null, bin_of, sample_of, column=column, seed=seed
+            shifts, targets, null, bin_of, sample_of, column=column, seed=seed
         )
         log.info("tested across %d samples", len(set(sample_of.tolist())))
     else:
@@ -442,12 +456,13 @@ def perturbation_table(
     symbol_of.update(module_symbols or {})
     module_of = module_of or {}
     ensembl = [genes[t] for t in stats["token"]]
+    modes = table["mode"][single]
     out = pd.DataFrame(
         {
             "gene": [symbol_of.get(g, g) for g in ensembl],
             "ensembl_id": ensembl,
             "module": [module_of.get(g, -1) for g in ensembl],
-            "mode": str(table["mode"].iloc[0]) if len(table) else "",
+            "mode": str(modes.iloc[0]) if len(modes) else "",
             "n_cells": stats["n_cells"].to_numpy(),
             "mean_cosine_shift": stats["mean_cosine_shift"].to_numpy(),
             "mean_goal_shift": stats["mean_goal_shift"].to_numpy(),

@@ -133,27 +133,29 @@ def sample_shift_table(
         of the bin's null genes in the sample; all null genes when the bin has none) and
         ``delta``. Samples where the gene has no cell or the null has no value are left out.
     """
-    samples = np.asarray(cell_samples).astype(str)
+    # samples by the index of their name in sorted order (a name per row would hold a
+    # string per (gene, cell) row; the groups below are the same, in the same order)
+    names, sample_code = np.unique(np.asarray(cell_samples).astype(str), return_inverse=True)
     cells = shifts["cell"].to_numpy(dtype=np.int64)
-    if len(cells) and (cells.min() < 0 or cells.max() >= len(samples)):
+    if len(cells) and (cells.min() < 0 or cells.max() >= len(sample_code)):
         raise ValueError("a shift's cell is outside cell_samples")
     frame = pd.DataFrame(
         {
             "token": shifts["token"].to_numpy(dtype=np.int64),
-            "sample": samples[cells],
+            "sample": sample_code.reshape(-1)[cells],
             "value": shifts[column].to_numpy(dtype=np.float64),
         }
     )
-    frame = frame[np.isfinite(frame["value"])]
+    frame = frame[np.isfinite(frame["value"].to_numpy())]
     null_set = {int(t) for t in null_tokens}
-    null = frame[frame["token"].isin(null_set)].assign(
-        bin=lambda f: f["token"].map(lambda t: bin_of.get(int(t), -1))
-    )
-    by_bin = null.groupby(["bin", "sample"])["value"].mean()
+    null = frame[frame["token"].isin(null_set).to_numpy()]
+    kinds, where = np.unique(null["token"].to_numpy(), return_inverse=True)
+    bins = np.array([bin_of.get(int(t), -1) for t in kinds], dtype=np.int64)[where]
+    by_bin = null.assign(bin=bins).groupby(["bin", "sample"])["value"].mean()
     all_null = null.groupby("sample")["value"].mean()
-    bins_present = set(null["bin"].tolist())
+    bins_present = set(bins.tolist())
     rows = []
-    target_frame = frame[frame["token"].isin({int(t) for t in targets})]
+    target_frame = frame[frame["token"].isin({int(t) for t in targets}).to_numpy()]
     grouped = target_frame.groupby(["token", "sample"])["value"].agg(["mean", "size"])
     for (token, sample), (mean, size) in grouped.iterrows():
         b = bin_of.get(int(token), -2)
@@ -166,7 +168,7 @@ def sample_shift_table(
         rows.append(
             {
                 "token": int(token),
-                "sample": sample,
+                "sample": str(names[sample]),
                 "n_cells": int(size),
                 "shift": float(mean),
                 "null_shift": float(ref),
@@ -223,7 +225,7 @@ def sample_level_statistics(
         shifts, targets, null_tokens, bin_of, cell_samples, column=column
     )
     by_token = {int(t): g for t, g in per_sample.groupby("token")}
-    cell_shifts = {int(t): g for t, g in shifts.groupby("token")}
+    cell_shifts = token_groups(shifts, ("cosine_shift", "goal_shift"))
     rng = np.random.default_rng(seed)
     alpha = (1.0 - confidence) / 2.0
     rows = []
@@ -235,10 +237,10 @@ def sample_level_statistics(
         n = len(deltas)
         row = {
             "token": t,
-            "n_cells": 0 if c is None else len(c),
+            "n_cells": 0 if c is None else len(c["cosine_shift"]),
             "n_samples": n,
-            "mean_cosine_shift": float("nan") if c is None else float(c["cosine_shift"].mean()),
-            "mean_goal_shift": float("nan") if c is None else float(c["goal_shift"].mean()),
+            "mean_cosine_shift": float("nan") if c is None else _mean(c["cosine_shift"]),
+            "mean_goal_shift": float("nan") if c is None else _mean(c["goal_shift"]),
             "effect": float(deltas.mean()) if n else float("nan"),
         }
         if n >= min_samples:
@@ -257,6 +259,33 @@ def sample_level_statistics(
     table["fdr"] = bh_fdr(table["p_value"].to_numpy(dtype=np.float64))
     table["unit"] = "samples"
     return table[list(SAMPLE_COLUMNS)]
+
+
+def token_groups(shifts: pd.DataFrame, columns: Sequence[str]) -> dict[int, dict[str, np.ndarray]]:
+    """Each token's values of ``columns``, in the order of its rows.
+
+    The values of ``shifts.groupby("token")``, without a copy of the frame per group: the
+    rows are ordered by token once (stably) and each token's values are a slice.
+
+    Returns
+    -------
+    dict
+        ``{token: {column: float64 values}}``.
+    """
+    tokens = shifts["token"].to_numpy(dtype=np.int64)
+    order = np.argsort(tokens, kind="stable")
+    kinds, starts = np.unique(tokens[order], return_index=True)
+    ends = np.append(starts[1:], len(tokens))
+    ordered = {c: shifts[c].to_numpy(dtype=np.float64)[order] for c in columns}
+    return {
+        int(t): {c: v[a:b] for c, v in ordered.items()}
+        for t, a, b in zip(kinds.tolist(), starts.tolist(), ends.tolist(), strict=True)
+    }
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean of the finite-or-NaN ``values`` as :meth:`pandas.Series.mean` takes it."""
+    return float(pd.Series(values).mean())
 
 
 def cell_level_statistics(
@@ -314,17 +343,17 @@ def goal_statistics(
     from scipy.stats import mannwhitneyu
 
     null_set = set(int(t) for t in null_tokens)
-    by_token = {int(t): g for t, g in shifts.groupby("token")}
+    by_token = token_groups(shifts, ("cosine_shift", "goal_shift"))
     null_by_bin: dict[int, list[np.ndarray]] = {}
     for t in null_set:
         if t in by_token:
-            null_by_bin.setdefault(bin_of.get(t, -1), []).append(by_token[t][column].to_numpy())
+            null_by_bin.setdefault(bin_of.get(t, -1), []).append(by_token[t][column])
     all_null = [v for vs in null_by_bin.values() for v in vs]
     rows = []
     for t in targets:
         t = int(t)
         g = by_token.get(t)
-        values = np.array([]) if g is None else g[column].to_numpy()
+        values = np.array([]) if g is None else g[column]
         values = values[np.isfinite(values)]
         ref_parts = null_by_bin.get(bin_of.get(t, -2)) or all_null
         ref = np.concatenate(ref_parts) if ref_parts else np.array([])
@@ -338,9 +367,9 @@ def goal_statistics(
         rows.append(
             {
                 "token": t,
-                "n_cells": 0 if g is None else len(g),
-                "mean_cosine_shift": float("nan") if g is None else g["cosine_shift"].mean(),
-                "mean_goal_shift": float("nan") if g is None else g["goal_shift"].mean(),
+                "n_cells": 0 if g is None else len(g["cosine_shift"]),
+                "mean_cosine_shift": float("nan") if g is None else _mean(g["cosine_shift"]),
+                "mean_goal_shift": float("nan") if g is None else _mean(g["goal_shift"]),
                 "statistic": stat,
                 "p_value": p,
             }
