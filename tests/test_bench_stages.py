@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import subprocess
 import sys
 import textwrap
@@ -225,7 +226,7 @@ def test_tiny_stage_run(tmp_path, resources_dir):
     assert "qc: ok (earlier run)" in done.stdout
     assert "load-tokens-shard: ok 1 job(s)" in done.stdout
     table = (out / "stages.tsv").read_text()
-    assert "# runs: 2" in table
+    assert "# runs: 2" in table and re.search(r"# code: \S+; run 2: \S+", table)
     assert [x for x in table.splitlines() if x.startswith(("50\t", "100\tqc", "100\ttok"))] == [
         x for x in first.splitlines() if x.startswith(("50\t", "100\tqc", "100\ttok"))
     ]

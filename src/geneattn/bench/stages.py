@@ -19,8 +19,8 @@ times the number of jobs under ``--repeat-below`` seconds).
 The tables are rewritten after every job, so a run that is stopped keeps what it measured;
 ``--resume`` continues it in its work directories: the stages and jobs its tables record are
 kept (their rows as measured then), the rest run. A resumed run must have the same settings
-(the header lines in :data:`RESUME_KEYS`); its header counts the runs and their load
-averages. Outputs, under ``--out-dir``:
+(the header lines in :data:`RESUME_KEYS`); its header counts the runs and gives each
+one's load average and code (git commit). Outputs, under ``--out-dir``:
 
 ``stages.tsv``
     One row per size and stage: jobs, runs, wall and CPU seconds, peak RSS, status.
@@ -258,6 +258,7 @@ def settings_lines(args: argparse.Namespace, config: Mapping) -> dict[str, str]:
     info = machine_info()
     info["packages"] = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     info["load_average_at_start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["code"] = _code_version()
     t, a, p = config["tokenize"], config["attention"], config["perturb"]
     info.update(
         {
@@ -315,10 +316,8 @@ def run(args: argparse.Namespace) -> int:
         wall_before = float(earlier.header.get("bench_wall_s") or 0)
         runs = int(earlier.header.get("runs") or 1) + 1
         header["runs"] = str(runs)
-        header["load_average_at_start"] = (
-            f"{earlier.header.get('load_average_at_start', '')}; run {runs}: "
-            f"{header['load_average_at_start']}"
-        )
+        for key in ("load_average_at_start", "code"):
+            header[key] = f"{earlier.header.get(key) or 'not recorded'}; run {runs}: {header[key]}"
     results: list[StageResult] = []
     job_rows: list[dict] = []
     step_rows: list[dict] = []
@@ -562,6 +561,31 @@ def _run_stage(
         r.note = jobs[0].label
     if r.status in ("ok", "running"):
         r.status = "ok" if jobs else "ok: no jobs in this configuration"
+
+
+def _code_version() -> str:
+    """The git commit of the checkout this package runs from (``+`` if it has changes)."""
+    from geneattn import __version__
+
+    src = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"geneattn {__version__} (no git checkout)"
+    return commit + ("+" if changed else "")
 
 
 def _env(threads: int) -> dict[str, str]:
