@@ -6,7 +6,11 @@ the exponent ``b`` of wall and CPU time ~ cells^b between the two largest sizes,
 ``results/readme/large_studies.tsv`` (``scripts/readme_numbers.py --write`` puts it into
 README.md)::
 
-    .venv/bin/python scripts/large_studies_table.py [--bench results/bench]
+    .venv/bin/python scripts/large_studies_table.py [--bench results/bench] [--cells N ...]
+
+A stage that ran but not to ``ok`` (skipped, failed) reads ``not run``; one the run has not
+reached yet (a stopped run, to be continued with ``geneattn bench stages --resume``) reads
+``pending``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def large_studies_table(bench: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Rows per stage and the header lines (load average, machine) of the run."""
+def large_studies_table(
+    bench: Path, cells: list[int] | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Rows per stage (of the sizes ``cells``, default all) and the run's header lines."""
     stages = pd.read_csv(bench / "stages.tsv", sep="\t", comment="#")
+    if cells:
+        stages = stages[stages["cells"].isin(cells)]
     header = [
         line.strip()
         for line in (bench / "stages.tsv").read_text(encoding="utf-8").splitlines()
@@ -35,16 +43,18 @@ def large_studies_table(bench: Path) -> tuple[pd.DataFrame, list[str]]:
     for stage, part in stages.groupby("stage", sort=False):
         part = part.set_index("cells")
         ok = {n: n in part.index and str(part.loc[n, "status"]).startswith("ok") for n in sizes}
+        finished = {n: n in part.index and part.loc[n, "status"] != "running" for n in sizes}
+        missing = {n: "not run" if finished[n] else "pending" for n in sizes}
         row = {"stage": stage, "jobs": int(part["jobs"].max())}
         for n in sizes:
             row[f"wall / CPU {n:,} (s)"] = (
                 f"{part.loc[n, 'wall_s']:,.0f} / {part.loc[n, 'cpu_s']:,.0f}"
                 if ok[n]
-                else "not run"
+                else missing[n]
             )
         for n in sizes:
             row[f"peak RSS {n:,} (MiB)"] = (
-                f"{part.loc[n, 'peak_rss_mib']:,.0f}" if ok[n] else "not run"
+                f"{part.loc[n, 'peak_rss_mib']:,.0f}" if ok[n] else missing[n]
             )
         if len(sizes) > 1:
             small, large = sizes[-2], sizes[-1]
@@ -66,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "results" / "readme" / "large_studies.tsv"
     )
+    parser.add_argument("--cells", type=int, nargs="+", help="only these sizes (default: all)")
     args = parser.parse_args(argv)
-    table, header = large_studies_table(args.bench)
+    table, header = large_studies_table(args.bench, args.cells)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    keep = [h for h in header if h.split(":")[0] in ("# cpu", "# load_average_at_start")]
+    keys = ("# cpu", "# load_average_at_start", "# code", "# runs")
+    keep = [h for h in header if h.split(":")[0] in keys]
     text = "".join(h + "\n" for h in keep) + table.to_csv(sep="\t", index=False)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out}")
