@@ -137,6 +137,42 @@ pub(crate) struct CellPart {
     pub(crate) incoming: Vec<f64>,
 }
 
+impl CellPart {
+    /// Starts the part of the cell of `tokens`: its universe tokens sorted by (universe
+    /// index, position) into `genes`, `block` and `incoming` zeroed for them, `cols` the
+    /// positions of the kept tokens in that order and `row_of` each position's row (or
+    /// `usize::MAX`). Returns the number `m` of kept tokens.
+    pub(crate) fn start<I: TokenId>(
+        &mut self,
+        tokens: &[I],
+        universe: &Universe<'_>,
+        cols: &mut Vec<usize>,
+        row_of: &mut Vec<usize>,
+    ) -> usize {
+        let mut kept: Vec<(u32, usize)> = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| universe.get(t.get()).map(|u| (u, i)))
+            .collect();
+        kept.sort_unstable();
+        let m = kept.len();
+        self.genes.clear();
+        self.genes.extend(kept.iter().map(|&(u, _)| u));
+        cols.clear();
+        cols.extend(kept.iter().map(|&(_, i)| i));
+        row_of.clear();
+        row_of.resize(tokens.len(), usize::MAX);
+        for (r, &i) in cols.iter().enumerate() {
+            row_of[i] = r;
+        }
+        self.block.clear();
+        self.block.resize(m * m, 0.0);
+        self.incoming.clear();
+        self.incoming.resize(m, 0.0);
+        m
+    }
+}
+
 /// Per-thread buffers of [`cell_part`].
 #[derive(Debug, Default)]
 struct Scratch<T, S> {
@@ -160,27 +196,7 @@ fn cell_part<T: Real, I: TokenId, S: CellScores<T>>(
     part: &mut CellPart,
 ) {
     let n = tokens.len();
-    // kept tokens, sorted by universe index then position
-    let mut kept: Vec<(u32, usize)> = tokens
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| universe.get(t.get()).map(|u| (u, i)))
-        .collect();
-    kept.sort_unstable();
-    let m = kept.len();
-    part.genes.clear();
-    part.genes.extend(kept.iter().map(|&(u, _)| u));
-    s.cols.clear();
-    s.cols.extend(kept.iter().map(|&(_, i)| i));
-    s.row_of.clear();
-    s.row_of.resize(n, usize::MAX);
-    for (r, &i) in s.cols.iter().enumerate() {
-        s.row_of[i] = r;
-    }
-    part.block.clear();
-    part.block.resize(m * m, 0.0);
-    part.incoming.clear();
-    part.incoming.resize(m, 0.0);
+    let m = part.start(tokens, universe, &mut s.cols, &mut s.row_of);
     if m == 0 {
         return;
     }

@@ -74,26 +74,7 @@ fn cell_part<T: Real, I: TokenId, S: GraphSource<T>>(
     part: &mut CellPart,
 ) {
     let n = tokens.len();
-    let mut kept: Vec<(u32, usize)> = tokens
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| universe.get(t.get()).map(|u| (u, i)))
-        .collect();
-    kept.sort_unstable();
-    let m = kept.len();
-    part.genes.clear();
-    part.genes.extend(kept.iter().map(|&(u, _)| u));
-    s.cols.clear();
-    s.cols.extend(kept.iter().map(|&(_, i)| i));
-    s.row_of.clear();
-    s.row_of.resize(n, usize::MAX);
-    for (r, &i) in s.cols.iter().enumerate() {
-        s.row_of[i] = r;
-    }
-    part.block.clear();
-    part.block.resize(m * m, 0.0);
-    part.incoming.clear();
-    part.incoming.resize(m, 0.0);
+    let m = part.start(tokens, universe, &mut s.cols, &mut s.row_of);
     if m == 0 {
         return;
     }
