@@ -588,5 +588,12 @@ def test_read_obs_rows_equals_the_backed_obs_rows(tmp_path):
     assert read_obs_rows(path, np.array([], dtype=str)).shape == (0, obs.shape[1])
     with pytest.raises(InputError, match=r"1 tokenized cells are not in it, e\.g\. 'nope'"):
         read_obs_rows(path, np.array(["cell1", "nope"]))
+    # by the rows a tokens file records: the same frame, reading only those rows
+    rows = np.array([7, 3, 39, 0, 3])
+    pd.testing.assert_frame_equal(read_obs_rows(path, ids, rows=rows), want)
+    with pytest.raises(InputError, match="not in it at the rows the tokens file records"):
+        read_obs_rows(path, ids, rows=np.array([8, 3, 39, 0, 3]))
+    with pytest.raises(InputError, match="1 tokenized cells are not in it"):
+        read_obs_rows(path, ids[:1], rows=np.array([40]))
     with pytest.raises(InputError, match="file not found"):
         read_obs_rows(tmp_path / "missing.h5ad", ids)

@@ -299,7 +299,13 @@ def _qc_file(tmp_path):
 
 @pytest.mark.parametrize("medians", ["geneformer_v1", "corpus", "none"])
 def test_tokenize_blocks_equals_in_memory(tmp_path, medians, monkeypatch):
-    from geneattn.tokenize import load_tokens, save_tokens, tokenize_counts
+    from geneattn.tokenize import (
+        load_condition_labels,
+        load_obs_rows,
+        load_tokens,
+        save_tokens,
+        tokenize_counts,
+    )
     from geneattn.tokenize_stream import h5ad_blocks, tokenize_blocks
 
     adata, path = _qc_file(tmp_path)
@@ -314,7 +320,10 @@ def test_tokenize_blocks_equals_in_memory(tmp_path, medians, monkeypatch):
         adata.X, adata.var_names.to_numpy(), cell_ids=adata.obs_names.to_numpy(),
         n_counts=adata.obs["n_counts"].to_numpy(), **options,
     )  # fmt: skip
-    save_tokens(tmp_path / "whole.npz", cells)
+    # the rows of the written cells and their condition labels, as the tokenize CLI records
+    rows = adata.obs_names.get_indexer(cells.cell_ids)
+    labels = np.where(np.arange(adata.n_obs) % 3 == 0, "case", "control")
+    save_tokens(tmp_path / "whole.npz", cells, obs_rows=rows, conditions=("c", labels[rows]))
     blocks, _, _ = h5ad_blocks(path, CHUNK)
     import geneattn.tokenize_stream as stream
 
@@ -322,7 +331,7 @@ def test_tokenize_blocks_equals_in_memory(tmp_path, medians, monkeypatch):
     ids, chunked = tokenize_blocks(
         blocks, adata.var_names.to_numpy(), tmp_path / "chunked.npz",
         cell_ids=adata.obs_names.to_numpy(), n_counts=adata.obs["n_counts"].to_numpy(),
-        **options,
+        conditions=("c", labels), **options,
     )  # fmt: skip
     assert chunked == summary
     a, b = np.load(tmp_path / "whole.npz"), np.load(tmp_path / "chunked.npz")
@@ -332,6 +341,11 @@ def test_tokenize_blocks_equals_in_memory(tmp_path, medians, monkeypatch):
         np.testing.assert_array_equal(a[name], b[name])
     np.testing.assert_array_equal(ids, cells.cell_ids)
     assert load_tokens(tmp_path / "chunked.npz", cells=[2, 0]).n_cells == 2
+    np.testing.assert_array_equal(load_obs_rows(tmp_path / "chunked.npz", [2, 0]), rows[[2, 0]])
+    np.testing.assert_array_equal(
+        load_condition_labels(tmp_path / "chunked.npz", "c"), labels[rows]
+    )
+    assert load_condition_labels(tmp_path / "chunked.npz", "other") is None
 
 
 def test_corpus_medians_in_passes_equal_in_memory():

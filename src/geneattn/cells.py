@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "cells_by_label",
+    "condition_cells",
     "condition_labels",
     "condition_positions",
     "labelled_positions",
@@ -164,14 +165,64 @@ def labelled_positions(
     return index
 
 
+def condition_cells(
+    tokens: str | Path, obs: str | Path, condition: str, *, column: str
+) -> np.ndarray:
+    """Positions, in a tokens file, of its cells labelled ``condition`` in ``column``.
+
+    The labels are those tokenize recorded in the tokens file
+    (:func:`geneattn.tokenize.load_condition_labels`): one small array, so a shard job does
+    not read every cell's id and label from the study's ``.h5ad``. Files without them (older,
+    or tokenized without ``--condition-column``) are matched by cell id to ``obs``'s column
+    (:func:`read_condition_labels`, :func:`condition_positions`), with the same result.
+
+    Parameters
+    ----------
+    tokens
+        The tokens file.
+    obs
+        The QC'd ``.h5ad`` the tokens came from.
+    condition, column
+        As for :func:`condition_positions`.
+
+    Returns
+    -------
+    np.ndarray
+        int64 positions, ascending.
+
+    Raises
+    ------
+    InputError
+        As :func:`condition_positions`.
+    """
+    from geneattn.tokenize import load_cell_ids, load_condition_labels
+
+    recorded = load_condition_labels(tokens, column)
+    if recorded is None:
+        labels, _ = read_condition_labels(obs, column)
+        return condition_positions(
+            load_cell_ids(tokens), labels, condition, column=column, source=obs
+        )
+    unlabelled = int((recorded == "").sum())
+    if unlabelled:
+        log.warning("%d tokenized cells have no label in %s; they are left out", unlabelled, obs)
+    chosen = np.flatnonzero(recorded == condition)
+    if not len(chosen):
+        present = sorted(set(np.unique(recorded).tolist()) - {""})
+        raise InputError(
+            f"condition {condition!r} not in column {column!r} (labels: {', '.join(present)})",
+            obs,
+        )
+    return chosen.astype(np.int64)
+
+
 def read_condition_shard(
     tokens: str | Path,
-    labels: pd.Series,
+    obs: str | Path,
     condition: str,
     *,
     column: str,
     shard: Shard = WHOLE,
-    source: str | Path | None = None,
 ) -> tuple[TokenizedCells, int]:
     """The ``shard`` of the tokenized cells labelled ``condition``, and how many cells carry
     that label.
@@ -181,10 +232,8 @@ def read_condition_shard(
 
     Parameters
     ----------
-    tokens
-        The tokens file.
-    labels, condition, column, source
-        As for :func:`condition_positions`.
+    tokens, obs, condition, column
+        As for :func:`condition_cells`.
     shard
         Which shard of the condition's cells.
 
@@ -193,11 +242,9 @@ def read_condition_shard(
     tuple[TokenizedCells, int]
         The shard's cells, and the number of cells of the condition.
     """
-    from geneattn.tokenize import load_cell_ids, load_tokens
+    from geneattn.tokenize import load_tokens
 
-    chosen = condition_positions(
-        load_cell_ids(tokens), labels, condition, column=column, source=source
-    )
+    chosen = condition_cells(tokens, obs, condition, column=column)
     start, stop = shard.bounds(len(chosen))
     return load_tokens(tokens, cells=chosen[start:stop]), len(chosen)
 

@@ -31,6 +31,7 @@ from geneattn.genes import looks_ensembl, strip_version
 from geneattn.io.npz import map_npz_arrays, read_ranges
 
 if TYPE_CHECKING:
+    import pandas as pd
     from anndata import AnnData
 
 log = logging.getLogger(__name__)
@@ -510,6 +511,69 @@ def tokenize_anndata(
 
 #: Prefix of the per-cell attribute arrays in a tokens file.
 ATTRIBUTE_PREFIX = "attr__"
+#: Optional arrays of a tokens file that let a shard job pick and describe its cells
+#: without reading every cell of the study's ``.h5ad``: each cell's row in the tokenized
+#: ``.h5ad`` (``obs_rows``), and the condition column's name and each cell's label.
+OBS_ROWS, CONDITION_COLUMN, CONDITIONS = "obs_rows", "condition_column", "conditions"
+
+
+def cell_arrays(
+    n_cells: int,
+    *,
+    attributes: Mapping[str, np.ndarray] | None = None,
+    obs_rows: np.ndarray | None = None,
+    conditions: tuple[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-cell arrays a tokens file carries beside the tokens, checked and named.
+
+    Parameters
+    ----------
+    n_cells
+        Cells in the file.
+    attributes
+        name -> one value per cell (stored as strings, ``attr__{name}``).
+    obs_rows
+        Each cell's row in the ``.h5ad`` it was tokenized from.
+    conditions
+        ``(column, labels)``: the condition column and each cell's label.
+
+    Returns
+    -------
+    dict
+        ``{array name: array}``, in a fixed order.
+
+    Raises
+    ------
+    InputError
+        A name is not allowed or an array does not hold one value per cell.
+    """
+    extra = {}
+    for name, values in (attributes or {}).items():
+        values = np.asarray(values).astype(str)
+        if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise InputError(f"attribute name {name!r} must be letters, digits, '_', '.', '-'")
+        if values.shape != (n_cells,):
+            raise InputError(f"attribute {name!r} needs one value per cell ({n_cells})")
+        extra[ATTRIBUTE_PREFIX + name] = values
+    if obs_rows is not None:
+        obs_rows = np.asarray(obs_rows, dtype=np.int64)
+        if obs_rows.shape != (n_cells,):
+            raise InputError(f"obs_rows needs one row per cell ({n_cells})")
+        extra[OBS_ROWS] = obs_rows
+    if conditions is not None:
+        column, labels = conditions
+        labels = np.asarray(labels).astype(str)
+        if labels.shape != (n_cells,):
+            raise InputError(f"the condition labels need one per cell ({n_cells})")
+        extra[CONDITION_COLUMN] = np.str_(column)
+        extra[CONDITIONS] = labels
+    return extra
+
+
+def condition_text(obs: pd.DataFrame, column: str) -> np.ndarray:
+    """Each cell's label of ``obs[column]`` as text for a tokens file (``""``: no label)."""
+    values = obs[column]
+    return values.astype(object).where(values.notna(), "").astype(str).to_numpy()
 
 
 def save_tokens(
@@ -517,6 +581,8 @@ def save_tokens(
     cells: TokenizedCells,
     *,
     attributes: Mapping[str, np.ndarray] | None = None,
+    obs_rows: np.ndarray | None = None,
+    conditions: tuple[str, np.ndarray] | None = None,
 ) -> None:
     """Write tokens to ``.npz`` atomically (uncompressed, byte-deterministic).
 
@@ -530,17 +596,15 @@ def save_tokens(
         Per-cell labels carried with the tokens (Geneformer's ``custom_attr_name_dict``):
         name -> one value per cell, stored as strings (``attr__{name}`` arrays); read them
         back with :func:`load_token_attributes`.
+    obs_rows, conditions
+        As for :func:`cell_arrays`; shard jobs read them (:func:`load_condition_labels`,
+        :func:`load_obs_rows`) instead of every cell of the ``.h5ad``.
     """
     from geneattn.io.atomic import atomic_path
 
-    extra = {}
-    for name, values in (attributes or {}).items():
-        values = np.asarray(values).astype(str)
-        if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise InputError(f"attribute name {name!r} must be letters, digits, '_', '.', '-'")
-        if values.shape != (cells.n_cells,):
-            raise InputError(f"attribute {name!r} needs one value per cell ({cells.n_cells})")
-        extra[ATTRIBUTE_PREFIX + name] = values
+    extra = cell_arrays(
+        cells.n_cells, attributes=attributes, obs_rows=obs_rows, conditions=conditions
+    )
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
@@ -656,6 +720,43 @@ def load_tokens(path: str | Path, cells: CellSelection = None) -> TokenizedCells
         cell_ids=read_ranges(cell_ids, index, index + 1),
         vocabulary=np.array(arrays["vocabulary"]),
     )
+
+
+def token_cell_count(path: str | Path) -> int:
+    """Cells in a tokens file, read from the shape of its offsets."""
+    return len(map_npz_arrays(path, ("offsets",), "a geneattn tokens file")["offsets"]) - 1
+
+
+def load_condition_labels(path: str | Path, column: str) -> np.ndarray | None:
+    """Each cell's label of the condition ``column``, as tokenize recorded it.
+
+    Returns
+    -------
+    np.ndarray or None
+        One label per cell in file order; None when the file records no labels, or those
+        of another column (files written before, or without ``--condition-column``).
+    """
+    arrays = map_npz_arrays(
+        path, ("offsets",), "a geneattn tokens file", optional=(CONDITION_COLUMN, CONDITIONS)
+    )
+    if CONDITIONS not in arrays or str(arrays.get(CONDITION_COLUMN, "")) != column:
+        return None
+    labels = np.asarray(arrays[CONDITIONS])
+    if labels.shape != (len(arrays["offsets"]) - 1,):
+        raise InputError("inconsistent offsets/conditions", path)
+    return labels
+
+
+def load_obs_rows(path: str | Path, cells: np.ndarray) -> np.ndarray | None:
+    """The ``.h5ad`` rows of the cells at positions ``cells``, or None if not recorded."""
+    arrays = map_npz_arrays(path, ("offsets",), "a geneattn tokens file", optional=(OBS_ROWS,))
+    if OBS_ROWS not in arrays:
+        return None
+    rows = arrays[OBS_ROWS]
+    if rows.shape != (len(arrays["offsets"]) - 1,) or rows.dtype != np.int64:
+        raise InputError("inconsistent offsets/obs_rows", path)
+    cells = np.asarray(cells, dtype=np.int64)
+    return read_ranges(rows, cells, cells + 1)
 
 
 def load_cell_ids(path: str | Path) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -87,27 +86,19 @@ class TokenFileWriter:
         self._lengths.append(lengths)
         self._cell_ids.append(np.asarray(cell_ids).astype(str))
 
-    def finish(
-        self, attributes: Mapping[str, np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, **arrays) -> tuple[np.ndarray, np.ndarray]:
         """Write the ``.npz``; returns ``(lengths, cell_ids)`` of every cell written.
 
-        ``attributes``: name -> one value per written cell, stored as ``save_tokens``
-        stores them (``attr__{name}`` string arrays, after the other arrays).
+        ``arrays``: the per-cell arrays of :func:`geneattn.tokenize.cell_arrays`
+        (``attributes``, ``obs_rows``, ``conditions``) of the written cells, stored as
+        ``save_tokens`` stores them, after the other arrays.
         """
-        from geneattn.tokenize import ATTRIBUTE_PREFIX
+        from geneattn.tokenize import cell_arrays
 
         self._raw.close()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int64)
         cell_ids = np.concatenate(self._cell_ids) if self._cell_ids else np.zeros(0, str)
-        extra = {}
-        for name, values in (attributes or {}).items():
-            values = np.asarray(values).astype(str)
-            if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise InputError(f"attribute name {name!r} must be letters, digits, '_', '.', '-'")
-            if values.shape != (len(cell_ids),):
-                raise InputError(f"attribute {name!r} needs one value per cell ({len(cell_ids)})")
-            extra[ATTRIBUTE_PREFIX + name] = values
+        extra = cell_arrays(len(cell_ids), **arrays)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         try:
             with zipfile.ZipFile(self.path, mode="w", compression=zipfile.ZIP_STORED) as z:
@@ -234,8 +225,12 @@ def tokenize_blocks(
     max_len: int = 2048,
     n_threads: int = 1,
     attributes: Mapping[str, np.ndarray] | None = None,
+    conditions: tuple[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """:func:`geneattn.tokenize.tokenize_counts` over blocks of cells, written to ``out``.
+
+    The file records each written cell's row among the blocks' cells (``obs_rows``), and
+    with ``conditions`` its condition label (:func:`geneattn.tokenize.cell_arrays`).
 
     Parameters
     ----------
@@ -253,6 +248,8 @@ def tokenize_blocks(
     attributes
         Per-cell labels saved with the tokens (:func:`geneattn.tokenize.save_tokens`): name
         -> one value per cell of ``cell_ids``; the written cells' values are stored.
+    conditions
+        ``(column, labels)``: the condition column and one label per cell of ``cell_ids``.
 
     Returns
     -------
@@ -332,7 +329,11 @@ def tokenize_blocks(
         kept_attributes = {
             name: np.asarray(values)[kept] for name, values in (attributes or {}).items()
         }
-        _, written_ids = writer.finish(kept_attributes)
+        if conditions is not None:
+            conditions = (conditions[0], np.asarray(conditions[1])[kept])
+        _, written_ids = writer.finish(
+            attributes=kept_attributes, obs_rows=np.flatnonzero(kept), conditions=conditions
+        )
     except BaseException:
         writer.discard()
         raise

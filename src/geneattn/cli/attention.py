@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Take the universe (a table, or chosen from all cells), sum the condition's shard."""
     from geneattn.attention import aggregate_attention
     from geneattn.attention_sums import save_attention_sums
-    from geneattn.cells import read_condition_labels, read_condition_shard
+    from geneattn.cells import read_condition_shard
     from geneattn.cli.options import check_threads, shard_from, universe_from_args
     from geneattn.models import load_model
     from geneattn.tokenize import load_tokens
@@ -44,14 +44,8 @@ def run(args: argparse.Namespace) -> int:
     check_threads(args)
     shard = shard_from(args)
     model = load_model(args.model)
-    labels, _ = read_condition_labels(args.obs, args.condition_column)
     cells, n_chosen = read_condition_shard(
-        args.tokens,
-        labels,
-        args.condition,
-        column=args.condition_column,
-        shard=shard,
-        source=args.obs,
+        args.tokens, args.obs, args.condition, column=args.condition_column, shard=shard
     )
     if args.universe_table is not None:
         universe, symbols = load_universe(args.universe_table, cells.vocabulary)

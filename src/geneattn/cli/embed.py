@@ -32,19 +32,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Embed the cells (mean-pooled multi-head attention output, Geneformer style)."""
+    import numpy as np
+
     from geneattn.cli.options import shard_from
     from geneattn.embeddings import EMBEDDING_KEY, embedding_anndata
     from geneattn.io.atomic import atomic_path
     from geneattn.io.readers import read_obs_rows
     from geneattn.models import load_model
-    from geneattn.tokenize import load_cell_ids, load_tokens
+    from geneattn.tokenize import load_obs_rows, load_tokens, token_cell_count
 
     shard = shard_from(args)
-    n_all = len(load_cell_ids(args.tokens))
+    n_all = token_cell_count(args.tokens)
     start, stop = shard.bounds(n_all)
     cells = load_tokens(args.tokens, cells=slice(start, stop))
     model = load_model(args.model)
-    obs = read_obs_rows(args.obs, cells.cell_ids)  # this shard's rows only
+    # this shard's rows only, found by the rows tokenize recorded (else by cell id)
+    rows = load_obs_rows(args.tokens, np.arange(start, stop))
+    obs = read_obs_rows(args.obs, cells.cell_ids, rows=rows)
     out = embedding_anndata(cells, model, obs, n_threads=args.threads, source=args.obs)
     log.info(
         "%s: embedded %d of %d cells into %d dimensions",

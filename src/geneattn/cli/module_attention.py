@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compute the shard's per-cell module attention and write it."""
-    from geneattn.cells import read_condition_labels, read_condition_shard
+    from geneattn.cells import read_condition_shard
     from geneattn.cli.options import check_threads, shard_from
     from geneattn.differential import (
         module_attention,
@@ -48,15 +48,9 @@ def run(args: argparse.Namespace) -> int:
     check_threads(args)
     shard = shard_from(args)
     model = load_model(args.model)
-    labels, _ = read_condition_labels(args.obs, args.condition_column)
     gene_ids, modules = read_module_labels(args.modules)
     cells, n_chosen = read_condition_shard(
-        args.tokens,
-        labels,
-        args.condition,
-        column=args.condition_column,
-        shard=shard,
-        source=args.obs,
+        args.tokens, args.obs, args.condition, column=args.condition_column, shard=shard
     )
     gene_tokens = module_gene_tokens(
         gene_ids, cells.vocabulary, source=args.modules, tokens_source=args.tokens

@@ -59,14 +59,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Perturb the plan's genes in this shard of the case cells and write their shifts."""
-    from geneattn.cells import labelled_positions, read_condition_labels
+    from geneattn.cells import condition_cells
     from geneattn.cli.options import check_threads, shard_from
     from geneattn.errors import InputError
     from geneattn.io.atomic import atomic_path
     from geneattn.models import load_model
     from geneattn.network import write_table
     from geneattn.perturb import check_plan, load_plan, perturbation_shifts, shift_table
-    from geneattn.tokenize import load_cell_ids, load_tokens
+    from geneattn.tokenize import load_tokens
 
     check_threads(args)
     if not 0.0 <= args.shift <= 1.0:
@@ -74,10 +74,7 @@ def run(args: argparse.Namespace) -> int:
     shard = shard_from(args)
     plan = load_plan(args.plan)
     model = load_model(args.model)
-    labels, _ = read_condition_labels(args.obs, args.condition_column)
-    case_index = labelled_positions(
-        load_cell_ids(args.tokens), labels, args.case, column=args.condition_column, source=args.obs
-    )
+    case_index = condition_cells(args.tokens, args.obs, args.case, column=args.condition_column)
     start, stop = shard.bounds(len(case_index))
     cells = load_tokens(args.tokens, cells=case_index[start:stop])
     check_plan(plan, cells.vocabulary, source=args.plan, tokens_source=args.tokens)

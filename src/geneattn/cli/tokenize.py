@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         load_gene_name_map,
         load_token_dictionary,
     )
-    from geneattn.tokenize import save_tokens, tokenize_anndata
+    from geneattn.tokenize import condition_text, save_tokens, tokenize_anndata
     from geneattn.tokenize_stream import h5ad_blocks
 
     if args.chunk_cells < 1:
@@ -117,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
     )
     with atomic_path(args.summary) as tmp_summary:
         tmp_summary.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        names = adata.obs_names
+        rows = names.get_indexer(cells.cell_ids.astype(str)) if names.is_unique else None
+        obs = adata.obs.iloc[rows] if rows is not None else None
         save_tokens(
             args.out,
             cells,
@@ -124,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
                 name: adata.obs[column].astype(str).reindex(cells.cell_ids.astype(str)).to_numpy()
                 for column, name in attributes.items()
             },
+            obs_rows=rows,
+            conditions=(
+                (args.condition_column, condition_text(obs, args.condition_column))
+                if obs is not None and args.condition_column is not None
+                else None
+            ),
         )
     return 0
 
@@ -134,7 +143,7 @@ def _streamed(args: argparse.Namespace, adata, blocks, options: dict, attributes
 
     from geneattn.cells import cells_by_label
     from geneattn.io.atomic import atomic_path
-    from geneattn.tokenize import study_gene_names
+    from geneattn.tokenize import condition_text, study_gene_names
     from geneattn.tokenize_stream import tokenize_blocks
 
     obs = adata.obs
@@ -155,6 +164,11 @@ def _streamed(args: argparse.Namespace, adata, blocks, options: dict, attributes
             attributes={
                 name: obs[column].astype(str).to_numpy() for column, name in attributes.items()
             },
+            conditions=(
+                (args.condition_column, condition_text(obs, args.condition_column))
+                if args.condition_column is not None
+                else None
+            ),
             **options,
         )
         summary["input"] = str(args.h5ad)

@@ -49,7 +49,9 @@ def read_npz_arrays(path: str | Path, names: Sequence[str], what: str) -> dict[s
         raise InputError(f"cannot read as .npz ({err})", path) from None
 
 
-def map_npz_arrays(path: str | Path, names: Sequence[str], what: str) -> dict[str, np.ndarray]:
+def map_npz_arrays(
+    path: str | Path, names: Sequence[str], what: str, *, optional: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
     """The arrays ``names`` of an ``.npz`` file, mapped read-only without reading their data.
 
     A member stored uncompressed (``np.savez``, not ``np.savez_compressed``) is an ``.npy``
@@ -66,6 +68,8 @@ def map_npz_arrays(path: str | Path, names: Sequence[str], what: str) -> dict[st
         Arrays that must all be present.
     what
         What the file should be, for the error (e.g. ``"a geneattn tokens file"``).
+    optional
+        Arrays mapped when present (left out of the result when not).
 
     Returns
     -------
@@ -85,7 +89,7 @@ def map_npz_arrays(path: str | Path, names: Sequence[str], what: str) -> dict[st
             if missing:
                 raise InputError(f"not {what}: missing {', '.join(missing)}", path)
             out = {}
-            for name in names:
+            for name in [*names, *(n for n in optional if f"{n}.npy" in members)]:
                 info = members[f"{name}.npy"]
                 mapped = None
                 if info.compress_type == zipfile.ZIP_STORED:

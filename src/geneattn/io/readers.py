@@ -635,18 +635,21 @@ def check_counts(
     )
 
 
-def read_obs_rows(path: str | Path, cell_ids) -> pd.DataFrame:
+def read_obs_rows(path: str | Path, cell_ids, rows: np.ndarray | None = None) -> pd.DataFrame:
     """The ``obs`` rows of ``cell_ids`` (in that order) of a stage's ``.h5ad``.
 
     Equal to ``read_stage_h5ad(path, backed=True).obs.loc[cell_ids]``, but reads only the
     index and those rows of each column (categorical codes and plain arrays by h5py
     selection; any other column encoding is read whole), so a shard job's time does not
-    grow with the study's string columns.
+    grow with the study's string columns. With ``rows`` (the cells' rows, as a tokens file
+    records them: :func:`geneattn.tokenize.load_obs_rows`) only those rows of the index are
+    read, and checked against ``cell_ids``, so the time does not grow with the cells either.
 
     Raises
     ------
     InputError
-        The file cannot be read, its cell names repeat, or a cell is not in it.
+        The file cannot be read, its cell names repeat, a cell is not in it, or a row given
+        holds another cell.
     """
     import h5py
     import pandas as pd
@@ -655,21 +658,41 @@ def read_obs_rows(path: str | Path, cell_ids) -> pd.DataFrame:
     try:
         with h5py.File(path, "r") as f:
             group = f["obs"]
-            names = _frame_index(group).astype(str)
-            if not names.is_unique:
-                raise InputError("cell names repeat in it", path)
-            rows = names.get_indexer(pd.Index(np.asarray(cell_ids).astype(str)))
-            if (rows < 0).any():
-                missing = np.asarray(cell_ids)[rows < 0]
-                raise InputError(
-                    f"{missing.size} tokenized cells are not in it, e.g. {str(missing[0])!r}", path
-                )
+            ids = np.asarray(cell_ids).astype(str)
+            if rows is None:
+                names = _frame_index(group).astype(str)
+                if not names.is_unique:
+                    raise InputError("cell names repeat in it", path)
+                rows = names.get_indexer(pd.Index(ids))
+                if (rows < 0).any():
+                    missing = ids[rows < 0]
+                    raise InputError(
+                        f"{missing.size} tokenized cells are not in it, e.g. {str(missing[0])!r}",
+                        path,
+                    )
+            rows = np.asarray(rows, dtype=np.int64)
             unique, inverse = np.unique(rows, return_inverse=True)  # h5py wants ascending
+            index_node = group[group.attrs["_index"]]
+            n_obs = index_node.shape[0]
+            if unique.size and (unique[0] < 0 or unique[-1] >= n_obs):
+                outside = int(((rows < 0) | (rows >= n_obs)).sum())
+                raise InputError(
+                    f"{outside} tokenized cells are not in it (their rows are beyond its "
+                    f"{n_obs} cells)",
+                    path,
+                )
+            names = pd.Index(_column_rows(index_node, unique, inverse, read_elem)).astype(str)
+            if not np.array_equal(names.to_numpy(dtype=str), ids):
+                raise InputError(
+                    "the tokenized cells are not in it at the rows the tokens file records "
+                    "(tokenized from another file?)",
+                    path,
+                )
             columns = {
                 str(c): _column_rows(group[str(c)], unique, inverse, read_elem)
                 for c in group.attrs.get("column-order", [])
             }
-            return pd.DataFrame(columns, index=names[rows])
+            return pd.DataFrame(columns, index=names)
     except FileNotFoundError:
         raise InputError("file not found", path) from None
     except (OSError, KeyError) as err:
@@ -690,6 +713,9 @@ def _column_rows(node, unique: np.ndarray, inverse: np.ndarray, read_elem):
         )
     if encoding == "array" and getattr(node, "ndim", 0) == 1:
         return (node[unique] if len(unique) else node[:0])[inverse]
+    if encoding == "string-array" and getattr(node, "ndim", 0) == 1:
+        values = node.asstr()[unique] if len(unique) else []
+        return np.asarray(values, dtype=object)[inverse]
     # other encodings (strings, nullable arrays): read whole, keep the dtype anndata gives
     return pd.Series(read_elem(node)).iloc[unique[inverse]].array
 
