@@ -371,6 +371,7 @@ def run(args: argparse.Namespace) -> int:
                     results.append(kept[stage])
                     cells_qc = kept[stage].cells_qc
                     print(f"   {stage}: {kept[stage].status} (earlier run)", flush=True)
+                    save()
                     continue
                 r = StageResult(cells=n, cells_qc=None, stage=stage, kind=kinds[stage])
                 done[stage] = r
