@@ -131,16 +131,24 @@ def condition_positions(
     """
     joined = labels.reindex(np.asarray(cell_ids).astype(str))
     cell_labels = joined.to_numpy()
-    unlabelled = int(joined.isna().sum())
-    if unlabelled:
-        log.warning("%d tokenized cells have no label in %s; they are left out", unlabelled, source)
+    _warn_unlabelled(int(joined.isna().sum()), source)
     present = sorted({str(x) for x in labels.dropna().unique()})
     if condition not in present:
-        raise InputError(
-            f"condition {condition!r} not in column {column!r} (labels: {', '.join(present)})",
-            source,
-        )
+        raise _not_a_label(condition, column, present, source)
     return np.flatnonzero(cell_labels.astype(object) == condition)
+
+
+def _warn_unlabelled(n: int, source: str | Path | None) -> None:
+    if n:
+        log.warning("%d tokenized cells have no label in %s; they are left out", n, source)
+
+
+def _not_a_label(
+    condition: str, column: str, present: list[str], source: str | Path | None
+) -> InputError:
+    return InputError(
+        f"condition {condition!r} not in column {column!r} (labels: {', '.join(present)})", source
+    )
 
 
 def labelled_positions(
@@ -203,16 +211,10 @@ def condition_cells(
         return condition_positions(
             load_cell_ids(tokens), labels, condition, column=column, source=obs
         )
-    unlabelled = int((recorded == "").sum())
-    if unlabelled:
-        log.warning("%d tokenized cells have no label in %s; they are left out", unlabelled, obs)
+    _warn_unlabelled(int((recorded == "").sum()), obs)
     chosen = np.flatnonzero(recorded == condition)
     if not len(chosen):
-        present = sorted(set(np.unique(recorded).tolist()) - {""})
-        raise InputError(
-            f"condition {condition!r} not in column {column!r} (labels: {', '.join(present)})",
-            obs,
-        )
+        raise _not_a_label(condition, column, sorted(set(np.unique(recorded).tolist()) - {""}), obs)
     return chosen.astype(np.int64)
 
 
