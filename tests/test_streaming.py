@@ -365,24 +365,35 @@ def test_corpus_medians_in_passes_equal_in_memory():
 
 
 def test_tokenize_cli_writes_what_the_in_memory_path_writes(tmp_path):
+    """Blocks of 4 cells, one block, and a CSC ``X`` (read whole) give the same files."""
     from geneattn.cli import main
 
-    _, path = _qc_file(tmp_path)
+    adata, path = _qc_file(tmp_path)
+    csc = adata.copy()
+    csc.X = sp.csc_matrix(csc.X)
+    csc.write_h5ad(tmp_path / "qc_csc.h5ad")
     _dictionaries(tmp_path)
     outs = {}
-    for chunk in (4, 100_000):
+    for name, source, chunk in [
+        ("4", path, 4),
+        ("whole_block", path, 100_000),
+        ("csc", tmp_path / "qc_csc.h5ad", 4),
+    ]:
         argv = [
-            "tokenize", str(path), "--token-dictionary", str(tmp_path / "dict.tsv"),
+            "tokenize", str(source), "--token-dictionary", str(tmp_path / "dict.tsv"),
             "--gene-names", str(tmp_path / "names.tsv"), "--medians", "none",
             "--max-len", "9", "--chunk-cells", str(chunk), "--condition-column", "source",
-            "--out", str(tmp_path / f"t{chunk}.npz"), "--summary", str(tmp_path / f"t{chunk}.json"),
+            "--attribute", "source=label",
+            "--out", str(tmp_path / f"t{name}.npz"), "--summary", str(tmp_path / f"t{name}.json"),
         ]  # fmt: skip
         assert main(argv) == 0
-        outs[chunk] = json.loads((tmp_path / f"t{chunk}.json").read_text())
-    assert outs[4] == outs[100_000] and outs[4]["cells_by_label"]
-    a, b = np.load(tmp_path / "t4.npz"), np.load(tmp_path / "t100000.npz")
-    for name in a.files:
-        np.testing.assert_array_equal(a[name], b[name])
+        outs[name] = json.loads((tmp_path / f"t{name}.json").read_text())
+        del outs[name]["input"]
+    assert outs["4"] == outs["whole_block"] == outs["csc"] and outs["4"]["cells_by_label"]
+    assert (tmp_path / "t4.npz").read_bytes() == (tmp_path / "twhole_block.npz").read_bytes()
+    assert (tmp_path / "t4.npz").read_bytes() == (tmp_path / "tcsc.npz").read_bytes()
+    a = np.load(tmp_path / "t4.npz")
+    assert {"attr__label", "obs_rows", "conditions"} <= set(a.files)
 
 
 # -- universe -----------------------------------------------------------------------------

@@ -406,3 +406,157 @@ def h5ad_blocks(path: str | Path, chunk_cells: int) -> tuple[Blocks, int, int]:
                 )
 
     return blocks, n_cells, n_genes
+
+
+def tokenize_h5ad(
+    path: str | Path,
+    out: str | Path,
+    summary_path: str | Path,
+    *,
+    token_dictionary: Mapping[str, int],
+    gene_medians: Mapping[str, float] | None = None,
+    name_map: Mapping[str, str] | None = None,
+    gene_mapping: Mapping[str, str] | None = None,
+    gene_id: GeneIdKind = "symbol",
+    medians: MedianSource = "geneformer_v1",
+    max_len: int = 2048,
+    n_threads: int = 1,
+    chunk_cells: int = 10_000,
+    attributes: Mapping[str, str] | None = None,
+    condition_column: str | None = None,
+) -> dict:
+    """Tokenize a stage's ``.h5ad`` into ``tokens.npz`` and its JSON summary, both or neither.
+
+    A CSR or dense ``X`` is read ``chunk_cells`` cells at a time and the tokens appended to
+    ``out`` as they come (:func:`tokenize_blocks`); any other ``X`` is read whole
+    (:func:`geneattn.tokenize.tokenize_anndata`). Both write the same bytes. The tokens
+    file records each written cell's row of ``path`` (``obs_rows``) and, with
+    ``condition_column``, each cell's label (:func:`geneattn.tokenize.cell_arrays`), which
+    shard jobs read instead of every cell of ``path``.
+
+    Parameters
+    ----------
+    path
+        QC'd counts (``qc.h5ad``: raw counts in ``X``, ``obs["n_counts"]``; without it the
+        row sums of ``X``, with a warning).
+    out, summary_path
+        The ``tokens.npz`` and the summary ``.json`` to write (atomically).
+    token_dictionary, gene_medians, name_map, gene_mapping, gene_id, medians, max_len, n_threads
+        As for :func:`geneattn.tokenize.tokenize_counts`.
+    chunk_cells
+        Cells ranked at a time.
+    attributes
+        ``{obs column: attribute name}`` carried into the tokens file (Geneformer's
+        ``custom_attr_name_dict``).
+    condition_column
+        An obs column whose labels are recorded per cell and counted among the tokenized
+        cells (the summary's ``cells_by_label``).
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary_path``.
+
+    Raises
+    ------
+    InputError
+        ``path`` cannot be read, lacks a named obs column, or no cell has a token.
+    """
+    import json
+
+    from geneattn.cells import cells_by_label
+    from geneattn.io.atomic import atomic_path
+    from geneattn.io.readers import read_stage_h5ad
+    from geneattn.tokenize import condition_text, save_tokens, study_gene_names, tokenize_anndata
+
+    if chunk_cells < 1:
+        raise InputError(f"chunk_cells must be >= 1, got {chunk_cells}")
+    try:
+        blocks, _, _ = h5ad_blocks(path, chunk_cells)
+    except InputError as err:
+        if "blocks of cells need" not in str(err):
+            raise
+        log.info("%s; reading it whole", err)
+        blocks = None
+    adata = read_stage_h5ad(path, backed=blocks is not None)
+    if blocks is not None:
+        adata.file.close()  # obs and var stay in memory
+    obs = adata.obs
+    attributes = dict(attributes or {})
+    for column in [*attributes, *([condition_column] if condition_column is not None else [])]:
+        if column not in obs.columns:
+            raise InputError(
+                f"no obs column {column!r} (columns: {', '.join(map(str, obs.columns))})", path
+            )
+    if len(set(attributes.values())) != len(attributes):
+        raise InputError("two obs columns get the same attribute name")
+    options = dict(
+        token_dictionary=token_dictionary,
+        gene_medians=gene_medians,
+        name_map=name_map,
+        gene_mapping=gene_mapping,
+        gene_id=gene_id,
+        medians=medians,
+        max_len=max_len,
+        n_threads=n_threads,
+    )
+
+    def write_summary(tmp: Path, summary: dict, cell_ids: np.ndarray) -> None:
+        summary["input"] = str(path)
+        if condition_column is not None:
+            summary["cells_by_label"] = cells_by_label(obs, condition_column, cell_ids, source=path)
+        log.info(
+            "%d of %d cells tokenized, %d genes with tokens, median length %.0f",
+            summary["cells_out"],
+            summary["cells_in"],
+            summary["genes_tokenized"],
+            summary["length_median"],
+        )
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+    if blocks is None:
+        cells, summary = tokenize_anndata(adata, **options, source=path)
+        names = adata.obs_names
+        rows = names.get_indexer(cells.cell_ids.astype(str)) if names.is_unique else None
+        with atomic_path(summary_path) as tmp_summary:
+            write_summary(tmp_summary, summary, cells.cell_ids)
+            kept = obs.iloc[rows] if rows is not None else obs.loc[cells.cell_ids.astype(str)]
+            save_tokens(
+                out,
+                cells,
+                attributes={
+                    name: kept[column].astype(str).to_numpy() for column, name in attributes.items()
+                },
+                obs_rows=rows,
+                conditions=(
+                    (condition_column, condition_text(kept, condition_column))
+                    if rows is not None and condition_column is not None
+                    else None
+                ),
+            )
+        return summary
+
+    if "n_counts" in obs:
+        n_counts = obs["n_counts"].to_numpy(dtype=np.float64)
+    else:
+        log.warning("%s has no obs['n_counts']; using row sums of X", path)
+        n_counts = np.concatenate([np.asarray(x.sum(axis=1)).ravel() for _, _, x in blocks()])
+    with atomic_path(summary_path) as tmp_summary, atomic_path(out) as tmp_tokens:
+        cell_ids, summary = tokenize_blocks(
+            blocks,
+            study_gene_names(adata, gene_id=gene_id),
+            tmp_tokens,
+            cell_ids=adata.obs_names.to_numpy(),
+            n_counts=n_counts,
+            attributes={
+                name: obs[column].astype(str).to_numpy() for column, name in attributes.items()
+            },
+            conditions=(
+                (condition_column, condition_text(obs, condition_column))
+                if condition_column is not None
+                else None
+            ),
+            **options,
+        )
+        write_summary(tmp_summary, summary, cell_ids)
+    return summary
