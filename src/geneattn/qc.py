@@ -252,7 +252,15 @@ def _single_condition(
     adata: ad.AnnData, source: str | Path | None
 ) -> tuple[ad.AnnData, str, tuple[str, ...]]:
     """A shallow copy of ``adata`` whose every cell has the label :data:`SINGLE_LABEL`."""
-    obs = adata.obs.copy()
+    obs = _single_label_obs(adata.obs, source)
+    single = ad.AnnData(X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers))
+    return single, SINGLE_COLUMN, (SINGLE_LABEL,)
+
+
+def _single_label_obs(obs: pd.DataFrame, source: str | Path | None) -> pd.DataFrame:
+    """A copy of ``obs`` with the column :data:`SINGLE_COLUMN` set to :data:`SINGLE_LABEL`
+    (with a warning when ``obs`` had such a column)."""
+    obs = obs.copy()
     if SINGLE_COLUMN in obs.columns:
         logger.warning(
             "%s: obs column %r is replaced by the single-condition label %r",
@@ -261,8 +269,7 @@ def _single_condition(
             SINGLE_LABEL,
         )
     obs[SINGLE_COLUMN] = SINGLE_LABEL
-    single = ad.AnnData(X=adata.X, obs=obs, var=adata.var, layers=dict(adata.layers))
-    return single, SINGLE_COLUMN, (SINGLE_LABEL,)
+    return obs
 
 
 def _check_keep(keep: Sequence[str], source: str | Path | None) -> tuple[str, ...]:
@@ -492,15 +499,7 @@ def run_qc_chunked(
         obsm, obsp, uns = {}, {}, {}  # as _single_condition: only X, obs and var
         if keep:
             raise ValueError("keep needs a condition_column")
-        obs = obs.copy()
-        if SINGLE_COLUMN in obs.columns:
-            logger.warning(
-                "%s: obs column %r is replaced by the single-condition label %r",
-                source,
-                SINGLE_COLUMN,
-                SINGLE_LABEL,
-            )
-        obs[SINGLE_COLUMN] = SINGLE_LABEL
+        obs = _single_label_obs(obs, source)
         condition_column, keep = SINGLE_COLUMN, (SINGLE_LABEL,)
     keep = _check_keep(keep, source)
     shell = ad.AnnData(obs=obs, var=counts.var)
