@@ -215,8 +215,10 @@ def test_column_sums_match_scanpy_and_scipy_bit_for_bit():
     ("condition", "keep", "max_counts"),
     [("source", ["Tumor", "NAT"], None), ("source", ["NAT", "Tumor"], 1e6), (None, None, None)],
 )
-def test_chunked_qc_equals_in_memory(tmp_path, condition, keep, max_counts):
+def test_chunked_qc_equals_in_memory(tmp_path, condition, keep, max_counts, caplog):
     adata = _study(big=max_counts is None)
+    if condition is None:  # a single-condition study replaces a column of that name
+        adata.obs["condition"] = "input label"
     path = tmp_path / "raw.h5ad"
     adata.write_h5ad(path)
     options = dict(
@@ -240,6 +242,10 @@ def test_chunked_qc_equals_in_memory(tmp_path, condition, keep, max_counts):
     pd.testing.assert_frame_equal(a.uns["qc_cells"], b.uns["qc_cells"], check_exact=True)
     assert a.uns.get("note") == b.uns.get("note")
     pd.testing.assert_frame_equal(shell.uns["qc_cells"], b.uns["qc_cells"])
+    if condition is None:
+        assert set(b.obs["condition"]) == {"all"}
+        replaced = [r for r in caplog.records if "single-condition label" in r.getMessage()]
+        assert len(replaced) == 2  # once per path
 
 
 def test_chunked_qc_refuses_an_empty_result(tmp_path):
