@@ -230,6 +230,62 @@ def test_cells_f32():
     np.testing.assert_allclose(m32, m64, rtol=1e-4, atol=1e-5)
 
 
+def _edits(offsets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One delete of position 0 and one add of token 3 in every cell with a token."""
+    cells = np.flatnonzero(np.diff(offsets) > 0).astype(np.int64)
+    cell = np.repeat(cells, 2)
+    remove = np.tile(np.array([0, -1], dtype=np.int64), cells.size)
+    add = np.tile(np.array([-1, 3], dtype=np.int64), cells.size)
+    exclude = np.tile(np.array([0, -1], dtype=np.int64), cells.size)
+    return cell, remove, add, exclude
+
+
+def test_edit_effects_take_either_dtype_and_check_their_edits():
+    rng = np.random.default_rng(7)
+    _, tokens, offsets = _ragged(rng, 5, 20, 12)
+    table = rng.normal(size=(20, 8))
+    w = [rng.normal(size=(8, 8)) for _ in range(3)]
+    edits = _edits(offsets)
+    prior = sp.random(20, 20, density=0.3, random_state=1, format="csr")
+    genohoption = {
+        "indptr": prior.indptr.astype(np.int64),
+        "indices": prior.indices.astype(np.int64),
+        "diffusion": "ppr",
+        "alpha": 0.25,
+        "t": 5.0,
+        "iterations": 4,
+    }
+    kernels = {
+        "dense": lambda *a, **kw: _kernels.mha_edit_effects(*a, **kw),
+        "genohoption": lambda *a, **kw: _kernels.mha_genohoption_edit_effects(
+            *a, genohoption, **kw
+        ),
+    }
+    for name, kernel in kernels.items():
+        o64, p64 = kernel(tokens, offsets, table, *w, 2, *edits, rank_values=True)
+        o32, p32 = kernel(
+            tokens.astype(np.int32), offsets, table.astype(np.float32),
+            *(x.astype(np.float32) for x in w), 2, *edits, rank_values=True,
+        )  # fmt: skip
+        assert o32.dtype == p32.dtype == np.float32, name
+        assert o64.shape == (edits[0].size, 8), name
+        np.testing.assert_allclose(o32, o64, rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(p32, p64, rtol=1e-4, atol=1e-5, err_msg=name)
+        # no edit_move with rank values is every edit's move -1
+        moves = np.full(edits[0].size, -1, dtype=np.int64)
+        o, p = kernel(tokens, offsets, table, *w, 2, *edits, rank_values=True, edit_move=moves)
+        np.testing.assert_array_equal(o, o64)
+        np.testing.assert_array_equal(p, p64)
+        with pytest.raises(ValueError, match="edit_move needs rank_values=True"):
+            kernel(tokens, offsets, table, *w, 2, *edits, edit_move=moves)
+        bad = (edits[0], edits[1].astype(np.int32), *edits[2:])
+        with pytest.raises(TypeError, match="edit_remove must be a 1-D numpy array of dtype int64"):
+            kernel(tokens, offsets, table, *w, 2, *bad)
+        with pytest.raises(TypeError, match=r"w_k must .* dtype float32 \(the dtype of table\)"):
+            kernel(tokens, offsets, table.astype(np.float32), w[0].astype(np.float32), *w[1:], 2,
+                   *edits)  # fmt: skip
+
+
 def test_no_cells_gives_empty_result():
     table = np.ones((3, 4))
     w = np.eye(4)

@@ -9,11 +9,24 @@ use numpy::{
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+/// Calls `f::<f32>(...)` when `like` is a float32 numpy array, else `f::<f64>(...)` (whose
+/// argument checks then name the expected dtype).
+macro_rules! by_float {
+    ($like:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
+        if $crate::python::has_dtype::<f32>($like) {
+            $f::<f32>($($arg),*)
+        } else {
+            $f::<f64>($($arg),*)
+        }
+    };
+}
+
 mod aggregate;
 mod attention;
 mod bert;
 mod fused;
 mod genohoption;
+mod layer;
 mod perturb;
 
 use crate::error::KernelError;

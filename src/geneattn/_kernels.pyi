@@ -203,7 +203,8 @@ def mha_edit_effects(
     none) gives the key at ``edit_exclude`` the weight of its new position; the other
     tokens keep their original weights.
 
-    float64 ``table`` and projections, int64 ``tokens``/``offsets`` and edit arrays. Edits
+    ``table`` and projections float32 or float64 (the result has the table's dtype),
+    ``tokens`` int32 or int64, ``offsets`` and edit arrays int64. Edits
     are sorted by ``edit_cell``; ``edit_remove`` and ``edit_exclude`` are positions in the
     cell or -1, ``edit_add`` a token id or -1. Returns ``(original, perturbed)``, each
     ``(n_edits, d)``: the original pools every row but ``exclude``, the perturbed every

@@ -7,70 +7,32 @@
 
 use numpy::ndarray::{Array1, Array2};
 use numpy::{
-    Element, IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArray2,
+    Element, IntoPyArray, PyReadonlyArray1, PyReadwriteArray1, PyReadwriteArray2,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::attention::{array2, mat, Float};
+use super::attention::Float;
 use super::bert::Weights;
 use super::genohoption::{attention_mode, GhArgs};
+use super::layer::{by_layer_dtypes, LayerArgs};
 use super::{array1, describe, has_dtype, slice1, threads};
 use crate::aggregate::{
     bert_aggregate_cells, bert_module_cells, mha_aggregate_cells, mha_module_cells, LayerHeads,
     ModuleSumsMut, SumsMut, Universe,
 };
 use crate::bert::Bert;
-use crate::matrix::{Mat, Ragged, TokenId};
-use crate::multihead::Heads;
+use crate::matrix::{Ragged, TokenId};
 
 /// `(sums, incoming)` as returned to Python.
 pub(super) type SumsPair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
-/// A C-contiguous 2-D array of dtype `T` as a matrix, kept borrowed in `keep`; `like` names
-/// the argument that fixed the dtype.
-pub(super) fn matrix<'a, 'py, T: Float>(
-    name: &str,
-    like: &str,
-    obj: &Bound<'py, PyAny>,
-    keep: &'a mut Option<PyReadonlyArray2<'py, T>>,
-) -> PyResult<Mat<'a, T>> {
-    mat(name, keep.insert(array2::<T>(name, like, obj)?))
-}
-
-/// The arguments after the float and token dtypes are fixed.
+/// The arguments of a study-model kernel over a universe.
 struct Args<'a, 'py> {
-    tokens: &'a Bound<'py, PyAny>,
-    offsets: &'a [i64],
-    table: &'a Bound<'py, PyAny>,
-    w_q: &'a Bound<'py, PyAny>,
-    w_k: &'a Bound<'py, PyAny>,
-    n_heads: usize,
+    layer: LayerArgs<'a, 'py>,
     universe: Universe<'a>,
     n_threads: usize,
-}
-
-/// Borrows the token and weight arrays of `a` (checked) and calls `f` with the kernel's
-/// view of them.
-fn with_mha<T: Float, I: TokenId + Element, R>(
-    a: &Args<'_, '_>,
-    f: impl FnOnce(Ragged<'_, I>, Mat<'_, T>, Heads<'_, T>) -> PyResult<R>,
-) -> PyResult<R> {
-    let toks = array1::<I>("tokens", "int32 or int64", a.tokens)?;
-    let (mut ta, mut qa, mut ka) = (None, None, None);
-    let table = matrix::<T>("table", "table", a.table, &mut ta)?;
-    let heads = Heads {
-        w_q: matrix::<T>("w_q", "table", a.w_q, &mut qa)?,
-        w_k: matrix::<T>("w_k", "table", a.w_k, &mut ka)?,
-        w_v: None,
-        n_heads: a.n_heads,
-    };
-    let cells = Ragged {
-        tokens: slice1("tokens", &toks)?,
-        offsets: a.offsets,
-    };
-    f(cells, table, heads)
 }
 
 fn run<T: Float, I: TokenId + Element>(
@@ -79,19 +41,10 @@ fn run<T: Float, I: TokenId + Element>(
     out: SumsMut<'_>,
 ) -> PyResult<()> {
     let (universe, n_threads) = (a.universe, a.n_threads);
-    with_mha::<T, I, _>(&a, |cells, table, heads| {
+    a.layer.with::<T, I, _>(|cells, table, heads| {
         py.detach(|| mha_aggregate_cells(cells, table, heads, universe, out, n_threads))?;
         Ok(())
     })
-}
-
-fn dispatch(py: Python<'_>, a: Args<'_, '_>, out: SumsMut<'_>) -> PyResult<()> {
-    match (has_dtype::<f32>(a.table), has_dtype::<i64>(a.tokens)) {
-        (true, false) => run::<f32, i32>(py, a, out),
-        (true, true) => run::<f32, i64>(py, a, out),
-        (false, false) => run::<f64, i32>(py, a, out),
-        (false, true) => run::<f64, i64>(py, a, out),
-    }
 }
 
 fn writeable<'py, A: for<'a> FromPyObject<'a, 'py, Error = PyErr>>(
@@ -143,14 +96,10 @@ fn mha_aggregate_cells_py<'py>(
 ) -> PyResult<SumsPair<'py>> {
     let n_threads = threads(n_threads)?;
     let offs = array1::<i64>("offsets", "int64", offsets)?;
+    let offsets = slice1("offsets", &offs)?;
     let uni: PyReadonlyArray1<'py, i64> = array1::<i64>("universe", "int64", universe)?;
     let args = Args {
-        tokens,
-        offsets: slice1("offsets", &offs)?,
-        table,
-        w_q,
-        w_k,
-        n_heads,
+        layer: LayerArgs::new(tokens, offsets, table, (w_q, w_k, None), n_heads),
         universe: Universe {
             index: slice1("universe", &uni)?,
             n: n_universe,
@@ -158,7 +107,7 @@ fn mha_aggregate_cells_py<'py>(
         n_threads,
     };
     running_sums(py, n_universe, sums, incoming, |out| {
-        dispatch(py, args, out)
+        by_layer_dtypes!(args.layer, run(py, args, out))
     })
 }
 
@@ -241,7 +190,7 @@ fn run_modules<T: Float, I: TokenId + Element>(
     out: ModuleSumsMut<'_>,
 ) -> PyResult<()> {
     let (universe, n_threads) = (a.universe, a.n_threads);
-    with_mha::<T, I, _>(&a, |cells, table, heads| {
+    a.layer.with::<T, I, _>(|cells, table, heads| {
         py.detach(|| {
             mha_module_cells(
                 cells, table, heads, universe, module, n_modules, out, n_threads,
@@ -287,12 +236,7 @@ fn mha_module_cells_py<'py>(
     let module = slice1("modules", &mods)?;
     let offsets = slice1("offsets", &offs)?;
     let args = Args {
-        tokens,
-        offsets,
-        table,
-        w_q,
-        w_k,
-        n_heads,
+        layer: LayerArgs::new(tokens, offsets, table, (w_q, w_k, None), n_heads),
         universe: Universe {
             index: slice1("universe", &uni)?,
             n: module.len(),
@@ -301,12 +245,7 @@ fn mha_module_cells_py<'py>(
     };
     let n_cells = offsets.len().saturating_sub(1);
     module_arrays(py, n_cells, n_modules, |out| {
-        match (has_dtype::<f32>(args.table), has_dtype::<i64>(args.tokens)) {
-            (true, false) => run_modules::<f32, i32>(py, args, module, n_modules, out),
-            (true, true) => run_modules::<f32, i64>(py, args, module, n_modules, out),
-            (false, false) => run_modules::<f64, i32>(py, args, module, n_modules, out),
-            (false, true) => run_modules::<f64, i64>(py, args, module, n_modules, out),
-        }
+        by_layer_dtypes!(args.layer, run_modules(py, args, module, n_modules, out))
     })
 }
 

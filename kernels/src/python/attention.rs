@@ -5,14 +5,15 @@
 //! error naming the argument. Results are new arrays owned by numpy (no copy on return).
 
 use numpy::ndarray::Array2;
-use numpy::{Element, IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{Element, IntoPyArray, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{array1, describe, has_dtype, slice1, threads};
+use super::layer::{by_layer_dtypes, LayerArgs};
+use super::{array1, describe, slice1, threads};
 use crate::gaussian::{gaussian_attention, gaussian_pool_cells, Projections};
 use crate::knowledge::neighbour_mean;
-use crate::matrix::{Mat, Ragged};
+use crate::matrix::{Mat, TokenId};
 use crate::multihead::{mha_pool_cells_ranked, multi_head_attention, Heads};
 use crate::real::Real;
 use crate::tokenize::CsrView;
@@ -126,27 +127,18 @@ fn gaussian_attention_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if has_dtype::<f32>(queries) {
-        gaussian_impl::<f32>(
+    by_float!(
+        queries,
+        gaussian_impl(
             py,
             queries,
             keys,
             Some(values),
             sigma,
             return_weights,
-            n_threads,
+            n_threads
         )
-    } else {
-        gaussian_impl::<f64>(
-            py,
-            queries,
-            keys,
-            Some(values),
-            sigma,
-            return_weights,
-            n_threads,
-        )
-    }
+    )
 }
 
 /// gaussian_weights(queries, keys, sigma, *, n_threads=1)
@@ -163,11 +155,10 @@ fn gaussian_weights_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if has_dtype::<f32>(queries) {
-        gaussian_impl::<f32>(py, queries, keys, None, sigma, true, n_threads)
-    } else {
-        gaussian_impl::<f64>(py, queries, keys, None, sigma, true, n_threads)
-    }
+    by_float!(
+        queries,
+        gaussian_impl(py, queries, keys, None, sigma, true, n_threads)
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -216,8 +207,9 @@ fn multi_head_attention_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if has_dtype::<f32>(x) {
-        mha_impl::<f32>(
+    by_float!(
+        x,
+        mha_impl(
             py,
             x,
             w_q,
@@ -225,20 +217,9 @@ fn multi_head_attention_py<'py>(
             Some(w_v),
             n_heads,
             return_weights,
-            n_threads,
+            n_threads
         )
-    } else {
-        mha_impl::<f64>(
-            py,
-            x,
-            w_q,
-            w_k,
-            Some(w_v),
-            n_heads,
-            return_weights,
-            n_threads,
-        )
-    }
+    )
 }
 
 /// multi_head_weights(x, w_q, w_k, n_heads, *, n_threads=1)
@@ -256,95 +237,29 @@ fn multi_head_weights_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if has_dtype::<f32>(x) {
-        mha_impl::<f32>(py, x, w_q, w_k, None, n_heads, true, n_threads)
-    } else {
-        mha_impl::<f64>(py, x, w_q, w_k, None, n_heads, true, n_threads)
-    }
+    by_float!(x, mha_impl(py, x, w_q, w_k, None, n_heads, true, n_threads))
 }
 
-/// Token ids as int32 or int64, kept borrowed.
-enum Tokens<'py> {
-    I32(PyReadonlyArray1<'py, i32>),
-    I64(PyReadonlyArray1<'py, i64>),
-}
-
-fn tokens_arg<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Tokens<'py>> {
-    if let Ok(t) = obj.extract::<PyReadonlyArray1<'py, i32>>() {
-        return Ok(Tokens::I32(t));
-    }
-    Ok(Tokens::I64(array1::<i64>("tokens", "int32 or int64", obj)?))
-}
-
-/// Runs `f` on the borrowed ragged cells, whichever the token dtype.
-fn with_cells<'a, R>(
-    tokens: &'a Tokens<'_>,
-    offsets: &'a [i64],
-    f: impl FnOnce(CellsArg<'a>) -> PyResult<R>,
-) -> PyResult<R> {
-    match tokens {
-        Tokens::I32(t) => f(CellsArg::I32(Ragged {
-            tokens: slice1("tokens", t)?,
-            offsets,
-        })),
-        Tokens::I64(t) => f(CellsArg::I64(Ragged {
-            tokens: slice1("tokens", t)?,
-            offsets,
-        })),
-    }
-}
-
-enum CellsArg<'a> {
-    I32(Ragged<'a, i32>),
-    I64(Ragged<'a, i64>),
-}
-
-fn run_cells<R, F32, F64>(cells: CellsArg<'_>, f32_fn: F32, f64_fn: F64) -> R
-where
-    F32: FnOnce(Ragged<'_, i32>) -> R,
-    F64: FnOnce(Ragged<'_, i64>) -> R,
-{
-    match cells {
-        CellsArg::I32(c) => f32_fn(c),
-        CellsArg::I64(c) => f64_fn(c),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gaussian_cells_impl<'py, T: Float>(
+fn gaussian_cells_run<'py, T: Float, I: TokenId + Element>(
     py: Python<'py>,
-    tokens: &Bound<'py, PyAny>,
-    offsets: &Bound<'py, PyAny>,
-    table: &Bound<'py, PyAny>,
-    w: [&Bound<'py, PyAny>; 3],
+    layer: &LayerArgs<'_, 'py>,
     sigma: f64,
     rank_scale: bool,
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let toks = tokens_arg(tokens)?;
-    let offs = array1::<i64>("offsets", "int64", offsets)?;
-    let offs = slice1("offsets", &offs)?;
-    let ta = array2::<T>("table", "table", table)?;
-    let qa = array2::<T>("w_q", "table", w[0])?;
-    let ka = array2::<T>("w_k", "table", w[1])?;
-    let va = array2::<T>("w_v", "table", w[2])?;
-    let table = mat("table", &ta)?;
-    let proj = Projections {
-        w_q: mat("w_q", &qa)?,
-        w_k: mat("w_k", &ka)?,
-        w_v: mat("w_v", &va)?,
-    };
-    let n_cells = offs.len().saturating_sub(1);
-    let out = with_cells(&toks, offs, |cells| {
-        Ok(py.detach(|| {
-            run_cells(
-                cells,
-                |c| gaussian_pool_cells(c, table, proj, sigma, rank_scale, n_threads),
-                |c| gaussian_pool_cells(c, table, proj, sigma, rank_scale, n_threads),
-            )
-        })?)
-    })?;
-    to_numpy(py, out, n_cells, proj.w_v.cols)
+    layer.with::<T, I, _>(|cells, table, heads| {
+        let w_v = heads
+            .w_v
+            .ok_or_else(|| PyValueError::new_err("w_v is needed"))?;
+        let proj = Projections {
+            w_q: heads.w_q,
+            w_k: heads.w_k,
+            w_v,
+        };
+        let out =
+            py.detach(|| gaussian_pool_cells(cells, table, proj, sigma, rank_scale, n_threads))?;
+        to_numpy(py, out, cells.n_cells(), w_v.cols)
+    })
 }
 
 /// gaussian_encode_cells(tokens, offsets, table, w_q, w_k, w_v, sigma, *, rank_scale, n_threads=1)
@@ -369,50 +284,27 @@ fn gaussian_encode_cells_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    let w = [w_q, w_k, w_v];
-    if has_dtype::<f32>(table) {
-        gaussian_cells_impl::<f32>(py, tokens, offsets, table, w, sigma, rank_scale, n_threads)
-    } else {
-        gaussian_cells_impl::<f64>(py, tokens, offsets, table, w, sigma, rank_scale, n_threads)
-    }
+    let offs = array1::<i64>("offsets", "int64", offsets)?;
+    let offsets = slice1("offsets", &offs)?;
+    // n_heads 1: unused, the Gaussian kernel has no heads
+    let layer = LayerArgs::new(tokens, offsets, table, (w_q, w_k, Some(w_v)), 1);
+    by_layer_dtypes!(
+        layer,
+        gaussian_cells_run(py, &layer, sigma, rank_scale, n_threads)
+    )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn mha_cells_impl<'py, T: Float>(
+fn mha_cells_run<'py, T: Float, I: TokenId + Element>(
     py: Python<'py>,
-    tokens: &Bound<'py, PyAny>,
-    offsets: &Bound<'py, PyAny>,
-    table: &Bound<'py, PyAny>,
-    w: [&Bound<'py, PyAny>; 3],
-    n_heads: usize,
+    layer: &LayerArgs<'_, 'py>,
     rank_values: bool,
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let toks = tokens_arg(tokens)?;
-    let offs = array1::<i64>("offsets", "int64", offsets)?;
-    let offs = slice1("offsets", &offs)?;
-    let ta = array2::<T>("table", "table", table)?;
-    let qa = array2::<T>("w_q", "table", w[0])?;
-    let ka = array2::<T>("w_k", "table", w[1])?;
-    let va = array2::<T>("w_v", "table", w[2])?;
-    let table = mat("table", &ta)?;
-    let heads = Heads {
-        w_q: mat("w_q", &qa)?,
-        w_k: mat("w_k", &ka)?,
-        w_v: Some(mat("w_v", &va)?),
-        n_heads,
-    };
-    let n_cells = offs.len().saturating_sub(1);
-    let out = with_cells(&toks, offs, |cells| {
-        Ok(py.detach(|| {
-            run_cells(
-                cells,
-                |c| mha_pool_cells_ranked(c, table, heads, rank_values, n_threads),
-                |c| mha_pool_cells_ranked(c, table, heads, rank_values, n_threads),
-            )
-        })?)
-    })?;
-    to_numpy(py, out, n_cells, table.cols)
+    layer.with::<T, I, _>(|cells, table, heads| {
+        let out =
+            py.detach(|| mha_pool_cells_ranked(cells, table, heads, rank_values, n_threads))?;
+        to_numpy(py, out, cells.n_cells(), table.cols)
+    })
 }
 
 /// mha_encode_cells(tokens, offsets, table, w_q, w_k, w_v, n_heads, *, rank_values=False, n_threads=1)
@@ -437,30 +329,10 @@ fn mha_encode_cells_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    let w = [w_q, w_k, w_v];
-    if has_dtype::<f32>(table) {
-        mha_cells_impl::<f32>(
-            py,
-            tokens,
-            offsets,
-            table,
-            w,
-            n_heads,
-            rank_values,
-            n_threads,
-        )
-    } else {
-        mha_cells_impl::<f64>(
-            py,
-            tokens,
-            offsets,
-            table,
-            w,
-            n_heads,
-            rank_values,
-            n_threads,
-        )
-    }
+    let offs = array1::<i64>("offsets", "int64", offsets)?;
+    let offsets = slice1("offsets", &offs)?;
+    let layer = LayerArgs::new(tokens, offsets, table, (w_q, w_k, Some(w_v)), n_heads);
+    by_layer_dtypes!(layer, mha_cells_run(py, &layer, rank_values, n_threads))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -511,11 +383,10 @@ fn neighbour_embeddings_py<'py>(
     n_threads: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let n_threads = threads(n_threads)?;
-    if has_dtype::<f32>(embeddings) {
-        neighbour_impl::<f32>(py, indptr, indices, data, embeddings, row_genes, n_threads)
-    } else {
-        neighbour_impl::<f64>(py, indptr, indices, data, embeddings, row_genes, n_threads)
-    }
+    by_float!(
+        embeddings,
+        neighbour_impl(py, indptr, indices, data, embeddings, row_genes, n_threads)
+    )
 }
 
 /// Adds the functions of this file to the module.

@@ -13,8 +13,10 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::aggregate::{matrix, module_arrays, running_sums, ModuleArrays, SumsPair};
+use super::aggregate::{module_arrays, running_sums, ModuleArrays, SumsPair};
 use super::attention::{array2, mat, to_numpy, Float};
+use super::layer::{by_layer_dtypes, EditArrays, LayerArgs};
+use super::perturb::EditEffects;
 use super::{array1, has_dtype, slice1, threads};
 use crate::aggregate::{ModuleSumsMut, SumsMut, Universe};
 use crate::genohoption::aggregate::{
@@ -24,9 +26,7 @@ use crate::genohoption::perturb::mha_genohoption_edit_effects;
 use crate::genohoption::{
     genohoption_attention, AttentionMode, CellGraph, GenoHoption, GraphScratch, Params, Prior,
 };
-use crate::matrix::{Mat, Ragged, TokenId};
-use crate::multihead::Heads;
-use crate::perturb::Edits;
+use crate::matrix::{Ragged, TokenId};
 
 /// The keys of a `genohoption` dict.
 const KEYS: [&str; 6] = ["indptr", "indices", "diffusion", "alpha", "t", "iterations"];
@@ -198,11 +198,10 @@ fn genohoption_attention_py<'py>(
     let n = slice1("indptr", &ip)?.len().saturating_sub(1);
     let graph = CellGraph::from_csr(slice1("indptr", &ip)?, slice1("indices", &ix)?, n)?;
     let qkv = (queries, keys, values);
-    if has_dtype::<f32>(queries) {
-        attention_impl::<f32>(py, qkv, &graph, n_heads, &params, return_weights, n_threads)
-    } else {
-        attention_impl::<f64>(py, qkv, &graph, n_heads, &params, return_weights, n_threads)
-    }
+    by_float!(
+        queries,
+        attention_impl(py, qkv, &graph, n_heads, &params, return_weights, n_threads)
+    )
 }
 
 /// `(indptr, indices)` int64 arrays as returned to Python.
@@ -316,54 +315,11 @@ fn seq2graph_edges_py<'py>(
     Ok(out.into_pyarray(py).into_any())
 }
 
-/// The study-model arguments once the dtypes are fixed.
+/// The study-model arguments of a GenoHoption kernel.
 struct MhaArgs<'a, 'py> {
-    tokens: &'a Bound<'py, PyAny>,
-    offsets: &'a [i64],
-    table: &'a Bound<'py, PyAny>,
-    w_q: &'a Bound<'py, PyAny>,
-    w_k: &'a Bound<'py, PyAny>,
-    w_v: Option<&'a Bound<'py, PyAny>>,
-    n_heads: usize,
+    layer: LayerArgs<'a, 'py>,
     gh: GenoHoption<'a>,
     n_threads: usize,
-}
-
-/// Borrows the token and weight arrays and calls `f` with the kernel's view of them.
-fn with_mha<T: Float, I: TokenId + Element, R>(
-    a: &MhaArgs<'_, '_>,
-    f: impl FnOnce(Ragged<'_, I>, Mat<'_, T>, Heads<'_, T>) -> PyResult<R>,
-) -> PyResult<R> {
-    let toks = array1::<I>("tokens", "int32 or int64", a.tokens)?;
-    let (mut ta, mut qa, mut ka, mut va) = (None, None, None, None);
-    let table = matrix::<T>("table", "table", a.table, &mut ta)?;
-    let w_v = match a.w_v {
-        Some(w) => Some(matrix::<T>("w_v", "table", w, &mut va)?),
-        None => None,
-    };
-    let heads = Heads {
-        w_q: matrix::<T>("w_q", "table", a.w_q, &mut qa)?,
-        w_k: matrix::<T>("w_k", "table", a.w_k, &mut ka)?,
-        w_v,
-        n_heads: a.n_heads,
-    };
-    let cells = Ragged {
-        tokens: slice1("tokens", &toks)?,
-        offsets: a.offsets,
-    };
-    f(cells, table, heads)
-}
-
-/// Calls `run::<T, I>` for the dtypes of the table and the tokens.
-macro_rules! dispatch {
-    ($args:expr, $run:ident ( $($rest:expr),* )) => {
-        match (has_dtype::<f32>($args.table), has_dtype::<i64>($args.tokens)) {
-            (true, false) => $run::<f32, i32>($($rest),*),
-            (true, true) => $run::<f32, i64>($($rest),*),
-            (false, false) => $run::<f64, i32>($($rest),*),
-            (false, true) => $run::<f64, i64>($($rest),*),
-        }
-    };
 }
 
 fn encode_run<'py, T: Float, I: TokenId + Element>(
@@ -371,7 +327,7 @@ fn encode_run<'py, T: Float, I: TokenId + Element>(
     a: &MhaArgs<'_, 'py>,
     rank: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    with_mha::<T, I, _>(a, |cells, table, heads| {
+    a.layer.with::<T, I, _>(|cells, table, heads| {
         let (gh, n_threads) = (a.gh, a.n_threads);
         let out =
             py.detach(|| mha_genohoption_pool_cells(cells, table, heads, gh, rank, n_threads))?;
@@ -409,18 +365,13 @@ fn mha_genohoption_encode_cells_py<'py>(
     let n_threads = threads(n_threads)?;
     let gh = GhArgs::extract(genohoption)?;
     let offs = array1::<i64>("offsets", "int64", offsets)?;
+    let offsets = slice1("offsets", &offs)?;
     let args = MhaArgs {
-        tokens,
-        offsets: slice1("offsets", &offs)?,
-        table,
-        w_q,
-        w_k,
-        w_v: Some(w_v),
-        n_heads,
+        layer: LayerArgs::new(tokens, offsets, table, (w_q, w_k, Some(w_v)), n_heads),
         gh: gh.get()?,
         n_threads,
     };
-    dispatch!(args, encode_run(py, &args, rank_values))
+    by_layer_dtypes!(args.layer, encode_run(py, &args, rank_values))
 }
 
 fn sums_run<T: Float, I: TokenId + Element>(
@@ -429,7 +380,7 @@ fn sums_run<T: Float, I: TokenId + Element>(
     universe: Universe<'_>,
     out: SumsMut<'_>,
 ) -> PyResult<()> {
-    with_mha::<T, I, _>(a, |cells, table, heads| {
+    a.layer.with::<T, I, _>(|cells, table, heads| {
         let (gh, n_threads) = (a.gh, a.n_threads);
         py.detach(|| {
             mha_genohoption_aggregate_cells(cells, table, heads, gh, universe, out, n_threads)
@@ -470,24 +421,19 @@ fn mha_genohoption_aggregate_cells_py<'py>(
     let n_threads = threads(n_threads)?;
     let gh = GhArgs::extract(genohoption)?;
     let offs = array1::<i64>("offsets", "int64", offsets)?;
+    let offsets = slice1("offsets", &offs)?;
     let uni = array1::<i64>("universe", "int64", universe)?;
     let universe = Universe {
         index: slice1("universe", &uni)?,
         n: n_universe,
     };
     let args = MhaArgs {
-        tokens,
-        offsets: slice1("offsets", &offs)?,
-        table,
-        w_q,
-        w_k,
-        w_v: None,
-        n_heads,
+        layer: LayerArgs::new(tokens, offsets, table, (w_q, w_k, None), n_heads),
         gh: gh.get()?,
         n_threads,
     };
     running_sums(py, n_universe, sums, incoming, |out| {
-        dispatch!(args, sums_run(py, &args, universe, out))
+        by_layer_dtypes!(args.layer, sums_run(py, &args, universe, out))
     })
 }
 
@@ -498,7 +444,7 @@ fn modules_run<T: Float, I: TokenId + Element>(
     (module, n_modules): (&[i64], usize),
     out: ModuleSumsMut<'_>,
 ) -> PyResult<()> {
-    with_mha::<T, I, _>(a, |cells, table, heads| {
+    a.layer.with::<T, I, _>(|cells, table, heads| {
         let (gh, n_threads) = (a.gh, a.n_threads);
         py.detach(|| {
             mha_genohoption_module_cells(
@@ -547,20 +493,14 @@ fn mha_genohoption_module_cells_py<'py>(
     };
     let offsets = slice1("offsets", &offs)?;
     let args = MhaArgs {
-        tokens,
-        offsets,
-        table,
-        w_q,
-        w_k,
-        w_v: None,
-        n_heads,
+        layer: LayerArgs::new(tokens, offsets, table, (w_q, w_k, None), n_heads),
         gh: gh.get()?,
         n_threads,
     };
     let n_cells = offsets.len().saturating_sub(1);
     module_arrays(py, n_cells, n_modules, |out| {
-        dispatch!(
-            args,
+        by_layer_dtypes!(
+            args.layer,
             modules_run(py, &args, universe, (module, n_modules), out)
         )
     })
@@ -570,7 +510,7 @@ fn mha_genohoption_module_cells_py<'py>(
 ///
 /// mha_edit_effects with GenoHoption attention: every edit that removes or adds a key
 /// re-runs the cell's GenoHoption attention over the edited tokens (the added token last).
-/// float64 table and projections, int64 tokens, offsets and edit arrays. With rank_values,
+/// int64 offsets and edit arrays; dtypes otherwise as for mha_edit_effects. With rank_values,
 /// values are scaled by their rank weight and edit_move (int64, or -1) moves the token at
 /// exclude to a new position, as for mha_edit_effects. Returns (original, perturbed), each
 /// (n_edits, d), before W_O. Bit-identical for any n_threads.
@@ -598,63 +538,35 @@ fn mha_genohoption_edit_effects_py<'py>(
     rank_values: bool,
     edit_move: Option<&Bound<'py, PyAny>>,
     n_threads: usize,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+) -> PyResult<EditEffects<'py>> {
     let n_threads = threads(n_threads)?;
     let gh = GhArgs::extract(genohoption)?;
-    let toks = array1::<i64>("tokens", "int64", tokens)?;
     let offs = array1::<i64>("offsets", "int64", offsets)?;
-    let ta = array2::<f64>("table", "table", table)?;
-    let qa = array2::<f64>("w_q", "table", w_q)?;
-    let ka = array2::<f64>("w_k", "table", w_k)?;
-    let va = array2::<f64>("w_v", "table", w_v)?;
-    let names = ["edit_cell", "edit_remove", "edit_add", "edit_exclude"];
-    let arrays = [edit_cell, edit_remove, edit_add, edit_exclude]
-        .iter()
-        .zip(names)
-        .map(|(a, n)| array1::<i64>(n, "int64", a))
-        .collect::<PyResult<Vec<_>>>()?;
-    let s = arrays
-        .iter()
-        .zip(names)
-        .map(|(a, n)| slice1(n, a))
-        .collect::<PyResult<Vec<_>>>()?;
-    let edits = Edits {
-        cell: s[0],
-        remove: s[1],
-        add: s[2],
-        exclude: s[3],
+    let offsets = slice1("offsets", &offs)?;
+    let args = MhaArgs {
+        layer: LayerArgs::new(tokens, offsets, table, (w_q, w_k, Some(w_v)), n_heads),
+        gh: gh.get()?,
+        n_threads,
     };
-    let cells = Ragged {
-        tokens: slice1("tokens", &toks)?,
-        offsets: slice1("offsets", &offs)?,
-    };
-    let table = mat("table", &ta)?;
-    let heads = Heads {
-        w_q: mat("w_q", &qa)?,
-        w_k: mat("w_k", &ka)?,
-        w_v: Some(mat("w_v", &va)?),
-        n_heads,
-    };
-    let g = gh.get()?;
-    let d = table.cols;
-    let move_array = edit_move
-        .map(|a| array1::<i64>("edit_move", "int64", a))
-        .transpose()?;
-    let no_moves = vec![-1i64; edits.cell.len()];
-    let moved: Option<&[i64]> = match (&move_array, rank_values) {
-        (Some(a), true) => Some(slice1("edit_move", a)?),
-        (None, true) => Some(&no_moves[..]),
-        (Some(_), false) => {
-            return Err(PyValueError::new_err(
-                "edit_move needs rank_values=True (an order-free model does not see moves)",
-            ))
-        }
-        (None, false) => None,
-    };
-    let (orig, pert) = py
-        .detach(|| mha_genohoption_edit_effects(cells, table, heads, g, edits, moved, n_threads))?;
-    let n = edits.cell.len();
-    Ok((to_numpy(py, orig, n, d)?, to_numpy(py, pert, n, d)?))
+    let edits = EditArrays::extract([edit_cell, edit_remove, edit_add, edit_exclude], edit_move)?;
+    by_layer_dtypes!(args.layer, edits_run(py, &args, &edits, rank_values))
+}
+
+fn edits_run<'py, T: Float, I: TokenId + Element>(
+    py: Python<'py>,
+    a: &MhaArgs<'_, 'py>,
+    edits: &EditArrays<'_>,
+    rank_values: bool,
+) -> PyResult<EditEffects<'py>> {
+    let (edits, moved) = edits.view(rank_values)?;
+    a.layer.with::<T, I, _>(|cells, table, heads| {
+        let (gh, n_threads) = (a.gh, a.n_threads);
+        let (orig, pert) = py.detach(|| {
+            mha_genohoption_edit_effects(cells, table, heads, gh, edits, moved, n_threads)
+        })?;
+        let (n, d) = (edits.cell.len(), table.cols);
+        Ok((to_numpy(py, orig, n, d)?, to_numpy(py, pert, n, d)?))
+    })
 }
 
 /// Adds the functions of this file to the module.
