@@ -45,7 +45,8 @@ def large_studies_table(
         ok = {n: n in part.index and str(part.loc[n, "status"]).startswith("ok") for n in sizes}
         finished = {n: n in part.index and part.loc[n, "status"] != "running" for n in sizes}
         missing = {n: "not run" if finished[n] else "pending" for n in sizes}
-        row = {"stage": stage, "jobs": int(part["jobs"].max())}
+        jobs = " / ".join(str(int(part.loc[n, "jobs"])) if ok[n] else "-" for n in sizes)
+        row = {"stage": stage, "jobs " + " / ".join(f"{n:,}" for n in sizes): jobs}
         for n in sizes:
             row[f"wall / CPU {n:,} (s)"] = (
                 f"{part.loc[n, 'wall_s']:,.0f} / {part.loc[n, 'cpu_s']:,.0f}"

@@ -155,12 +155,13 @@ def collect(studies: dict[str, Path] | None = None) -> dict[str, str]:
 
 
 def render_table(path: Path) -> str:
-    """A TSV (``#`` header lines skipped) as a Markdown table."""
-    table = _read_tsv(path)
+    """A TSV (``#`` header lines skipped) as a Markdown table, each cell as the TSV writes it
+    (``0.90`` stays ``0.90``)."""
+    table = pd.read_csv(path, sep="\t", comment="#", dtype=str, keep_default_na=False)
     lines = ["| " + " | ".join(map(str, table.columns)) + " |"]
     lines.append("|" + "---|" * len(table.columns))
     for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
