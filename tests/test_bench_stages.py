@@ -87,6 +87,39 @@ def test_jobs_follow_the_config(tmp_path):
     assert len(perturb) == 3 and all("--plan" in j.argv for j in perturb)
     diff = jobs.jobs("differential")[0].argv
     assert sum(a.endswith(".npz") and "module_attention/case" in a for a in diff) == 3
+    analysis = jobs.jobs("module-analysis")[0].argv
+    assert analysis[analysis.index("--sample-column") + 1] == config["conditions"]["sample"]
+    assert {"--case-network", "--control-network"} <= set(analysis)
+    report = jobs.jobs("report")[0].argv
+    assert {"--module-traits", "--module-preservation", "--skipped"} <= set(report)
+
+
+#: Workflow rules that are no stage of their own: the target, resources, the benchmark,
+#: and optional outputs, off in config.yaml (each runs a stage's command on other inputs
+#: or with more options).
+NOT_STAGES = {
+    "all", "fetch_resources", "bench", "attention_graph", "gene_embeddings", "gene_shifts",
+    "alt_states_embed",
+}  # fmt: skip
+#: The stage that measures each rule's command.
+RULE_STAGES = {
+    "qc": "qc", "tokenize": "tokenize", "model": "model", "embed_shard": "embed",
+    "embed": "gather-embeddings", "universe": "universe", "attention_shard": "attention",
+    "gather_attention": "gather-attention", "network": "network", "modules": "modules",
+    "module_analysis": "module-analysis", "module_attention": "module-attention",
+    "differential": "differential", "evaluate": "evaluate", "perturb_plan": "perturb-plan",
+    "perturb_shard": "perturb", "perturbation": "perturb-stats", "report": "report",
+}  # fmt: skip
+
+
+def test_every_rule_of_the_workflow_is_a_stage():
+    """A rule added to the workflow without a stage would go unmeasured at scale."""
+    import re
+
+    text = "".join(f.read_text() for f in sorted((ROOT / "workflow" / "rules").glob("*.smk")))
+    rules = set(re.findall(r"^\s*(?:rule|checkpoint) (\w+):", text, re.M))
+    assert rules - NOT_STAGES == set(RULE_STAGES)
+    assert set(RULE_STAGES.values()) == {s for s in STAGE_NAMES if not s.startswith("load-")}
 
 
 def _results() -> list[StageResult]:

@@ -52,13 +52,17 @@ STAGES = (
     Stage("gather-attention", ("attention",)),
     Stage("network", ("gather-attention",)),
     Stage("modules", ("network",)),
+    Stage("module-analysis", ("modules", "network")),
     Stage("module-attention", ("modules",)),
     Stage("differential", ("module-attention",)),
     Stage("evaluate", ("modules", "gather-embeddings")),
     Stage("perturb-plan", ("differential", "gather-embeddings")),
     Stage("perturb", ("perturb-plan",)),
     Stage("perturb-stats", ("perturb",)),
-    Stage("report", ("gather-embeddings", "differential", "evaluate", "perturb-stats")),
+    Stage(
+        "report",
+        ("gather-embeddings", "module-analysis", "differential", "evaluate", "perturb-stats"),
+    ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 #: Stages whose jobs are shards of the cells (of a condition).
@@ -370,6 +374,24 @@ class StageJobs:
                 jobs.append(Job("module-attention", label, argv, self.threads, profile=s == 0))
         return jobs
 
+    def _module_analysis(self) -> list[Job]:
+        m, sample = self.c["modules"], self.c["conditions"].get("sample")
+        argv = self._cmd(
+            "module-analysis", "--modules", self.path("modules.tsv"),
+            "--counts", self.path("qc.h5ad"), "--condition-column", self.column,
+            "--case", self.labels["case"], "--control", self.labels["control"],
+            *(("--sample-column", sample) if sample else ()),
+            "--case-network", self.path("network/case.npz"),
+            "--control-network", self.path("network/control.npz"),
+            "--min-kme", m["min_kme"], "--trait-permutations", m["trait_permutations"],
+            "--preservation-permutations", m["preservation_permutations"], "--seed", m["seed"],
+            "--out-kme", self.path("module_kme.tsv"),
+            "--out-eigengenes", self.path("module_eigengenes.tsv"),
+            "--out-traits", self.path("module_traits.tsv"),
+            "--out-preservation", self.path("module_preservation.tsv"),
+        )  # fmt: skip
+        return [Job("module-analysis", "", argv)]
+
     def _differential(self) -> list[Job]:
         if not self.cell_test:
             return []
@@ -416,6 +438,7 @@ class StageJobs:
             "--max-genes", p["max_genes"], "--min-cells", p["min_cells"],
             "--null-per-bin", p["null_per_bin"], "--seed", p["seed"],
             "--out", self.path("perturbation/plan.npz"),
+            "--out-skipped", self.path("perturbation/skipped.tsv"),
         )  # fmt: skip
         return [Job("perturb-plan", "", argv)]
 
@@ -462,6 +485,9 @@ class StageJobs:
             "--differential", self.path("differential.tsv"),
             "--evaluation", self.path("evaluation.tsv"),
             "--perturbation", self.path("perturbation.tsv"),
+            "--module-traits", self.path("module_traits.tsv"),
+            "--module-preservation", self.path("module_preservation.tsv"),
+            "--skipped", self.path("perturbation/skipped.tsv"),
             "--fdr", self.c["evaluation"]["fdr"], "--threads", 1,
             "--out", self.path("report.html"),
         )  # fmt: skip
