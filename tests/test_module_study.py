@@ -264,3 +264,55 @@ def test_api_equals_the_cli_tables(tmp_path):
         back.uns["module_analysis"]["kme"]["kme_rank"].tolist()[:10]
         == (stored["kme"]["kme_rank"].tolist()[:10])
     )
+
+
+# -- blocks of cells ----------------------------------------------------------------------
+
+
+def test_blocked_eigengenes_equal_the_dense_ones():
+    """Blocks of 7 cells, a subset of the rows, a constant gene and a module with no
+    variance: eigengenes, variance explained and kME as the dense code gives them."""
+    from geneattn.module_analysis import module_eigengenes, module_kme
+    from geneattn.module_blocks import blocked_eigengenes
+    from geneattn.module_study import module_expression
+
+    counts, modules = _counts(n_cells=96, seed=5), _modules()
+    x = counts.X.toarray()
+    x[:, 20] = 0.0  # a gene no cell expresses (unassigned)
+    modules.loc[25:26, "module"] = 3  # a module of two genes
+    x[:, 25:27] = 0.0  # ... with no variance
+    counts.X = sparse.csr_matrix(x)
+    columns, expression = module_expression(modules, counts)
+    rows = np.flatnonzero(np.arange(counts.n_obs) % 5 != 2)
+    labels = modules["module"].to_numpy()[columns >= 0]
+    ids, eig, explained = module_eigengenes(expression[rows], labels)
+    kme = module_kme(expression[rows], eig)
+
+    def blocks():
+        for start in range(0, counts.n_obs, 7):
+            stop = min(start + 7, counts.n_obs)
+            yield start, stop, counts.X[start:stop]
+
+    got = blocked_eigengenes(
+        blocks,
+        rows=rows,
+        columns=columns[columns >= 0],
+        modules=labels,
+        n_counts=counts.obs["n_counts"].to_numpy(),
+    )
+    np.testing.assert_array_equal(got[0], ids)
+    np.testing.assert_allclose(got[1], eig, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got[2], explained, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[3], kme, rtol=0, atol=1e-9)
+    assert np.all(got[1][:, 2] == 0) and np.all(got[3][:, 2] == 0)  # module 3: no variance
+
+
+def test_cli_in_blocks_writes_the_in_memory_tables(tmp_path):
+    _study(tmp_path)
+    whole, blocked = tmp_path / "whole", tmp_path / "blocked"
+    assert main(_cli_args(tmp_path, whole)) == 0
+    assert main([*_cli_args(tmp_path, blocked), "--chunk-cells", "25"]) == 0
+    for name in NAMES:
+        a = pd.read_csv(whole / name, sep="\t")
+        b = pd.read_csv(blocked / name, sep="\t")
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-9)

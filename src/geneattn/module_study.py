@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import anndata as ad
     import pandas as pd
 
+    from geneattn.module_blocks import Blocks
     from geneattn.network import GeneNetwork
 
 __all__ = [
@@ -109,12 +110,44 @@ class StudyModuleAnalysis:
     columns: np.ndarray
 
 
+def module_columns(
+    modules: pd.DataFrame, counts: ad.AnnData, *, source: str | Path | None = None
+) -> np.ndarray:
+    """Column of each module-table gene in ``counts`` (-1 when absent), as the ``evaluate``
+    stage finds them (:func:`geneattn.baselines.universe_columns`); reads no counts.
+
+    Raises
+    ------
+    InputError
+        No gene of the module table is in the counts (``source`` named).
+    """
+    from geneattn.baselines import universe_columns
+
+    var_names = counts.var_names.astype(str).to_numpy()
+    var_ids = (
+        counts.var["gene_ids"].astype(str).to_numpy() if "gene_ids" in counts.var else var_names
+    )
+    columns = universe_columns(var_ids, var_names, modules["gene_id"], modules["gene"])
+    if not (columns >= 0).any():
+        raise InputError("none of the module genes is in the counts", source)
+    if (columns < 0).any():
+        logger.warning("%d module genes not in the counts: no kME", int((columns < 0).sum()))
+    return columns
+
+
+def _n_counts(counts: ad.AnnData) -> np.ndarray | None:
+    """``obs["n_counts"]`` when present (the QC stage's totals over all genes)."""
+    if "n_counts" in counts.obs:
+        return counts.obs["n_counts"].to_numpy(dtype=np.float64)
+    return None
+
+
 def module_expression(
     modules: pd.DataFrame, counts: ad.AnnData, *, source: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Log-normalised expression of the module table's genes, as the ``evaluate`` stage
-    finds them (:func:`geneattn.baselines.universe_columns`,
-    :func:`geneattn.diffusion.log_normalise` with ``obs["n_counts"]`` when present).
+    """Log-normalised expression of the module table's genes
+    (:func:`module_columns`, :func:`geneattn.diffusion.log_normalise` with
+    ``obs["n_counts"]`` when present).
 
     Returns
     -------
@@ -128,22 +161,10 @@ def module_expression(
     InputError
         No gene of the module table is in the counts (``source`` named).
     """
-    from geneattn.baselines import universe_columns
     from geneattn.diffusion import log_normalise
 
-    var_names = counts.var_names.astype(str).to_numpy()
-    var_ids = (
-        counts.var["gene_ids"].astype(str).to_numpy() if "gene_ids" in counts.var else var_names
-    )
-    columns = universe_columns(var_ids, var_names, modules["gene_id"], modules["gene"])
-    if not (columns >= 0).any():
-        raise InputError("none of the module genes is in the counts", source)
-    if (columns < 0).any():
-        logger.warning("%d module genes not in the counts: no kME", int((columns < 0).sum()))
-    n_counts = None
-    if "n_counts" in counts.obs:
-        n_counts = counts.obs["n_counts"].to_numpy(dtype=np.float64)
-    full = log_normalise(counts.X, n_counts=n_counts)
+    columns = module_columns(modules, counts, source=source)
+    full = log_normalise(counts.X, n_counts=_n_counts(counts))
     return columns, full[:, columns[columns >= 0]].toarray()
 
 
@@ -163,6 +184,7 @@ def analyse_study_modules(
     seed: int = 0,
     source: str | Path | None = None,
     modules_source: str | Path | None = None,
+    blocks: Blocks | None = None,
 ) -> StudyModuleAnalysis:
     """Eigengenes, kME and hubs, module-condition association and module preservation.
 
@@ -200,6 +222,11 @@ def analyse_study_modules(
         Seed of both.
     source, modules_source
         Names of the counts file and of the module table, for errors.
+    blocks
+        Blocks of the raw counts of every cell of ``counts``
+        (:func:`geneattn.tokenize_stream.h5ad_blocks`): the eigengenes and kME are then
+        computed a block at a time (:func:`geneattn.module_blocks.blocked_eigengenes`, equal
+        up to round-off) and ``counts.X`` is not read, so ``counts`` may be backed.
 
     Returns
     -------
@@ -244,12 +271,25 @@ def analyse_study_modules(
             raise InputError(f"no obs column {sample_column!r}", source)
         samples = counts.obs[sample_column].astype(str).to_numpy()[rows]
     cells = counts.obs_names.astype(str).to_numpy()[rows]
-    columns, expression = module_expression(modules, counts, source=source)
-    expression = expression[rows]
+    if blocks is None:
+        columns, expression = module_expression(modules, counts, source=source)
+        expression = expression[rows]
+        present_modules = module_of[columns >= 0]
+        ids, eig, explained = module_eigengenes(expression, present_modules)
+        kme_all = module_kme(expression, eig) if len(ids) else np.zeros((expression.shape[1], 0))
+    else:
+        from geneattn.module_blocks import blocked_eigengenes
+
+        columns = module_columns(modules, counts, source=source)
+        present_modules = module_of[columns >= 0]
+        ids, eig, explained, kme_all = blocked_eigengenes(
+            blocks,
+            rows=rows,
+            columns=columns[columns >= 0],
+            modules=present_modules,
+            n_counts=_n_counts(counts),
+        )
     present = columns >= 0
-    present_modules = module_of[present]
-    ids, eig, explained = module_eigengenes(expression, present_modules)
-    kme_all = module_kme(expression, eig) if len(ids) else np.zeros((expression.shape[1], 0))
 
     # module_kme.tsv: every gene of the table, in its order
     n = len(modules)

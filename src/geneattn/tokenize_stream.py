@@ -408,6 +408,20 @@ def h5ad_blocks(path: str | Path, chunk_cells: int) -> tuple[Blocks, int, int]:
     return blocks, n_cells, n_genes
 
 
+def stage_blocks(path: str | Path, chunk_cells: int) -> Blocks | None:
+    """:func:`h5ad_blocks` of a stage's ``.h5ad`` when it has more than ``chunk_cells`` cells
+    and a CSR or dense ``X``; None when it is small enough (or stored otherwise, logged) to
+    read whole."""
+    try:
+        blocks, n_cells, _ = h5ad_blocks(path, chunk_cells)
+    except InputError as err:
+        if "blocks of cells need" not in str(err):
+            raise
+        log.info("%s; reading it whole", err)
+        return None
+    return blocks if n_cells > chunk_cells else None
+
+
 def tokenize_h5ad(
     path: str | Path,
     out: str | Path,

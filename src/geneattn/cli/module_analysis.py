@@ -28,6 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trait-permutations", type=int, default=10_000)
     parser.add_argument("--preservation-permutations", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chunk-cells",
+        type=int,
+        default=10_000,
+        help="above this many cells, read the counts this many cells at a time",
+    )
     parser.add_argument("--out-kme", required=True, help="module_kme.tsv to write")
     parser.add_argument("--out-eigengenes", required=True, help="module_eigengenes.tsv to write")
     parser.add_argument("--out-traits", required=True, help="module_traits.tsv to write")
@@ -43,13 +49,19 @@ def run(args: argparse.Namespace) -> int:
     from geneattn.io.readers import read_stage_h5ad
     from geneattn.module_study import analyse_study_modules
     from geneattn.network import load_network, save_table
+    from geneattn.tokenize_stream import stage_blocks
 
     if (args.case_network is None) != (args.control_network is None):
         raise InputError("--case-network and --control-network go together")
     if args.control_network is not None and args.control is None:
         raise InputError("--control-network needs --control")
+    if args.chunk_cells < 1:
+        raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
     modules = read_table(args.modules, {"gene", "gene_id", "module"})
-    counts = read_stage_h5ad(args.counts)
+    blocks = stage_blocks(args.counts, args.chunk_cells)
+    counts = read_stage_h5ad(args.counts, backed=blocks is not None)
+    if blocks is not None:
+        counts.file.close()  # obs and var stay in memory
     networks = {}
     if args.case_network is not None:
         networks = {
@@ -70,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         source=args.counts,
         modules_source=args.modules,
+        blocks=blocks,
     )
     for path, table in (
         (args.out_kme, result.kme),
