@@ -408,10 +408,11 @@ def h5ad_blocks(path: str | Path, chunk_cells: int) -> tuple[Blocks, int, int]:
     return blocks, n_cells, n_genes
 
 
-def stage_blocks(path: str | Path, chunk_cells: int) -> Blocks | None:
-    """:func:`h5ad_blocks` of a stage's ``.h5ad`` when it has more than ``chunk_cells`` cells
-    and a CSR or dense ``X``; None when it is small enough (or stored otherwise, logged) to
-    read whole."""
+def stage_blocks(
+    path: str | Path, chunk_cells: int, *, whole_at_most: int | None = None
+) -> Blocks | None:
+    """:func:`h5ad_blocks` of a stage's ``.h5ad``, or None when it is to be read whole: its
+    ``X`` is neither CSR nor dense (logged), or it has at most ``whole_at_most`` cells."""
     try:
         blocks, n_cells, _ = h5ad_blocks(path, chunk_cells)
     except InputError as err:
@@ -419,7 +420,7 @@ def stage_blocks(path: str | Path, chunk_cells: int) -> Blocks | None:
             raise
         log.info("%s; reading it whole", err)
         return None
-    return blocks if n_cells > chunk_cells else None
+    return None if whole_at_most is not None and n_cells <= whole_at_most else blocks
 
 
 def tokenize_h5ad(
@@ -485,13 +486,7 @@ def tokenize_h5ad(
 
     if chunk_cells < 1:
         raise InputError(f"chunk_cells must be >= 1, got {chunk_cells}")
-    try:
-        blocks, _, _ = h5ad_blocks(path, chunk_cells)
-    except InputError as err:
-        if "blocks of cells need" not in str(err):
-            raise
-        log.info("%s; reading it whole", err)
-        blocks = None
+    blocks = stage_blocks(path, chunk_cells)
     adata = read_stage_h5ad(path, backed=blocks is not None)
     if blocks is not None:
         adata.file.close()  # obs and var stay in memory

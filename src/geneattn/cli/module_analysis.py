@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.chunk_cells < 1:
         raise InputError(f"--chunk-cells must be >= 1, got {args.chunk_cells}")
     modules = read_table(args.modules, {"gene", "gene_id", "module"})
-    blocks = stage_blocks(args.counts, args.chunk_cells)
+    blocks = stage_blocks(args.counts, args.chunk_cells, whole_at_most=args.chunk_cells)
     counts = read_stage_h5ad(args.counts, backed=blocks is not None)
     if blocks is not None:
         counts.file.close()  # obs and var stay in memory
