@@ -36,6 +36,7 @@ __all__ = [
     "hub_genes_by_kme",
     "module_condition_association",
     "module_eigengenes",
+    "module_ids",
     "module_kme",
     "module_preservation",
     "module_scores",
@@ -61,7 +62,8 @@ def zscore_columns(expression: np.ndarray | sparse.spmatrix) -> np.ndarray:
     return centred * scale
 
 
-def _module_ids(modules: np.ndarray) -> np.ndarray:
+def module_ids(modules: np.ndarray) -> np.ndarray:
+    """The module numbers of ``modules`` (0 = unassigned), ascending, unique, ``> 0``."""
     modules = np.asarray(modules, dtype=np.int64)
     if np.any(modules < 0):
         raise ValueError("module numbers must be non-negative (0 = unassigned)")
@@ -95,7 +97,7 @@ def module_eigengenes(
     modules = np.asarray(modules, dtype=np.int64)
     if len(modules) != z.shape[1]:
         raise ValueError(f"{len(modules)} module labels for {z.shape[1]} genes")
-    ids = _module_ids(modules)
+    ids = module_ids(modules)
     eig = np.zeros((z.shape[0], len(ids)))
     explained = np.zeros(len(ids))
     for c, m in enumerate(ids):
@@ -120,7 +122,7 @@ def module_scores(
     """Mean z-score of each module's genes per cell: ``(ids, (n_cells, n_modules))``."""
     z = zscore_columns(expression)
     modules = np.asarray(modules, dtype=np.int64)
-    ids = _module_ids(modules)
+    ids = module_ids(modules)
     return ids, np.column_stack([z[:, modules == m].mean(axis=1) for m in ids]) if len(
         ids
     ) else np.zeros((z.shape[0], 0))
@@ -412,7 +414,7 @@ def module_preservation(
     rng = np.random.default_rng(seed)
     n = ref.shape[0]
     rows = []
-    for m in _module_ids(modules).tolist():
+    for m in module_ids(modules).tolist():
         members = np.flatnonzero(modules == m)
         obs = _preservation_stats(ref, tst, members)
         null = np.array(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from geneattn.module_analysis import _module_ids
+from geneattn.module_analysis import module_ids
 
 #: ``blocks()`` yields ``(start, stop, raw counts)`` for consecutive blocks of every cell.
 Blocks = Callable[[], Iterator[tuple[int, int, sp.csr_matrix]]]
@@ -81,7 +81,7 @@ def blocked_eigengenes(
     if np.any(np.diff(rows) <= 0):
         raise ValueError("rows must be ascending and distinct")
     modules = np.asarray(modules, dtype=np.int64)
-    ids = _module_ids(modules)
+    ids = module_ids(modules)
     members = [np.flatnonzero(modules == m) for m in ids]
     n, g = len(rows), len(columns)
 
